@@ -1,0 +1,35 @@
+# The two commands of the README: `make book` and `make test`. Each creates .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= quick
+RESULTS ?= results/$(PROFILE)
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test book figures clean benchmark
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+# The main job: run what is missing of the profile, execute every figure notebook, build the book.
+book: venv
+	$(BIN)/fragility run --profile $(PROFILE) --results $(RESULTS)
+	$(BIN)/python -m fragility.book execute --results $(RESULTS) --profile $(PROFILE)
+	$(BIN)/jupyter-book build . --keep-going
+	@echo "Book: _build/html/index.html"
+
+benchmark: venv
+	$(BIN)/python benchmarks/engine_vs_oracle.py
+	$(BIN)/python benchmarks/quick_profile.py
+
+clean:
+	rm -rf _build book/_executed

@@ -1,0 +1,263 @@
+"""Training with resumable, reproducible checkpoints (SPEC §7) and real layer freezing (SPEC §8).
+
+Protocol: Adam (lr 1e-3, betas (0.9, 0.999), eps 1e-8, no weight decay), cross-entropy, clean
+data, no augmentation, shuffled by a ``torch.Generator`` seeded with the config's seed. The global
+CPU RNG (used e.g. by SqueezeNet's dropout) is seeded too, inside ``fork_rng`` so the caller's RNG
+state is restored afterwards. A checkpoint is written atomically after epochs every, 2·every, … and
+after the last epoch; it holds everything needed to resume bit for bit: model and optimizer state,
+the CPU, CUDA and shuffling RNG states.
+
+Resuming: ``train`` continues from the latest existing checkpoint of the config. ``config_hash``
+leaves ``epochs`` out, so asking for more epochs extends a finished run instead of refusing it.
+Determinism: bitwise identical on the same machine with the same software on CPU; on GPU
+``torch.use_deterministic_algorithms(True, warn_only=True)`` makes it so wherever CUDA allows.
+"""
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fragility.errors import FragilityError
+from fragility.models import build
+from fragility.provenance import provenance
+
+FORMAT = "fragility-checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    """What determines a training run; `depth` only matters for smallcnn."""
+
+    model: str
+    dataset: str
+    seed: int
+    epochs: int
+    every: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    channels: int = 1
+    classes: int = 10
+    depth: int = 2
+
+    def __post_init__(self):
+        """Refuse non-positive counts and rates."""
+        for name in ("epochs", "every", "batch_size", "channels", "classes", "depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise FragilityError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise FragilityError(f"TrainConfig.lr must be positive, got {self.lr!r}")
+
+
+def config_hash(config: TrainConfig | dict) -> str:
+    """Short stable sha256 of the config's fields except `epochs` (so extending a run resumes it)."""
+    values = asdict(config) if isinstance(config, TrainConfig) else dict(config)
+    values.pop("epochs", None)
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def checkpoint_path(root, model: str, dataset: str, seed: int, epoch: int) -> Path:
+    """root/checkpoints/<model>/<dataset>/seed<seed>/epoch<EEE>.pt"""
+    return Path(root) / "checkpoints" / model / dataset / f"seed{seed}" / f"epoch{epoch:03d}.pt"
+
+
+def _read(path, map_location) -> dict:
+    """The checkpoint dict at `path`, or a FragilityError saying what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FragilityError(f"no checkpoint at {path}; run `fragility train` first to create it")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise FragilityError(f"{path} is not a readable checkpoint ({error.__class__.__name__}); delete it and train again") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise FragilityError(f"{path} is not a fragility checkpoint; delete it or use another results folder")
+    return data
+
+
+def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
+    """The network rebuilt from a checkpoint, in eval() mode, and the checkpoint's other entries."""
+    data = _read(path, map_location)
+    config = data["config"]
+    model = build(config["model"], config["channels"], config["classes"], depth=config["depth"])
+    model.load_state_dict(data.pop("model"))
+    return model.eval(), data
+
+
+def _save(data: dict, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then os.replace it onto `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _frozen_parameters(model: nn.Module, freeze: Sequence[str]) -> set:
+    """Ids of the parameters of the modules named in `freeze`, which stop requiring gradients."""
+    modules = dict(model.named_modules())
+    unknown = [name for name in freeze if name not in modules or not name]
+    if unknown:
+        known = [name for name, module in modules.items() if name and list(module.parameters(recurse=False))]
+        raise FragilityError(f"cannot freeze unknown module(s) {unknown}; use qualified names such as {', '.join(known[:6])}")
+    frozen = set()
+    for name in freeze:
+        for parameter in modules[name].parameters():
+            parameter.requires_grad_(False)
+            frozen.add(id(parameter))
+    return frozen
+
+
+def _check_data(train_set, model: nn.Module, config: TrainConfig, device) -> None:
+    """Refuse images the network cannot take, naming the expected channels."""
+    image = train_set[0][0]
+    expected = f"{config.channels}×H×W images (e.g. 1×28×28 for MNIST, 3×32×32 for CIFAR-10, 3×64×64 for Tiny ImageNet)"
+    if not torch.is_tensor(image) or image.dim() != 3 or image.shape[0] != config.channels:
+        shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+        raise FragilityError(f"{config.model} was built for {expected} but the training data has {shape}; set TrainConfig.channels to match the data")
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(image[None].float().to(device))
+    except RuntimeError as error:
+        raise FragilityError(f"{config.model} cannot take training images of shape {tuple(image.shape)}: expected {expected}; {error}") from None
+    model.train()
+
+
+def _accuracy(model: nn.Module, dataset, batch_size: int, device) -> float:
+    """Fraction of `dataset` classified correctly, in eval mode, without touching the global RNG."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in DataLoader(dataset, batch_size=batch_size, generator=torch.Generator()):
+            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+    model.train()
+    return correct / len(dataset)
+
+
+def _epoch(model, loader, optimizer, config: TrainConfig, device, bar) -> tuple[float, float]:
+    """One pass of Adam over `loader`; the epoch's mean training loss and accuracy."""
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    for x, y in tqdm(loader, desc=bar, leave=False, disable=bar is None):
+        if y.min() < 0 or y.max() >= config.classes:
+            raise FragilityError(f"training labels must lie in 0..{config.classes - 1}; set TrainConfig.classes to match the data")
+        x, y = x.to(device), y.to(device)
+        output = model(x)
+        loss = nn.functional.cross_entropy(output, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (output.argmax(1) == y).sum()
+    n = len(loader.dataset)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _schedule(first: int, last: int, every: int) -> list[int]:
+    """Checkpoint epochs in first..last: the multiples of `every` and `last`."""
+    return [e for e in range(first, last + 1) if e % every == 0 or e == last]
+
+
+def _latest(folder: Path, first: int, last: int) -> int | None:
+    """The latest epoch in first..last with a checkpoint file in `folder`, if any."""
+    epochs = [int(m[1]) for f in folder.glob("epoch*.pt") if (m := re.fullmatch(r"epoch(\d+)\.pt", f.name))]
+    return max((e for e in epochs if first <= e <= last), default=None)
+
+
+def train(config: TrainConfig, train_set, test_set, root, progress: bool = True, freeze: Sequence[str] = (),
+          start: dict | None = None, device: str | None = None) -> list[Path]:
+    """Train (or resume) the run `config` under `root` and return the paths of its checkpoints.
+
+    `freeze`: qualified module names whose parameters get requires_grad False and are left out of the
+    optimizer (a real freeze under Adam; BatchNorm running statistics, being buffers, still update).
+    `start`: {"state_dict", "epoch"} of an earlier checkpoint to continue from with a fresh optimizer
+    and shuffling generator; epochs then count on from start["epoch"] to config.epochs. The freeze
+    list and start epoch are recorded and must match for a later call to resume the run.
+    `device`: defaults to CUDA when available, else CPU.
+    """
+    freeze = [freeze] if isinstance(freeze, str) else list(freeze)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if start is not None and not {"state_dict", "epoch"} <= set(start):
+        raise FragilityError("start must be a dict with the keys 'state_dict' and 'epoch' of the checkpoint to continue from")
+    first = 1 if start is None else start["epoch"] + 1
+    if first > config.epochs:
+        raise FragilityError(f"start epoch {start['epoch']} leaves nothing to train up to TrainConfig.epochs={config.epochs}; raise epochs")
+    key = {"config_hash": config_hash(config), "freeze": freeze, "start_epoch": None if start is None else start["epoch"]}
+    path = lambda epoch: checkpoint_path(root, config.model, config.dataset, config.seed, epoch)
+    saves = _schedule(first, config.epochs, config.every)
+    latest = _latest(path(first).parent, first, config.epochs)
+    resume = None if latest is None else _read(path(latest), device)
+    if resume is not None and {k: resume.get(k) for k in key} != key:
+        raise FragilityError(f"{path(latest).parent} holds checkpoints of a different run (config {resume.get('config')}, "
+                             f"freeze {resume.get('freeze')}); use another results folder or delete that one")
+    if latest == config.epochs:
+        return [path(e) for e in saves]
+
+    model = build(config.model, config.channels, config.classes, seed=config.seed, depth=config.depth).to(device)
+    if start is not None:
+        model.load_state_dict(start["state_dict"])
+    frozen = _frozen_parameters(model, freeze)
+    trainable = [p for p in model.parameters() if id(p) not in frozen]
+    if not trainable:
+        raise FragilityError("every parameter is frozen, so there is nothing to train; freeze fewer modules")
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+    _check_data(train_set, model, config, device)
+    cuda = device.type == "cuda"
+    shuffle = torch.Generator()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        with torch.random.fork_rng(devices=[device] if cuda else []):
+            torch.manual_seed(config.seed)
+            shuffle.manual_seed(config.seed)
+            if resume is not None:
+                model.load_state_dict(resume["model"])
+                optimizer.load_state_dict(resume["optimizer"])
+                torch.set_rng_state(resume["rng"]["torch"].cpu())
+                shuffle.set_state(resume["rng"]["shuffle"].cpu())
+                if cuda and resume["rng"]["cuda"] is not None:
+                    torch.cuda.set_rng_state(resume["rng"]["cuda"].cpu(), device)
+            loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=shuffle)
+            epochs = range(first if latest is None else latest + 1, config.epochs + 1)
+            for epoch in tqdm(epochs, desc=f"{config.model}/{config.dataset}/seed{config.seed}", disable=not progress):
+                train_loss, train_accuracy = _epoch(model, loader, optimizer, config, device, f"epoch {epoch}" if progress else None)
+                if epoch in saves:
+                    test_accuracy = _accuracy(model, test_set, config.batch_size, device)
+                    _save({
+                        "format": FORMAT,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(),
+                                "cuda": torch.cuda.get_rng_state(device) if cuda else None},
+                        "epoch": epoch,
+                        "seed": config.seed,
+                        "train_loss": train_loss,
+                        "train_accuracy": train_accuracy,
+                        "test_accuracy": test_accuracy,
+                        "config": asdict(config),
+                        **key,
+                        "provenance": provenance(),
+                    }, path(epoch))
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark = previous[2]
+    return [path(e) for e in saves]

@@ -1,0 +1,27 @@
+"""Shared fixtures: a small network trained on the real handwritten digits."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fragility import data, models
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """(x_train, y_train, x_test, y_test) of scikit-learn's digits, shaped like MNIST."""
+    return (*data.load("digits", "train").tensors(), *data.load("digits", "test").tensors())
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits):
+    """A 2-block small CNN trained for a few epochs on digits (well above chance), in eval mode."""
+    x, y = digits[0], digits[1]
+    gen = torch.Generator().manual_seed(0)
+    model = models.build("smallcnn", 1, 10, seed=0, depth=2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(4):
+        for idx in torch.randperm(len(x), generator=gen).split(64):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
