@@ -22,7 +22,7 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attacks import fgsm, fgsm_direction, search_epsilon
+from .attacks import fgsm, search_epsilon
 from .errors import FragilityError
 from .filters import FILTERS, check_filter, check_intervals, check_weights, keep_mask, thresholds
 from .provenance import provenance
@@ -298,6 +298,10 @@ class _Counts:
                     self.groups.append((kind, i, []))
                 self.groups[seen[key]][2].append((f, i))
 
+    def weight_sets(self) -> list:
+        """One callable per distinct mask, giving its filtered weights when called."""
+        return [functools.partial(self.weights, k) for k in range(len(self.groups))]
+
     def weights(self, k: int) -> dict[str, torch.Tensor]:
         """Filtered weights θ̃ = B ⊙ θ (Eq. 1) of every layer of the unit for distinct mask k."""
         kind, i, _ = self.groups[k]
@@ -309,68 +313,72 @@ class _Counts:
             self.result[f, i] += (clean, adversarial)
 
 
-def _sweep_unit_cut(stress: Stress, graph: _Graph, cut, counts: _Counts, bar) -> None:
-    """One layer through the graph cut: upstream once per batch, the layer and its dependants once per mask."""
-    up, frontier, down = cut
-    placeholder = next(n for n in graph.nodes if n.op == "placeholder")
-    for xb, yb, ab in stress.batches():
-        if stress.attack == "fixed":
-            with torch.no_grad(), stress.autocast():
-                env = {placeholder: torch.cat([xb, ab])}
-                graph.evaluate(up, env)
-                cached = [env[n] for n in frontier]
-            for k in range(len(counts.groups)):
-                graph.override = counts.weights(k)
+def count_correct(stress: Stress, graph: _Graph | None, unit: str, weight_sets: list, bar=None,
+                  clean_only: bool = False) -> np.ndarray:
+    """Correct counts (len(weight_sets), inputs) with the unit's weights replaced by each weight_sets[k]() in turn.
+
+    Through the graph cut when there is one (upstream once per batch, the layer and its dependants per weight set),
+    else the whole network per weight set. Inputs are clean and adversarial (fixed: `stress.x_adv`; adaptive:
+    FGSM against each filtered network), or clean only.
+    """
+    cut = graph.cut(unit) if graph is not None and unit != "global" else None
+    correct = np.zeros((len(weight_sets), 1 if clean_only else 2), dtype=np.int64)
+    placeholder = next(n for n in graph.nodes if n.op == "placeholder") if cut is not None else None
+    up, frontier, down = cut if cut is not None else ([], [], [])
+
+    def run(weights, inputs):
+        """Logits of the network with `weights` on `inputs`, reusing the cached upstream values when given."""
+        if cut is None:
+            return torch.func.functional_call(stress.model, {f"{n}.weight": w for n, w in weights.items()}, (inputs,))
+        graph.override = weights
+        if isinstance(inputs, list):
+            return graph.evaluate(down, dict(zip(frontier, _fresh(inputs))))
+        env = {placeholder: inputs}
+        graph.evaluate(up, env)
+        return graph.evaluate(down, env)
+
+    def upstream(inputs):
+        if cut is None:
+            return inputs
+        env = {placeholder: inputs}
+        graph.evaluate(up, env)
+        return [env[n] for n in frontier]
+
+    try:
+        for xb, yb, ab in stress.batches():
+            n = len(yb)
+            if clean_only or stress.attack == "fixed":
                 with torch.no_grad(), stress.autocast():
-                    logits = graph.evaluate(down, dict(zip(frontier, _fresh(cached))))
-                counts.add(k, _correct(logits[:len(yb)], yb), _correct(logits[len(yb):], yb))
-                bar.update(1)
-            continue
-        xg = xb.detach().requires_grad_(True)
-        with torch.enable_grad(), stress.autocast():
-            env = {placeholder: xg}
-            graph.evaluate(up, env)
-            cached = [env[n] for n in frontier]
-        for k in range(len(counts.groups)):
-            graph.override = counts.weights(k)
+                    cached = upstream(xb if clean_only else torch.cat([xb, ab]))
+                    for k, weights in enumerate(weight_sets):
+                        logits = run(weights(), cached)
+                        correct[k] += [_correct(part, yb) for part in logits.split(n)]
+                        if bar is not None:
+                            bar.update(1)
+                continue
+            xg = xb.detach().requires_grad_(True)
             with torch.enable_grad(), stress.autocast():
-                logits = graph.evaluate(down, dict(zip(frontier, _fresh(cached))))
-                loss = F.cross_entropy(logits.float(), yb, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, xg, retain_graph=True)
-            with torch.no_grad(), stress.autocast():
-                env = {placeholder: xb + stress.epsilon * grad.sign()}
-                graph.evaluate(up, env)
-                adv = graph.evaluate(down, env)
-            counts.add(k, _correct(logits.detach(), yb), _correct(adv, yb))
-            bar.update(1)
-    graph.override = {}
+                cached = upstream(xg)
+            for k, weights in enumerate(weight_sets):
+                w = weights()
+                with torch.enable_grad(), stress.autocast():
+                    logits = run(w, cached)
+                    loss = F.cross_entropy(logits.float(), yb, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, xg, retain_graph=cut is not None)
+                with torch.no_grad(), stress.autocast():
+                    adv = run(w, xb + stress.epsilon * grad.sign())
+                correct[k] += (_correct(logits.detach(), yb), _correct(adv, yb))
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if graph is not None:
+            graph.override = {}
+    return correct
 
 
 def _fresh(values: list) -> list:
     """Copies of cached tensors, so that in-place operations downstream never touch the cache."""
     return [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
-
-
-def _sweep_unit_whole(stress: Stress, counts: _Counts, bar) -> None:
-    """One unit the plain way: the whole network per mask (the global analysis, or an untraceable model)."""
-    model = stress.model
-    for k in range(len(counts.groups)):
-        params = {f"{n}.weight": w for n, w in counts.weights(k).items()}
-
-        def forward(inp):
-            return torch.func.functional_call(model, params, (inp,))
-
-        clean = adversarial = 0
-        for xb, yb, ab in stress.batches():
-            if ab is None:
-                with stress.autocast():
-                    ab = xb + stress.epsilon * fgsm_direction(model, xb, yb, forward=forward)
-            with torch.no_grad(), stress.autocast():
-                logits = forward(torch.cat([xb, ab]))
-            clean += _correct(logits[:len(yb)], yb)
-            adversarial += _correct(logits[len(yb):], yb)
-            bar.update(1)
-        counts.add(k, clean, adversarial)
 
 
 def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=None, include_global: bool = True,
@@ -395,13 +403,11 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
         correct, n_filtered = [], []
         for unit in tqdm(stress.units, desc="sweep", unit="layer", disable=not progress):
             counts = _Counts(stress, unit, base)
-            cut = graph.cut(unit) if graph is not None and unit != "global" else None
             with tqdm(total=len(counts.groups) * n_batches, desc=unit, unit="mask·batch", leave=False,
                       disable=not progress) as bar:
-                if cut is not None:
-                    _sweep_unit_cut(stress, graph, cut, counts, bar)
-                else:
-                    _sweep_unit_whole(stress, counts, bar)
+                found = count_correct(stress, graph, unit, counts.weight_sets(), bar)
+            for k, (clean, adversarial) in enumerate(found):
+                counts.add(k, clean, adversarial)
             correct.append(counts.result)
             n_filtered.append(counts.n_filtered)
         return to_dataset(stress, np.stack(correct), np.stack(n_filtered), base,

@@ -19,7 +19,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .attacks import accuracy
-from .engine import INPUTS, Stress, _fresh, _trace, prepare
+from .engine import INPUTS, _trace, count_correct, prepare
 from .errors import FragilityError
 from .provenance import provenance
 
@@ -51,32 +51,6 @@ def random_mask(shape, p: float, *, seed: int = 0, layer: str = "", draw: int = 
     return keep.view(tuple(shape))
 
 
-def _evaluate(stress: Stress, graph, layer: str, weights: list, adversarial: bool) -> np.ndarray:
-    """Correct counts (len(weights), inputs) with the layer's weight replaced by each weights[k]() in turn."""
-    cut = graph.cut(layer) if graph is not None else None
-    correct = np.zeros((len(weights), 1 + adversarial), dtype=np.int64)
-    if cut is not None:
-        up, frontier, down = cut
-        placeholder = next(n for n in graph.nodes if n.op == "placeholder")
-    for xb, yb, ab in stress.batches():
-        inputs = torch.cat([xb, ab]) if adversarial else xb
-        with torch.no_grad():
-            if cut is not None:
-                env = {placeholder: inputs}
-                graph.evaluate(up, env)
-                cached = [env[n] for n in frontier]
-            for k, weight in enumerate(weights):
-                if cut is not None:
-                    graph.override = {layer: weight()}
-                    logits = graph.evaluate(down, dict(zip(frontier, _fresh(cached))))
-                else:
-                    logits = torch.func.functional_call(stress.model, {f"{layer}.weight": weight()}, (inputs,))
-                correct[k] += [int((out.argmax(1) == yb).sum()) for out in logits.split(len(yb))]
-    if graph is not None:
-        graph.override = {}
-    return correct
-
-
 def random_removal(model, x, y=None, *, layers=None, p=np.linspace(0, 1, 11), draws: int = 5, seed: int = 0,
                    epsilon=None, batch_size: int = 500, device=None, progress: bool = True) -> xr.Dataset:
     """Accuracy with a random fraction p of one layer's weights set to zero, per layer, fraction and draw.
@@ -92,10 +66,8 @@ def random_removal(model, x, y=None, *, layers=None, p=np.linspace(0, 1, 11), dr
     inputs = INPUTS if adversarial else INPUTS[:1]
     was_training = model.training
     try:
-        # without ε, attack "adaptive" at ε = 0 only validates: no adversarial inputs are crafted
         stress = prepare(model, x, y, layers=layers, include_global=False, epsilon=0.0 if epsilon is None else epsilon,
-                         attack="fixed" if adversarial else "adaptive", batch_size=batch_size, device=device,
-                         progress=progress)
+                         batch_size=batch_size, device=device, progress=progress)
         base = np.array([accuracy(stress.model, inp, stress.y, batch_size)
                          for inp in (stress.x, stress.x_adv)[:len(inputs)]])
         graph = _trace(stress.model)
@@ -107,9 +79,9 @@ def random_removal(model, x, y=None, *, layers=None, p=np.linspace(0, 1, 11), dr
             orders = [_order(w.numel(), seed, layer, d).to(w.device) for d in range(draws)]
             cells = [(j, d) for j in range(len(ps)) for d in range(draws) if n_removed[li, j] > 0]
             acc[li] = base  # nothing removed: the unperturbed network
-            weights = [lambda j=j, d=d: w.flatten().index_fill(0, orders[d][:n_removed[li, j]], 0).view_as(w)
+            weights = [lambda j=j, d=d: {layer: w.flatten().index_fill(0, orders[d][:n_removed[li, j]], 0).view_as(w)}
                        for j, d in cells]
-            for (j, d), correct in zip(cells, _evaluate(stress, graph, layer, weights, adversarial)):
+            for (j, d), correct in zip(cells, count_correct(stress, graph, layer, weights, clean_only=not adversarial)):
                 acc[li, j, d] = correct / len(stress.y)
     finally:
         model.train(was_training)
