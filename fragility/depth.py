@@ -50,17 +50,19 @@ def internal_stress(sweep_ds: xr.Dataset, filter: str = "h1", tol: float = 0.02)
 
     global_score: the whole network's; local_mean, local_min: over its layers; fragile_fraction: the share of layers
     labelled Fr at tolerance tol; layer_score(score, layer) with position(layer) = i / (L − 1) in forward order.
+    A sweep of the whole network alone (no local layers) gives NaN local summaries.
     """
     if "global" not in sweep_ds["layer"].values:
         raise FragilityError("the sweep has no 'global' unit: run it with include_global=True.")
     table = scores(sweep_ds, filter=filter).reset_coords(drop=True).to_array("score")
     local = table.drop_sel(layer="global")
     n = local.sizes["layer"]
+    nothing = xr.full_like(table.sel(layer="global", drop=True), np.nan)
     out = xr.Dataset({
         "global_score": table.sel(layer="global", drop=True),
-        "local_mean": local.mean("layer"),
-        "local_min": local.min("layer"),
-        "fragile_fraction": (characterize(local, tol) == "Fr").mean("layer"),
+        "local_mean": local.mean("layer") if n else nothing,
+        "local_min": local.min("layer") if n else nothing,
+        "fragile_fraction": (characterize(local, tol) == "Fr").mean("layer") if n else nothing,
         "layer_score": local,
         "position": ("layer", np.arange(n) / max(n - 1, 1)),
     })

@@ -6,8 +6,8 @@ crafted once against the unperturbed network (SPEC §3's fixed mode), as in the 
 
 Ranking (documented choice): a neuron's fragility is the accuracy drop its removal causes, base − accuracy, on the
 clean inputs by default (`by="adversarial"` ranks by the drop on the FGSM inputs). Rank 0 is the most fragile. Its
-label follows `scores.characterize` on the accuracy change: Fr (drop > τ), Ro (|change| ≤ τ), Af (accuracy rises).
-Where the attack hits: per neuron, the mean |a(x_ε) − a(x)| of its output a over examples and positions, the
+label follows `scores.characterize` on the accuracy change: Fr (drop > τ), Ro (``|change| ≤ τ``), Af (accuracy rises).
+Where the attack hits: per neuron, the mean ``|a(x_ε) − a(x)|`` of its output a over examples and positions, the
 attack's effect on that neuron; `rank_neurons` gives its Spearman correlation with the fragility.
 
 Defense rule (documented choice): with q ∈ [0, 1] a neuron's position in the fragility order (0 the most robust,
@@ -42,7 +42,7 @@ def nodal_dropout(model: nn.Module, x, y=None, *, epsilon="auto", layer: str | N
 
     `layer` defaults to the first Conv2d in forward order; any Conv2d or Linear may be named. `epsilon` is a number
     or "auto" (`search_epsilon`). Returns accuracy(neuron, input), base_accuracy(input), attack_effect(neuron) (mean
-    |a(x_ε) − a(x)|), activation(neuron) (mean |a(x)|) and epsilon; attrs name the layer.
+    ``|a(x_ε) − a(x)|``), activation(neuron) (mean ``|a(x)|``) and epsilon; attrs name the layer.
     """
     was_training = model.training
     try:
@@ -87,7 +87,7 @@ def nodal_dropout(model: nn.Module, x, y=None, *, epsilon="auto", layer: str | N
 
 
 def _attack_effect(stress, module: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-    """Per output channel of `module`: mean |a(x_ε) − a(x)| and mean |a(x)| over examples and positions."""
+    """Per output channel of `module`: mean ``|a(x_ε) − a(x)|`` and mean ``|a(x)|`` over examples and positions."""
     outputs: list[torch.Tensor] = []
     hook = module.register_forward_hook(lambda m, i, o: outputs.append(o.detach()))
     change = activation = 0.0

@@ -115,7 +115,7 @@ def compare_with_filtering(removal_ds: xr.Dataset, sweep_ds: xr.Dataset, filter:
     linearly in the removed fraction n_filtered / n_params at each random removal's actual fraction
     n_removed / n_params. Returns, over (layer, p, input) and any dimension the two share (seed…): fraction,
     random_mean and random_std (over draws, ddof 0), filtered, difference = filtered − random_mean, and
-    agree = |difference| ≤ tol (accuracy units).
+    agree = ``|difference| ≤ tol`` (accuracy units).
     """
     if filter not in ("h1", "h2"):
         raise FragilityError(f"compare with filter h1 or h2 (their removed fraction grows with α), got {filter!r}.")

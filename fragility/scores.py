@@ -72,7 +72,7 @@ def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle") -> xr.Da
 
 
 def characterize(scores: xr.Dataset | xr.DataArray, tol: float = 0.02):
-    """Labels per score: fragile "Fr" if r < −tol, robust "Ro" if |r| ≤ tol, antifragile "Af" if r > tol."""
+    """Labels per score: fragile "Fr" if r < −tol, robust "Ro" if ``|r| ≤ tol``, antifragile "Af" if r > tol."""
     if not tol >= 0:
         raise FragilityError(f"tol must be a number ≥ 0, got {tol!r}.")
 

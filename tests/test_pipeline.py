@@ -1,0 +1,186 @@
+"""Tests of profiles and of the experiment pipeline: train, sweep, store, resume without recomputing."""
+import json
+import shutil
+
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+from fragility import pipeline, store, training
+from fragility.errors import FragilityError
+
+TINY = {
+    "name": "tiny", "description": "smallcnn on digits, just enough to exercise the pipeline",
+    "models": ["smallcnn"], "datasets": ["digits"], "seeds": [0, 1], "epochs": [1, 2], "every": 1, "n_test": 100,
+    "A": 4, "filters": ["h1", "h2", "h3"], "attack": "fixed", "epsilon": "auto", "ratio": 0.5, "batch_size": 500,
+    "train_batch_size": 100, "lr": 0.001, "depth": 4,
+}
+
+
+def write_profile(folder, **changes):
+    """A profile YAML file: TINY with `changes`."""
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, and busy shared CPUs make multi-threaded runs crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """The tiny profile, run once: (profile, results folder)."""
+    torch.set_num_threads(1)
+    profile = pipeline.parse_profile(TINY)
+    results = tmp_path_factory.mktemp("ran")
+    pipeline.run(profile, results, progress=False)
+    return profile, results
+
+
+def copy(results, tmp_path):
+    return shutil.copytree(results, tmp_path / "results")
+
+
+def test_shipped_profiles():
+    assert {"quick", "mnist", "cifar10", "tinyimagenet", "paper"} <= set(pipeline.shipped())
+    quick = pipeline.load_profile("quick")
+    assert quick.datasets == ("digits",) and len(quick.seeds) >= 2 and len(quick.epochs) >= 3 and quick.A >= 8
+    paper = pipeline.load_profile("paper")
+    assert paper.models == ("resnet18", "resnet50", "squeezenet1_1", "shufflenet_v2_x1_0")
+    assert paper.datasets == ("mnist", "cifar10", "tiny-imagenet") and paper.seeds == (0, 1, 2)
+    assert paper.epochs == tuple(range(10, 101, 10)) and paper.A == 25 and paper.n_test is None
+    for name, dataset in (("mnist", "mnist"), ("cifar10", "cifar10"), ("tinyimagenet", "tiny-imagenet")):
+        one = pipeline.load_profile(name)
+        assert one.datasets == (dataset,) and one.models == paper.models and one.sweep_hash == paper.sweep_hash
+    assert pipeline.results_dir(quick) == pipeline.Path("results/quick")
+
+
+def test_profile_from_a_file(tmp_path):
+    profile = pipeline.load_profile(write_profile(tmp_path, epsilon=0.3))
+    assert profile.name == "tiny" and profile.epsilon == 0.3 and profile.seeds == (0, 1)
+
+
+def test_unknown_profile_lists_the_shipped_ones(tmp_path):
+    with pytest.raises(FragilityError, match="unknown profile 'nope'.*quick"):
+        pipeline.load_profile("nope")
+    with pytest.raises(FragilityError, match="no profile file"):
+        pipeline.load_profile(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"A": 0}, "A must be the number of threshold intervals"),
+    ({"models": ["vgg16"]}, "models must be a list of distinct models from resnet18"),
+    ({"datasets": ["imagenet"]}, "datasets must be a list of distinct datasets from digits"),
+    ({"n_test": 0}, "n_test must be"),
+    ({"epsilon": "sometimes"}, "epsilon must be auto"),
+    ({"seeds": 0}, "seeds must be a list"),
+    ({"epochs": [2, 1]}, "epochs must be an increasing list"),
+    ({"epochs": [3, 4], "every": 2}, r"epochs \[3\] are not checkpoints"),
+    ({"lr": "1e-3"}, "lr must be Adam's learning rate"),
+    ({"colour": "red"}, "unknown key.*colour"),
+])
+def test_bad_profiles_name_the_key(tmp_path, changes, message):
+    with pytest.raises(FragilityError, match=message):
+        pipeline.load_profile(write_profile(tmp_path, **changes))
+
+
+def test_missing_key_and_bad_yaml(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "ratio"}))
+    with pytest.raises(FragilityError, match="missing key.*ratio"):
+        pipeline.load_profile(path)
+    path.write_text("models: [smallcnn\n")
+    with pytest.raises(FragilityError, match="not valid YAML"):
+        pipeline.load_profile(path)
+
+
+def test_run_stores_every_unit(ran):
+    profile, results = ran
+    assert [s.swept and s.trained for s in pipeline.status(profile, results)] == [True] * 4
+    record = json.loads((results / "epsilon" / "smallcnn__digits.json").read_text())
+    assert record["seed"] == 0 and record["epoch"] == 2 and record["epsilon"] > 0
+    ds = store.open_results(results)
+    assert ds["accuracy"].dims == store.DIMS and ds.sizes["alpha"] == 5 and ds.sizes["seed"] == 2
+    assert (ds["epsilon"] == record["epsilon"]).all()
+    assert store.layer_order(ds, "smallcnn") == [f"blocks.{i}.conv" for i in range(4)] + ["fc", "global"]
+    unit = store.read_unit(store.unit_path(results, "smallcnn", "digits", 1, 1))
+    _, meta = training.load_checkpoint(training.checkpoint_path(results, "smallcnn", "digits", 1, 1))
+    assert float(unit["test_accuracy"]) == meta["test_accuracy"]
+    assert unit.attrs["profile"] == "tiny" and unit.attrs["config_hash"] == meta["config_hash"]
+    assert unit.attrs["n_test"] == 100 and unit.attrs["A"] == 4
+    assert {"git_commit", "torch_version", "fragility_version", "sweep_hash"} <= set(unit.attrs)
+
+
+def test_rerun_recomputes_nothing(ran):
+    profile, results = ran
+    files = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
+    pipeline.run(profile, results, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()} == files
+
+
+def test_missing_unit_is_recomputed_identically(ran, tmp_path):
+    profile, results = ran
+    results = copy(results, tmp_path)
+    path = store.unit_path(results, "smallcnn", "digits", 1, 2)
+    before = store.read_unit(path)
+    path.unlink()
+    assert sum(s.swept for s in pipeline.status(profile, results)) == 3
+    pipeline.sweep(profile, results, progress=False)
+    xr.testing.assert_identical(store.read_unit(path), before)
+
+
+@pytest.mark.parametrize("content", ["random", "foreign"])
+def test_corrupt_files_are_reported(ran, tmp_path, content):
+    profile, results = ran
+    results = copy(results, tmp_path)
+    path = store.unit_path(results, "smallcnn", "digits", 0, 2)
+    if content == "random":
+        path.write_bytes(torch.randint(256, (2000,), dtype=torch.uint8).numpy().tobytes())
+    else:
+        path.unlink()
+        xr.Dataset({"accuracy": ("x", [0.5])}).to_netcdf(path, engine="h5netcdf")
+    calls = (lambda: pipeline.status(profile, results), lambda: pipeline.run(profile, results, progress=False),
+             lambda: store.open_results(results))
+    for call in calls:
+        with pytest.raises(FragilityError, match=f"{path}.*delete it"):
+            call()
+
+
+def test_other_settings_are_refused(ran, tmp_path):
+    profile, results = ran
+    with pytest.raises(FragilityError, match="computed with other settings.*another results folder"):
+        pipeline.sweep(pipeline.parse_profile({**TINY, "A": 5}), results, progress=False)
+    with pytest.raises(FragilityError, match="epoch001.nc was computed with other settings"):
+        pipeline.status(pipeline.parse_profile({**TINY, "lr": 0.002}), results)
+    results = copy(results, tmp_path)
+    shutil.rmtree(results / "responses")
+    with pytest.raises(FragilityError, match="ε searched with other settings"):
+        pipeline.sweep(pipeline.parse_profile({**TINY, "lr": 0.002}), results, progress=False)
+    with pytest.raises(FragilityError, match="epoch001.pt was trained with other settings"):
+        pipeline.sweep(pipeline.parse_profile({**TINY, "lr": 0.002, "epsilon": 0.1}), results, progress=False)
+
+
+def test_epsilon_policies(ran, tmp_path):
+    profile, results = ran
+    results = copy(results, tmp_path)
+    shutil.rmtree(results / "responses")
+    fixed = pipeline.parse_profile({**TINY, "epsilon": 0.125, "seeds": [1], "epochs": [2]})
+    pipeline.sweep(fixed, results, progress=False)
+    assert float(store.read_unit(store.unit_path(results, "smallcnn", "digits", 1, 2))["epsilon"]) == 0.125
+    shutil.rmtree(results / "responses")
+    each = pipeline.parse_profile({**TINY, "epsilon": "per-checkpoint", "seeds": [0], "epochs": [1, 2]})
+    pipeline.sweep(each, results, progress=False)
+    eps = [float(store.read_unit(store.unit_path(results, "smallcnn", "digits", 0, e))["epsilon"]) for e in (1, 2)]
+    assert eps[0] != eps[1]
+
+
+def test_sweep_before_training_says_train_first(tmp_path):
+    with pytest.raises(FragilityError, match="fragility train"):
+        pipeline.sweep(pipeline.parse_profile(TINY), tmp_path, progress=False)

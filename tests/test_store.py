@@ -1,0 +1,140 @@
+"""Tests of the response store: unit files, atomic writes, validation, and combining units into one Dataset."""
+import numpy as np
+import pytest
+import xarray as xr
+
+from fragility import store
+from fragility.errors import FragilityError
+
+
+def sweep_like(layers, A=4, seed=0):
+    """A Dataset shaped like fragility.sweep's output, with random values."""
+    rng = np.random.default_rng(seed)
+    units = list(layers) + ["global"]
+    shape = (len(units), 3, A + 1)
+    return xr.Dataset(
+        {
+            "accuracy": (("layer", "filter", "alpha", "input"), rng.random(shape + (2,))),
+            "n_filtered": (("layer", "filter", "alpha"), rng.integers(0, 100, shape)),
+            "n_params": (("layer",), np.full(len(units), 100)),
+            "threshold": (("layer", "filter", "alpha"), rng.random(shape)),
+            "base_accuracy": (("input",), rng.random(2)),
+            "epsilon": ((), 0.25),
+        },
+        coords={"layer": units, "filter": ["h1", "h2", "h3"], "alpha": np.arange(A + 1) / A,
+                "input": ["clean", "adversarial"]},
+        attrs={"A": A, "attack": "fixed", "git_commit": "abc"},
+    )
+
+
+def unit(model="m", dataset="digits", seed=0, epoch=1, layers=("conv1", "fc"), **attrs):
+    return store.as_unit(sweep_like(layers, seed=seed * 100 + epoch), model, dataset, seed, epoch,
+                         profile="test", **attrs)
+
+
+def put(root, **key):
+    ds = unit(**key)
+    path = store.unit_path(root, *(ds[k].item() for k in store.KEYS))
+    store.write_unit(ds, path)
+    return ds, path
+
+
+def test_unit_path():
+    assert str(store.unit_path("R", "resnet18", "mnist", 2, 30)) == "R/responses/resnet18/mnist/seed2/epoch030.nc"
+
+
+def test_roundtrip(tmp_path):
+    ds, path = put(tmp_path, seed=1, epoch=7)
+    back = store.read_unit(path)
+    xr.testing.assert_identical(back, ds)
+    assert back["layer_index"].values.tolist() == [0, 1, 2]
+    assert back.attrs["profile"] == "test" and back.attrs["schema"] == store.SCHEMA
+    assert [p.name for p in path.parent.iterdir()] == ["epoch007.nc"]
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    ds, path = put(tmp_path)
+    before = path.read_bytes()
+
+    def broken(self, target, **kwargs):
+        open(target, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", broken)
+    with pytest.raises(OSError):
+        store.write_unit(unit(epoch=1, seed=0), path)
+    assert path.read_bytes() == before and list(path.parent.iterdir()) == [path]
+
+
+def test_write_refuses_a_plain_sweep(tmp_path):
+    with pytest.raises(FragilityError, match="as_unit"):
+        store.write_unit(sweep_like(["fc"]), tmp_path / "x.nc")
+
+
+def test_corrupt_and_foreign_files_are_named(tmp_path):
+    put(tmp_path)
+    corrupt = store.unit_path(tmp_path, "m", "digits", 0, 2)
+    corrupt.write_bytes(np.random.default_rng(0).bytes(3000))
+    for call in (store.read_unit, store.scan, store.open_results):
+        with pytest.raises(FragilityError, match=f"{corrupt}.*delete it"):
+            call(corrupt if call is store.read_unit else tmp_path)
+    corrupt.unlink()
+    foreign = tmp_path / "other.nc"
+    xr.Dataset({"t": ("x", [1.0, 2.0])}).to_netcdf(foreign, engine="h5netcdf")
+    with pytest.raises(FragilityError, match=f"{foreign} is not a fragility response unit.*delete it"):
+        store.open_results(tmp_path)
+
+
+def test_empty_folder_says_what_to_run(tmp_path):
+    with pytest.raises(FragilityError, match="fragility run --profile"):
+        store.open_results(tmp_path)
+
+
+def test_temporary_files_are_ignored_and_cleaned(tmp_path):
+    ds, path = put(tmp_path)
+    leftover = path.parent / ".epoch002.nc.x1y2.tmp"
+    leftover.write_bytes(b"partial")
+    assert list(store.scan(tmp_path)) == [("m", "digits", 0, 1)]
+    store.clean(tmp_path)
+    assert not leftover.exists() and path.exists()
+
+
+def test_duplicates_are_refused(tmp_path):
+    ds, path = put(tmp_path)
+    store.write_unit(ds, tmp_path / "copy.nc")
+    with pytest.raises(FragilityError, match=r"(epoch001|copy)\.nc and .*(copy|epoch001)\.nc both hold"):
+        store.open_results(tmp_path)
+
+
+def test_open_results_combines_models_with_different_layers(tmp_path):
+    stored = {}
+    for model, layers in (("a", ("conv1", "block.conv", "fc")), ("b", ("zeta", "fc"))):
+        for seed in (0, 1):
+            for epoch in (1, 2):
+                if (model, seed, epoch) != ("b", 1, 2):  # an incomplete run: one unit missing
+                    stored[model, seed, epoch] = put(tmp_path, model=model, layers=layers, seed=seed, epoch=epoch,
+                                                     config_hash=f"h{seed}")[0]
+    ds = store.open_results(tmp_path)
+    assert ds["accuracy"].dims == store.DIMS
+    assert ds.sizes["model"] == 2 and ds.sizes["seed"] == 2 and ds.sizes["epoch"] == 2
+    assert sorted(ds["layer"].values.tolist()) == ["block.conv", "conv1", "fc", "global", "zeta"]
+    assert "config_hash" not in ds.attrs and ds.attrs["profile"] == "test"
+    for (model, seed, epoch), one in stored.items():
+        got = ds["accuracy"].sel(model=model, dataset="digits", seed=seed, epoch=epoch, layer=one["layer"].values)
+        np.testing.assert_array_equal(got.values, one["accuracy"].values)
+    assert ds["accuracy"].sel(model="b", layer="conv1").isnull().all()
+    assert ds["epsilon"].sel(model="b", seed=1, epoch=2).isnull()
+    assert store.layer_order(ds, "a") == ["conv1", "block.conv", "fc", "global"]
+    assert store.layer_order(ds, "b") == ["zeta", "fc", "global"]
+    assert store.layer_order(store.read_unit(store.unit_path(tmp_path, "b", "digits", 0, 1)), "b") == \
+        ["zeta", "fc", "global"]
+    with pytest.raises(FragilityError, match="model 'c' is not in these results"):
+        store.layer_order(ds, "c")
+
+
+def test_mixed_settings_are_refused(tmp_path):
+    put(tmp_path)
+    ds = store.as_unit(sweep_like(["conv1", "fc"], A=8), "m", "digits", 0, 2)
+    store.write_unit(ds, store.unit_path(tmp_path, "m", "digits", 0, 2))
+    with pytest.raises(FragilityError, match="differ in alpha"):
+        store.open_results(tmp_path)
