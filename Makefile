@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
-RESULTS ?= results/$(PROFILE)
+RESULTS ?= results/$(basename $(notdir $(PROFILE)))
 STAMP := $(VENV)/.installed
 
 .PHONY: venv test book figures clean benchmark

@@ -103,7 +103,7 @@ def _neurons(ctx, settings):
                              amplify=settings["amplify"], **options)
     defense = defense.drop_vars([v for v in ("epsilon", "fragility") if v in defense])
     defense = defense.rename({v: f"defense_{v}" for v in defense.data_vars})
-    return xr.merge([dropout, defense], combine_attrs="override")
+    return xr.merge([dropout, defense], join="outer", combine_attrs="override")
 
 
 def _removal(ctx, settings):
