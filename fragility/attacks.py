@@ -14,9 +14,8 @@ def fgsm_direction(model, x: torch.Tensor, y: torch.Tensor, forward=None) -> tor
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = (forward or model)(x)
-        loss = F.cross_entropy(logits.float(), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad.sign()
+        F.cross_entropy(logits.float(), y, reduction="sum").backward(inputs=[x])
+    return x.grad.sign()
 
 
 def fgsm(model, x: torch.Tensor, y: torch.Tensor, epsilon: float, clip: tuple[float, float] | None = None,
