@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import copy
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -187,6 +188,22 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
     if attack == "fixed":
         stress.x_adv = fgsm(model, x, y, stress.epsilon, batch_size=batch_size)
     return stress
+
+
+def channels_last(stress: Stress) -> Stress:
+    """The sweep on a channels-last copy of the network: the same weights, about twice as fast on CPU convolutions.
+
+    Only for the fixed attack, whose adversarial inputs are already made (an adaptive attack's gradient signs would
+    depend on the layout's rounding); a model without 4-D inputs is left as it is.
+    """
+    if stress.attack != "fixed" or stress.x.dim() != 4:
+        return stress
+    layout = torch.channels_last
+    model = copy.deepcopy(stress.model).to(memory_format=layout)
+    modules = dict(model.named_modules())
+    return dataclasses.replace(stress, model=model, x=stress.x.contiguous(memory_format=layout),
+                               x_adv=stress.x_adv.contiguous(memory_format=layout),
+                               weights={n: modules[n].weight.detach() for n in stress.weights})
 
 
 def base_correct(stress: Stress) -> np.ndarray:
@@ -394,9 +411,9 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
     """
     was_training = model.training
     try:
-        stress = prepare(model, x, y, A=A, filters=filters, layers=layers, include_global=include_global,
-                         epsilon=epsilon, attack=attack, ratio=ratio, batch_size=batch_size, device=device,
-                         precision=precision, progress=progress)
+        stress = channels_last(prepare(model, x, y, A=A, filters=filters, layers=layers, include_global=include_global,
+                                       epsilon=epsilon, attack=attack, ratio=ratio, batch_size=batch_size,
+                                       device=device, precision=precision, progress=progress))
         base = base_correct(stress)
         graph = _trace(stress.model) if stress.layers else None
         n_batches = len(stress.y[::stress.batch_size])

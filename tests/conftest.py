@@ -25,3 +25,18 @@ def trained_cnn(digits):
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     return model.eval()
+
+
+@pytest.fixture
+def one_thread():
+    """Small networks run fastest on one thread, and busy shared CPUs make multi-threaded runs crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def test_set(digits):
+    """60 test digits (x, y)."""
+    return digits[2][:60], digits[3][:60]

@@ -11,18 +11,8 @@ from fragility.depth import assemble, depth_profile, internal_stress, perturbati
 MAGNITUDES = [0.0, 0.1, 0.3]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks run fastest on one thread, and busy shared CPUs make multi-threaded runs crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def test_set(digits):
-    return digits[2][:60], digits[3][:60]
 
 
 def test_perturbation_curves(trained_cnn, test_set):

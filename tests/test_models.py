@@ -19,13 +19,7 @@ FIRST_CONV = {  # name: (attribute path, out_channels, kernel, stride, padding, 
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small forward passes run fastest on one thread, and busy shared CPUs make multi-threaded runs crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", NAMES)

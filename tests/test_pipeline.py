@@ -25,13 +25,7 @@ def write_profile(folder, **changes):
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and busy shared CPUs make multi-threaded runs crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,8 @@ EPS = 0.2
 P = [0.0, 0.3, 1.0]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks run fastest on one thread, and busy shared CPUs make multi-threaded runs crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def test_set(digits):
-    return digits[2][:60], digits[3][:60]
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,7 @@ def toy(n=120, size=16, classes=10, seed=0):
 TRAIN, TEST = toy(), toy(n=40, seed=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

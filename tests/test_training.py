@@ -22,13 +22,7 @@ def toy(n=200, size=16, channels=1, classes=10, seed=0):
 TRAIN, TEST = toy(), toy(n=50, seed=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks train fastest on one thread, and busy shared CPUs make multi-threaded runs crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(**changes):
