@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from torch.utils.data import TensorDataset
 
 import fragility as fr
-from fragility import FragilityError, batchnorm, models, neurons, plots, selective, store, studies, training, widgets
+from fragility import FragilityError, batchnorm, models, neurons, plots, selective, store, training, widgets
 
 A = 3
 EPOCHS = (1, 2)
@@ -216,7 +216,7 @@ def save_study(folder, study, unit, model, dataset, seed, **attrs):
     path = folder / "studies" / study / f"{model}__{dataset}__seed{seed}.nc"
     path.parent.mkdir(parents=True, exist_ok=True)
     unit = unit.assign_coords(model=model, dataset=dataset, seed=np.int64(seed))
-    unit.attrs.update(attrs, schema=studies.SCHEMA)
+    unit.attrs.update(attrs, schema=fr.studies.SCHEMA)
     unit.to_netcdf(path, engine="h5netcdf")
 
 
@@ -237,7 +237,7 @@ def combine(units):
 
 def open_study(folder, study):
     """The stored units of `study`, combined by the library."""
-    return studies.open_study(folder, study)
+    return fr.studies.open_study(folder, study)
 
 
 def trained(depth, x, y, seed):
