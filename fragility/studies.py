@@ -74,9 +74,9 @@ def open_study(results, study: str) -> xr.Dataset:
     if not files:
         raise FragilityError(f"no stored {study} study under {results}: add `studies: {{{study}: {{}}}}` to the "
                              "profile and run `fragility run --profile …`.")
-    units = [_read(f).expand_dims(["model", "dataset", "seed"]) for f in files]
-    return xr.combine_by_coords(units, join="outer", combine_attrs="drop_conflicts", data_vars="all", coords="different",
-                              compat="no_conflicts")
+    stacked = xr.concat([_read(f) for f in files], dim="unit", data_vars="all", coords="all", join="outer",
+                        fill_value=np.nan, combine_attrs="drop_conflicts")
+    return stacked.set_index(unit=["model", "dataset", "seed"]).unstack("unit")
 
 
 def _selective(ctx, settings):
