@@ -30,6 +30,7 @@ book: venv
 benchmark: venv
 	$(BIN)/python benchmarks/engine_vs_oracle.py
 	$(BIN)/python benchmarks/quick_profile.py
+	$(BIN)/python benchmarks/open_results.py
 
 clean:
 	rm -rf _build book/_executed

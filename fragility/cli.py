@@ -18,10 +18,11 @@ fragility/profiles/ to make your own. Results go to results/<profile name> unles
 Every step skips what already exists and writes atomically: stop a run at any time and start it again."""
 
 COMMANDS = {
-    "run": ("train what is missing, then sweep every checkpoint that has no stored responses", pipeline.run),
+    "run": ("train what is missing, sweep every checkpoint that has no stored responses, then run the "
+            "profile's studies that are missing", pipeline.run),
     "train": ("train (or resume) every model, dataset and seed of the profile", pipeline.train),
     "sweep": ("sweep every trained checkpoint that has no stored responses yet", pipeline.sweep),
-    "status": ("list every unit of the profile: trained? swept?", None),
+    "status": ("list every unit of the profile (trained? swept?) and of its studies (done?)", None),
 }
 
 
@@ -46,15 +47,24 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def print_status(rows: list[pipeline.Status]) -> None:
-    """The status table, then the counts."""
-    header = ("model", "dataset", "seed", "epoch", "trained", "swept")
-    table = [header] + [(r.model, r.dataset, str(r.seed), str(r.epoch), "yes" if r.trained else "no",
-                         "yes" if r.swept else "no") for r in rows]
+def _table(header: tuple, rows: list[tuple]) -> None:
+    """Left-aligned columns."""
+    table = [header] + [tuple("yes" if c is True else "no" if c is False else str(c) for c in r) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudyStatus]) -> None:
+    """The table of units, its counts, then the table of study units and its count."""
+    _table(("model", "dataset", "seed", "epoch", "trained", "swept"),
+           [(r.model, r.dataset, r.seed, r.epoch, r.trained, r.swept) for r in rows])
     print(f"{len(rows)} units: {sum(r.trained for r in rows)} trained, {sum(r.swept for r in rows)} swept")
+    if study_rows:
+        print()
+        _table(("study", "model", "dataset", "seed", "done"),
+               [(r.study, r.model, r.dataset, r.seed, r.done) for r in study_rows])
+        print(f"{len(study_rows)} study units: {sum(r.done for r in study_rows)} done")
 
 
 def main(argv=None) -> int:
@@ -63,7 +73,7 @@ def main(argv=None) -> int:
     try:
         profile = pipeline.load_profile(args.profile)
         if args.command == "status":
-            print_status(pipeline.status(profile, args.results))
+            print_status(pipeline.status(profile, args.results), pipeline.study_status(profile, args.results))
         else:
             COMMANDS[args.command][1](profile, args.results, args.data, args.device, progress=not args.quiet)
     except FragilityError as err:

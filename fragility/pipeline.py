@@ -231,13 +231,13 @@ def _checkpoint(profile: Profile, results: Path, model: str, dataset: str, seed:
 def _stored(profile: Profile, results: Path) -> set[tuple]:
     """Keys of the profile's units already stored; every stored file is validated, and must match the profile."""
     units = store.scan(results) if results.is_dir() else {}
-    for key, ds in units.items():
+    for key, header in units.items():
         model, dataset, seed, _ = key
         if model in profile.models and dataset in profile.datasets and seed in profile.seeds:
             expected = {"sweep_hash": profile.sweep_hash, "config_hash": profile.config_hash(model, dataset, seed)}
-            found = {k: ds.attrs.get(k) for k in expected}
+            found = {k: header.attrs.get(k) for k in expected}
             if found != expected:
-                raise FragilityError(f"{ds.encoding['source']} was computed with other settings than profile "
+                raise FragilityError(f"{header.path} was computed with other settings than profile "
                                      f"{profile.name} ({found} ≠ {expected}); use another results folder, or delete "
                                      "it so that it is recomputed.")
     return set(units)
@@ -293,4 +293,22 @@ def status(profile: Profile, results=None) -> list[Status]:
     results = results_dir(profile, results)
     done = _stored(profile, results)
     return [Status(*u, training.checkpoint_path(results, *u).is_file(), u in done) for u in profile.units()]
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """Whether one study unit's file exists."""
+
+    study: str
+    model: str
+    dataset: str
+    seed: int
+    done: bool
+
+
+def study_status(profile: Profile, results=None) -> list[StudyStatus]:
+    """One StudyStatus per unit of the profile's studies (`model` is the depth variant's label for `depth`)."""
+    results = results_dir(profile, results)
+    return [StudyStatus(name, *key, studies.study_path(results, name, *key).is_file())
+            for name, _, key, _ in studies.units(profile)]
 

@@ -1,22 +1,27 @@
-"""Stored responses: one netCDF file per unit (model, dataset, seed, checkpoint epoch), combined on reading.
+"""Stored responses: one netCDF file per unit (model, dataset, seed, checkpoint epoch), combined lazily on reading.
 
 A unit file holds one sweep Dataset (SPEC §5) with scalar coordinates model, dataset, seed and epoch, and a
 `layer_index` variable (forward position of each layer, `global` last) so that the forward order survives combining
 models whose layers differ. Files are written atomically (a `.tmp` file beside the target, then `os.replace`), so a
 unit is either wholly there or not at all.
 
-`open_results` reads every unit into memory (the full paper protocol, 360 units, is ≈ 140 MB) and combines them with
-NumPy: opening each file as a dask array and combining lazily measured twice as slow to open and ~100 times slower
-to select from, since every unit is small.
+`open_results` reads only each file's header (keys, coordinates, attributes) and returns a Dataset whose variables
+are read from the unit files when their values are first needed, the way `xarray.open_dataset` defers a single
+file: a selection reads only the units it covers, `.load()` reads everything.
 """
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import h5netcdf
+import h5py
 import numpy as np
 import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 from .errors import FragilityError
 
@@ -49,22 +54,32 @@ def as_unit(sweep: xr.Dataset, model: str, dataset: str, seed: int, epoch: int, 
     return ds
 
 
-def _check(ds: xr.Dataset) -> None:
-    """Raise ValueError saying how `ds` breaks the unit schema, if it does."""
-    if ds.attrs.get("schema") != SCHEMA:
-        raise ValueError(f"its schema attribute is {ds.attrs.get('schema')!r}, not {SCHEMA!r}")
-    for name, dims in VARIABLES.items():
-        if name not in ds.data_vars or ds[name].dims != dims:
-            raise ValueError(f"it lacks the variable {name}{dims}")
-    missing = [k for k in KEYS if k not in ds.coords or ds[k].ndim != 0]
+def _check(attrs: dict, dims: dict[str, tuple]) -> None:
+    """Raise ValueError saying how a file with these attributes and variable dims breaks the unit schema, if it does."""
+    if attrs.get("schema") != SCHEMA:
+        raise ValueError(f"its schema attribute is {attrs.get('schema')!r}, not {SCHEMA!r}")
+    for name, want in VARIABLES.items():
+        if dims.get(name) != want:
+            raise ValueError(f"it lacks the variable {name}{want}")
+    missing = [k for k in KEYS if dims.get(k) != ()]
     if missing:
         raise ValueError(f"it lacks the scalar coordinate(s) {', '.join(missing)}")
+
+
+def _not_a_unit(path, err: ValueError) -> FragilityError:
+    return FragilityError(f"{path} is not a fragility response unit ({err}): delete it so that `fragility run` "
+                          "recomputes it.")
+
+
+def _unreadable(path, err: Exception) -> FragilityError:
+    return FragilityError(f"{path} is not a readable netCDF file ({type(err).__name__}): delete it so that "
+                          "`fragility run` recomputes it.")
 
 
 def write_unit(ds: xr.Dataset, path) -> None:
     """Write a unit (see `as_unit`) to `path` as netCDF, atomically."""
     try:
-        _check(ds)
+        _check(ds.attrs, {name: var.dims for name, var in ds.variables.items()})
     except ValueError as err:
         raise FragilityError(f"not a response unit ({err}): build it with fragility.store.as_unit.") from None
     write_netcdf(ds, path)
@@ -92,23 +107,61 @@ def read_netcdf(path) -> xr.Dataset:
         with xr.open_dataset(path, engine="h5netcdf") as ds:
             return ds.load()
     except Exception as err:  # any failure to open means the file is damaged or not netCDF
-        raise FragilityError(f"{path} is not a readable netCDF file ({type(err).__name__}): delete it so that "
-                             "`fragility run` recomputes it.") from None
+        raise _unreadable(path, err) from None
 
 
 def read_unit(path) -> xr.Dataset:
     """The unit stored at `path`, loaded into memory and validated; a FragilityError naming the file otherwise."""
     ds = read_netcdf(path)
     try:
-        _check(ds)
+        _check(ds.attrs, {name: var.dims for name, var in ds.variables.items()})
     except ValueError as err:
-        raise FragilityError(f"{path} is not a fragility response unit ({err}): delete it so that "
-                             "`fragility run` recomputes it.") from None
+        raise _not_a_unit(path, err) from None
     return ds
 
 
-def scan(path) -> dict[tuple, xr.Dataset]:
-    """Every unit stored under `path` (a folder or one file), read and validated, by (model, dataset, seed, epoch).
+@dataclass(frozen=True)
+class Header:
+    """What a unit file says about itself, read without its arrays: key, attributes, coordinates, variables."""
+    path: Path
+    key: tuple
+    attrs: dict
+    coords: dict[str, tuple[np.ndarray, dict]]          # dimension name -> (values, attributes)
+    variables: dict[str, tuple[tuple[str, ...], np.dtype, dict]]  # data variable -> (dims, dtype, attributes)
+
+
+def _values(var) -> np.ndarray:
+    """A netCDF variable's values as xarray decodes the files fragility writes (strings are stored as bytes)."""
+    values = var[...]
+    return values.astype(str) if values.dtype.kind in "OS" else values
+
+
+def _attrs(var) -> dict:
+    """A variable's own attributes, without the encoding ones xarray consumes on reading."""
+    return {k: v for k, v in var.attrs.items() if k not in ("_FillValue", "coordinates")}
+
+
+def read_header(path) -> Header:
+    """The header of the unit stored at `path`, validated; a FragilityError naming the file otherwise."""
+    try:
+        with h5netcdf.File(path, "r") as f:
+            attrs, variables = dict(f.attrs), f.variables
+            dims = {name: tuple(var.dimensions) for name, var in variables.items()}
+            key = tuple(_values(variables[k]).item() for k in KEYS if k in variables)
+            coords = {d: (_values(variables[d]), _attrs(variables[d])) for d in f.dimensions if d in variables}
+            data_vars = {name: (dims[name], np.dtype(var.dtype), _attrs(var)) for name, var in variables.items()
+                         if name not in coords and name not in KEYS}
+    except Exception as err:  # any failure to open means the file is damaged or not netCDF
+        raise _unreadable(path, err) from None
+    try:
+        _check(attrs, dims)
+    except ValueError as err:
+        raise _not_a_unit(path, err) from None
+    return Header(Path(path), key, attrs, coords, data_vars)
+
+
+def scan(path) -> dict[tuple, Header]:
+    """The header of every unit stored under `path` (a folder or one file), by (model, dataset, seed, epoch).
 
     Temporary files of interrupted writes and the `studies/` folder (see fragility.studies) are passed over; any other
     ``*.nc`` file that is not a unit is an error.
@@ -116,14 +169,13 @@ def scan(path) -> dict[tuple, xr.Dataset]:
     path = Path(path)
     files = [path] if path.is_file() else sorted(f for f in path.rglob("*.nc")
                                                  if f.relative_to(path).parts[0] != "studies")
-    units: dict[tuple, xr.Dataset] = {}
+    units: dict[tuple, Header] = {}
     for f in files:
-        ds = read_unit(f)
-        key = tuple(ds[k].item() for k in KEYS)
-        if key in units:
-            raise FragilityError(f"{f} and {units[key].encoding['source']} both hold {dict(zip(KEYS, key))}: "
+        header = read_header(f)
+        if header.key in units:
+            raise FragilityError(f"{f} and {units[header.key].path} both hold {dict(zip(KEYS, header.key))}: "
                                  "delete one of them.")
-        units[key] = ds
+        units[header.key] = header
     return units
 
 
@@ -133,24 +185,121 @@ def clean(results) -> None:
         f.unlink(missing_ok=True)
 
 
+def _outer(array: np.ndarray, key: tuple) -> np.ndarray:
+    """`array` indexed axis by axis (outer indexing): an integer drops its axis, a slice or an index array keeps it."""
+    for axis in reversed(range(len(key))):
+        array = array[(slice(None),) * axis + (key[axis],)]
+    return array
+
+
+def _read_variable(header: Header, name: str) -> np.ndarray:
+    """One variable of a unit file, read now; a FragilityError naming the file if it changed since it was opened."""
+    try:
+        with h5py.File(header.path, "r") as f:  # the plain HDF5 reader: a unit's data variables need no decoding
+            return _values(f[name])
+    except Exception as err:
+        raise _unreadable(header.path, err) from None
+
+
+class _Stacked(BackendArray):
+    """One variable of every unit as a single array (the unit keys, then the variable's own dims), read on indexing.
+
+    Missing units, and layers a unit's model lacks, read as `fill`.
+    """
+
+    def __init__(self, units: np.ndarray, name: str, dims: tuple, coords: dict, fill, dtype):
+        self.units, self.name, self.fill, self.dtype = units, name, fill, np.dtype(dtype)
+        self.layers, self.layer_axis = coords["layer"], dims.index("layer") if "layer" in dims else None
+        self.inner = tuple(len(coords[d]) for d in dims)
+        self.shape = units.shape + self.inner
+
+    def __getitem__(self, key):
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
+
+    def _read(self, key: tuple) -> np.ndarray:
+        grid = np.asarray(_outer(self.units, key[:len(KEYS)]), dtype=object)
+        inner_key = key[len(KEYS):]
+        out = self._blank(grid.shape + _outer(np.empty(self.inner, bool), inner_key).shape)
+        for position, header in np.ndenumerate(grid):
+            if header is not None and self.name in header.variables:
+                out[position] = _outer(self._unit(header), inner_key)
+        return out
+
+    def _blank(self, shape: tuple) -> np.ndarray:
+        """An array to fill: `fill` where no unit writes, uninitialised when every unit covers it all."""
+        return np.empty(shape, self.dtype) if self.fill is None else np.full(shape, self.fill, self.dtype)
+
+    def _unit(self, header: Header) -> np.ndarray:
+        """The variable of one unit, with its layers placed among the union of layers."""
+        values = _read_variable(header, self.name)
+        if self.layer_axis is None:
+            return values
+        placed = self._blank(self.inner)
+        where = [slice(None)] * len(self.inner)
+        where[self.layer_axis] = np.searchsorted(self.layers, header.coords["layer"][0])
+        placed[tuple(where)] = values
+        return placed
+
+
+def _common(dicts) -> dict:
+    """Entries of `dicts` that no two of them give different values (xarray's "drop_conflicts")."""
+    merged, conflicts = {}, set()
+    for d in dicts:
+        for k, v in d.items():
+            if k in merged and not np.array_equal(merged[k], v):
+                conflicts.add(k)
+            merged.setdefault(k, v)
+    return {k: v for k, v in merged.items() if k not in conflicts}
+
+
 def open_results(path) -> xr.Dataset:
     """Everything stored under `path`, combined: accuracy(model, dataset, seed, epoch, layer, filter, alpha, input).
 
-    Layers are the union over models (NaN where a model lacks one); use `layer_order` for a model's forward order.
-    Attributes that differ between units are dropped.
+    Lazy: only the files' headers are read here; values are read from the unit files when first used, and kept once
+    read (`.load()` reads them all). Layers are the union over models (NaN where a model lacks one; use `layer_order`
+    for a model's forward order), missing units are NaN, and attributes that differ between units are dropped.
     """
     units = scan(path)
     if not units:
         raise FragilityError(f"no stored responses under {path}: run `fragility run --profile quick` (or another "
                              "profile) first, or pass the folder it wrote to.")
-    first = next(iter(units.values()))
-    for key, ds in units.items():
+    headers = list(units.values())
+    first = headers[0]
+    for h in headers:
         for dim in ("filter", "alpha", "input"):
-            if not np.array_equal(ds[dim].values, first[dim].values):
-                raise FragilityError(f"units under {path} differ in {dim} ({dict(zip(KEYS, key))} has "
-                                     f"{ds[dim].values.tolist()}): keep one profile's results per folder.")
-    stacked = xr.concat(list(units.values()), dim="unit", data_vars="all", coords="all", compat="equals",
-                        join="outer", fill_value=np.nan, combine_attrs="drop_conflicts")
+            if not np.array_equal(h.coords[dim][0], first.coords[dim][0]):
+                raise FragilityError(f"units under {path} differ in {dim} ({dict(zip(KEYS, h.key))} has "
+                                     f"{h.coords[dim][0].tolist()}): keep one profile's results per folder.")
+    keys = [np.array(sorted({h.key[i] for h in headers})) for i in range(len(KEYS))]
+    grid = np.full(tuple(map(len, keys)), None, dtype=object)
+    for h in headers:
+        grid[tuple(int(np.searchsorted(k, v)) for k, v in zip(keys, h.key))] = h
+    layers = np.array(sorted({layer for h in headers for layer in h.coords["layer"][0]}))
+    coords = {**dict(zip(KEYS, keys)), "layer": layers}
+    coords.update({d: xr.Variable(d, *first.coords[d]) for d in ("filter", "alpha", "input")})
+    data_vars = {}
+    for name in dict.fromkeys(n for h in headers for n in h.variables):
+        holders = [h for h in headers if name in h.variables]
+        dims, dtype, _ = holders[0].variables[name]
+        complete = len(holders) == grid.size and all(
+            "layer" not in dims or np.array_equal(h.coords["layer"][0], layers) for h in holders)
+        if not complete and dtype.kind != "f":
+            dtype = np.dtype(np.float64)  # room for NaN
+        lazy = _Stacked(grid, name, dims, coords, None if complete else np.nan, dtype)
+        data_vars[name] = xr.Variable(KEYS + dims, indexing.MemoryCachedArray(indexing.LazilyIndexedArray(lazy)),
+                                      _common(h.variables[name][2] for h in holders))
+    ds = xr.Dataset(data_vars, coords, attrs=_common(h.attrs for h in headers))
+    return ds.transpose(*DIMS)
+
+
+def read_whole(path) -> xr.Dataset:
+    """What `open_results` returns, the slow plain way: every unit read whole and combined by xarray itself.
+
+    Kept as the reference `open_results` is tested and benchmarked against.
+    """
+    units = [read_unit(header.path) for header in scan(path).values()]
+    stacked = xr.concat(units, dim="unit", data_vars="all", coords="all", compat="equals", join="outer",
+                        fill_value=np.nan, combine_attrs="drop_conflicts")
     return stacked.set_index(unit=list(KEYS)).unstack("unit").transpose(*DIMS)
 
 

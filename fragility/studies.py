@@ -138,11 +138,8 @@ def _depth(ctx, settings, label, model, blocks):
 RUNNERS = {"selective": _selective, "neurons": _neurons, "removal": _removal, "depth": _depth}
 
 
-def run(profile, results: Path, data_dir=None, device: str = "cpu", progress: bool = True) -> None:
-    """Run every study of the profile whose unit file is missing (after training and sweeping)."""
-    if not profile.studies:
-        return
-    root, sets, tests = data.data_root(data_dir), {}, {}
+def units(profile) -> list[tuple[str, dict, tuple, tuple]]:
+    """Every study unit of the profile: (study, settings, (model or depth label, dataset, seed), runner arguments)."""
     jobs = []
     for name, settings in profile.studies.items():
         for model, dataset, seed in itertools.product(profile.models, profile.datasets, profile.seeds):
@@ -153,7 +150,13 @@ def run(profile, results: Path, data_dir=None, device: str = "cpu", progress: bo
                          for label, m, d in _depth_variants(settings)]
             else:
                 jobs.append((name, settings, (model, dataset, seed), ()))
-    todo = [j for j in jobs if not study_path(results, j[0], *j[2]).is_file()]
+    return jobs
+
+
+def run(profile, results: Path, data_dir=None, device: str = "cpu", progress: bool = True) -> None:
+    """Run every study unit of the profile whose file is missing (after training and sweeping)."""
+    root, sets, tests = data.data_root(data_dir), {}, {}
+    todo = [j for j in units(profile) if not study_path(results, j[0], *j[2]).is_file()]
     for name, settings, key, extra in tqdm(todo, desc="studies", unit="unit", disable=not progress):
         model, dataset, seed = key
         if dataset not in sets:

@@ -8,7 +8,7 @@ import time
 import pytest
 import xarray as xr
 
-from fragility import cli, store
+from fragility import cli, store, studies
 from test_pipeline import write_profile
 
 COMMAND = [sys.executable, "-m", "fragility.cli"]
@@ -40,6 +40,21 @@ def test_status_table(tmp_path, capsys):
     assert lines[0].split() == ["model", "dataset", "seed", "epoch", "trained", "swept"]
     assert lines[1].split() == ["smallcnn", "digits", "0", "1", "no", "no"]
     assert lines[-1] == "4 units: 0 trained, 0 swept"
+
+
+def test_status_lists_study_units(tmp_path, capsys):
+    profile = write_profile(tmp_path, studies={"neurons": {}, "depth": {"depths": [1, 2]}})
+    done = studies.study_path(tmp_path / "R", "neurons", "smallcnn", "digits", 1)
+    done.parent.mkdir(parents=True)
+    done.touch()
+    assert cli.main(["status", "--profile", str(profile), "--results", str(tmp_path / "R")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index("") + 1:]
+    assert table[0].split() == ["study", "model", "dataset", "seed", "done"]
+    rows = [line.split() for line in table[1:-1]]
+    assert ["neurons", "smallcnn", "digits", "1", "yes"] in rows and ["neurons", "smallcnn", "digits", "0", "no"] in rows
+    assert sorted(r[1] for r in rows if r[0] == "depth") == ["smallcnn-d1", "smallcnn-d2"]
+    assert table[-1] == f"{len(rows)} study units: 1 done"
 
 
 def test_status_names_a_corrupt_file(tmp_path, capsys):

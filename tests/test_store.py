@@ -132,6 +132,41 @@ def test_open_results_combines_models_with_different_layers(tmp_path):
         store.layer_order(ds, "c")
 
 
+@pytest.mark.parametrize("incomplete", [False, True])
+def test_open_results_equals_xarrays_own_combination(tmp_path, incomplete):
+    for model, layers in (("a", ("conv1", "fc")), ("b", ("zeta", "fc")) if incomplete else ("b", ("conv1", "fc"))):
+        for seed in (0, 2):
+            for epoch in (1, 3):
+                if not (incomplete and (model, seed, epoch) == ("a", 2, 3)):
+                    put(tmp_path, model=model, layers=layers, seed=seed, epoch=epoch, config_hash=f"h{seed}")
+    lazy = store.open_results(tmp_path)
+    expected = store.read_whole(tmp_path)
+    xr.testing.assert_identical(lazy.load(), expected)
+    assert (lazy["n_filtered"].dtype.kind == "f") == incomplete  # integers become float only to hold NaN
+    picked = dict(model="b", seed=2, epoch=1, layer="fc", filter="h2")
+    xr.testing.assert_identical(store.open_results(tmp_path).sel(picked), expected.sel(picked))
+
+
+def test_open_results_reads_only_what_is_used(tmp_path, monkeypatch):
+    for seed in (0, 1):
+        for epoch in (1, 2):
+            put(tmp_path, seed=seed, epoch=epoch)
+    reads = []
+    real = store._read_variable
+    monkeypatch.setattr(store, "_read_variable", lambda header, name: reads.append((header.key, name)) or
+                        real(header, name))
+    ds = store.open_results(tmp_path)
+    assert reads == []
+    ds["accuracy"].sel(seed=1, epoch=2, layer="fc").values
+    assert reads == [(("m", "digits", 1, 2), "accuracy")]
+    ds["accuracy"].values
+    ds["accuracy"].values  # kept once read
+    assert len(reads) == 1 + 4
+    store.unit_path(tmp_path, "m", "digits", 0, 1).write_bytes(b"damaged after opening")
+    with pytest.raises(FragilityError, match="epoch001.nc is not a readable netCDF file.*delete it"):
+        ds["epsilon"].values
+
+
 def test_mixed_settings_are_refused(tmp_path):
     put(tmp_path)
     ds = store.as_unit(sweep_like(["conv1", "fc"], A=8), "m", "digits", 0, 2)
