@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import FragilityError
+from .errors import FragilityError, report
 from .plots import PARAMETERS, check_parameters
 from .store import open_results
 from .widgets import STATIC
@@ -97,8 +97,7 @@ def main(argv=None) -> int:
         execute(args.results, args.profile, output=args.output, only=args.only,
                 parameters={k: yaml.safe_load(v) for k, v in args.parameter})
     except FragilityError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return report(err, parser.prog)
     return 0
 
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from . import pipeline
-from .errors import FragilityError
+from .errors import FragilityError, report
 
 EXAMPLES = """examples:
   fragility run --profile quick                 # everything the book needs, offline, minutes on a laptop
@@ -77,8 +77,7 @@ def main(argv=None) -> int:
         else:
             COMMANDS[args.command][1](profile, args.results, args.data, args.device, progress=not args.quiet)
     except FragilityError as err:
-        print(f"fragility: error: {err}", file=sys.stderr)
-        return 2
+        return report(err, "fragility")
     return 0
 
 

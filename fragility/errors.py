@@ -1,5 +1,12 @@
-"""The one exception type the library raises for bad input."""
+"""The one exception type the library raises for bad input, and how the command lines report it."""
+import sys
 
 
 class FragilityError(ValueError):
     """A problem with the caller's input, stated with the fix. The command line prints only this message."""
+
+
+def report(err: FragilityError, prog: str) -> int:
+    """Print `<prog>: error: <message>` on stderr, as argparse does for usage errors; return its exit status, 2."""
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2

@@ -152,7 +152,7 @@ def test_notebook_parameters_are_checked_with_one_clear_message(book, tmp_path):
             (("-p", "model", "resnet18"), "unknown model 'resnet18' in these results: choose from smallcnn."),
             (("-p", "epoch", "7"), "unknown epoch 7 stored for smallcnn on digits: choose from 1, 2.")):
         out = run(*cli, *params)
-        assert out.returncode == 1 and out.stderr == f"error: {message}\n"
+        assert out.returncode == 2 and out.stderr == f"python -m fragility.book: error: {message}\n"
     assert not list(tmp_path.iterdir())  # checked before any notebook ran
     notebook = ROOT / "notebooks" / "fig06_filters.ipynb"
     with pytest.raises(pm.PapermillExecutionError) as err:  # papermill on its own stops with the same line
