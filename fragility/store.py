@@ -209,7 +209,8 @@ class _Stacked(BackendArray):
 
     def __init__(self, units: np.ndarray, name: str, dims: tuple, coords: dict, fill, dtype):
         self.units, self.name, self.fill, self.dtype = units, name, fill, np.dtype(dtype)
-        self.layers, self.layer_axis = coords["layer"], dims.index("layer") if "layer" in dims else None
+        self.position = {str(layer): i for i, layer in enumerate(coords["layer"])}
+        self.layer_axis = dims.index("layer") if "layer" in dims else None
         self.inner = tuple(len(coords[d]) for d in dims)
         self.shape = units.shape + self.inner
 
@@ -236,7 +237,7 @@ class _Stacked(BackendArray):
             return values
         placed = self._blank(self.inner)
         where = [slice(None)] * len(self.inner)
-        where[self.layer_axis] = np.searchsorted(self.layers, header.coords["layer"][0])
+        where[self.layer_axis] = [self.position[layer] for layer in header.coords["layer"][0]]
         placed[tuple(where)] = values
         return placed
 
@@ -256,8 +257,9 @@ def open_results(path) -> xr.Dataset:
     """Everything stored under `path`, combined: accuracy(model, dataset, seed, epoch, layer, filter, alpha, input).
 
     Lazy: only the files' headers are read here; values are read from the unit files when first used, and kept once
-    read (`.load()` reads them all). Layers are the union over models (NaN where a model lacks one; use `layer_order`
-    for a model's forward order), missing units are NaN, and attributes that differ between units are dropped.
+    read (`.load()` reads them all). Layers keep the units' order when they all share it, else they are the sorted
+    union over models (NaN where a model lacks one; use `layer_order` for a model's forward order). Missing units are
+    NaN, and attributes that differ between units are dropped: the result equals `read_whole`'s.
     """
     units = scan(path)
     if not units:
@@ -274,7 +276,9 @@ def open_results(path) -> xr.Dataset:
     grid = np.full(tuple(map(len, keys)), None, dtype=object)
     for h in headers:
         grid[tuple(int(np.searchsorted(k, v)) for k, v in zip(keys, h.key))] = h
-    layers = np.array(sorted({layer for h in headers for layer in h.coords["layer"][0]}))
+    layers = first.coords["layer"][0]  # the order the units share, else their sorted union (as xarray joins)
+    if any(not np.array_equal(h.coords["layer"][0], layers) for h in headers):
+        layers = np.array(sorted({layer for h in headers for layer in h.coords["layer"][0]}))
     coords = {**dict(zip(KEYS, keys)), "layer": layers}
     coords.update({d: xr.Variable(d, *first.coords[d]) for d in ("filter", "alpha", "input")})
     data_vars = {}

@@ -134,7 +134,8 @@ def test_open_results_combines_models_with_different_layers(tmp_path):
 
 @pytest.mark.parametrize("incomplete", [False, True])
 def test_open_results_equals_xarrays_own_combination(tmp_path, incomplete):
-    for model, layers in (("a", ("conv1", "fc")), ("b", ("zeta", "fc")) if incomplete else ("b", ("conv1", "fc"))):
+    forward = ("conv1", "block.conv", "fc")  # a forward order that is not alphabetical
+    for model, layers in (("a", forward), ("b", ("zeta", "fc")) if incomplete else ("b", forward)):
         for seed in (0, 2):
             for epoch in (1, 3):
                 if not (incomplete and (model, seed, epoch) == ("a", 2, 3)):
@@ -143,6 +144,8 @@ def test_open_results_equals_xarrays_own_combination(tmp_path, incomplete):
     expected = store.read_whole(tmp_path)
     xr.testing.assert_identical(lazy.load(), expected)
     assert (lazy["n_filtered"].dtype.kind == "f") == incomplete  # integers become float only to hold NaN
+    assert lazy["layer"].values.tolist() == (["block.conv", "conv1", "fc", "global", "zeta"] if incomplete
+                                             else list(forward) + ["global"])  # a shared order is kept
     picked = dict(model="b", seed=2, epoch=1, layer="fc", filter="h2")
     xr.testing.assert_identical(store.open_results(tmp_path).sel(picked), expected.sel(picked))
 
