@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import pipeline
+from . import pipeline, profiles
 from .errors import FragilityError, report
 
 EXAMPLES = """examples:
@@ -28,7 +28,7 @@ COMMANDS = {
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `fragility` command."""
-    epilog = EXAMPLES.format(shipped=", ".join(pipeline.shipped()))
+    epilog = EXAMPLES.format(shipped=", ".join(profiles.shipped()))
     main = argparse.ArgumentParser(
         prog="fragility", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
         description="Fragility, robustness and antifragility of deep network parameters (Pravin et al. 2024): "
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     """Entry point; a FragilityError becomes `fragility: error: <message>` on stderr and exit status 2."""
     args = parser().parse_args(argv)
     try:
-        profile = pipeline.load_profile(args.profile)
+        profile = profiles.load_profile(args.profile)
         if args.command == "status":
             print_status(pipeline.status(profile, args.results), pipeline.study_status(profile, args.results))
         else:

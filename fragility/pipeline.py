@@ -7,181 +7,55 @@ stopped at any moment resumes where it stopped and ends with the results of an u
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import os
-import re
 import tempfile
-from dataclasses import dataclass, fields
-from importlib import resources
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
-from . import data, engine, models, store, studies, training
+from . import data, engine, store, studies, training
 from .attacks import search_epsilon
 from .errors import FragilityError
-from .filters import FILTERS
-
-EPSILON_POLICIES = ("auto", "per-checkpoint")
-
-
-def _count(low):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _number(ok):
-    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v)
-
-
-def _items(ok, increasing=False):
-    """A non-empty list of distinct values each passing `ok` (in increasing order if asked)."""
-    return lambda v: (isinstance(v, list) and len(v) > 0 and all(ok(x) for x in v) and len(set(v)) == len(v)
-                      and (not increasing or v == sorted(v)))
-
-
-# key: (check, what the value must be)
-CHECKS = {
-    "name": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) is not None,
-             "a short name of letters, digits, '.', '-' or '_' (it names the default results folder)"),
-    "description": (lambda v: isinstance(v, str), "a line of text"),
-    "models": (_items(lambda v: v in models.NAMES), f"a list of distinct models from {', '.join(models.NAMES)}"),
-    "datasets": (_items(lambda v: v in data.NAMES), f"a list of distinct datasets from {', '.join(data.NAMES)}"),
-    "seeds": (_items(_count(0)), "a list of distinct whole numbers ≥ 0"),
-    "epochs": (_items(_count(1), increasing=True), "an increasing list of checkpoint epochs ≥ 1, e.g. [10, 20, 30]"),
-    "every": (_count(1), "the checkpoint interval in epochs, a whole number ≥ 1"),
-    "n_test": (lambda v: v is None or _count(1)(v), "the number of test images, a whole number ≥ 1, or null for all"),
-    "A": (_count(1), "the number of threshold intervals, a whole number ≥ 1 (the paper: 25)"),
-    "filters": (_items(lambda v: v in FILTERS), f"a list of distinct filters from {', '.join(FILTERS)}"),
-    "attack": (lambda v: v in engine.ATTACKS, f"one of {', '.join(engine.ATTACKS)}"),
-    "epsilon": (lambda v: v in EPSILON_POLICIES or _number(lambda x: x >= 0)(v),
-                "auto (searched once per model and dataset), per-checkpoint, or a number ≥ 0"),
-    "ratio": (_number(lambda x: 0 < x < 1), "the target accuracy ratio ρ of the ε search, between 0 and 1 (0.5)"),
-    "batch_size": (_count(1), "the sweep's batch size, a whole number ≥ 1"),
-    "train_batch_size": (_count(1), "the training batch size, a whole number ≥ 1 (the paper: 100)"),
-    "lr": (_number(lambda x: x > 0), "Adam's learning rate, a number > 0 such as 0.001"),
-    "depth": (_count(1), "the number of conv blocks of smallcnn, a whole number ≥ 1"),
-    "studies": (lambda v: v is None or isinstance(v, dict),
-                f"a mapping of related studies ({', '.join(studies.STUDIES)}) to their settings"),
-}
-OPTIONAL = {"depth": 2, "studies": None}
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What an experiment trains and sweeps (see the shipped profiles in fragility/profiles/)."""
-
-    name: str
-    description: str
-    models: tuple[str, ...]
-    datasets: tuple[str, ...]
-    seeds: tuple[int, ...]
-    epochs: tuple[int, ...]
-    every: int
-    n_test: int | None
-    A: int
-    filters: tuple[str, ...]
-    attack: str
-    epsilon: str | float
-    ratio: float
-    batch_size: int
-    train_batch_size: int
-    lr: float
-    depth: int = 2
-    studies: dict | None = None
-
-    def units(self):
-        """Every (model, dataset, seed, epoch) of the profile."""
-        return itertools.product(self.models, self.datasets, self.seeds, self.epochs)
-
-    def train_config(self, model: str, dataset: str, seed: int) -> training.TrainConfig:
-        meta = data.info(dataset)
-        return training.TrainConfig(model, dataset, seed, epochs=self.epochs[-1], every=self.every,
-                                    batch_size=self.train_batch_size, lr=self.lr, channels=meta.channels,
-                                    classes=meta.classes, depth=self.depth)
-
-    def config_hash(self, model: str, dataset: str, seed: int) -> str:
-        return training.config_hash(self.train_config(model, dataset, seed))
-
-    @property
-    def sweep_hash(self) -> str:
-        """Hash of the settings that determine a unit's responses besides its checkpoint."""
-        settings = {k: getattr(self, k) for k in ("A", "filters", "attack", "epsilon", "ratio", "n_test")}
-        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def shipped() -> list[str]:
-    """Names of the profiles shipped with the package."""
-    return sorted(p.name[:-5] for p in resources.files("fragility").joinpath("profiles").iterdir()
-                  if p.name.endswith(".yaml"))
-
-
-def load_profile(spec) -> Profile:
-    """A shipped profile by name (`quick`) or a profile YAML file by path, validated."""
-    path = Path(spec)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise FragilityError(f"no profile file {path}: check the path, or name a shipped profile "
-                                 f"({', '.join(shipped())}).")
-        text, source = path.read_text(), str(path)
-    elif spec in shipped():
-        text, source = resources.files("fragility").joinpath("profiles", f"{spec}.yaml").read_text(), f"profile {spec}"
-    else:
-        raise FragilityError(f"unknown profile {spec!r}: the shipped profiles are {', '.join(shipped())}; "
-                             "or pass the path of a profile YAML file (copy a shipped one to start).")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise FragilityError(f"{source} is not valid YAML: {err}") from None
-    return parse_profile(raw, source)
-
-
-def parse_profile(raw, source: str = "profile") -> Profile:
-    """A Profile from a mapping of its keys, or one FragilityError naming the key at fault and the fix."""
-    if not isinstance(raw, dict):
-        raise FragilityError(f"{source} must be a mapping of keys ({', '.join(CHECKS)}).")
-    unknown = [k for k in raw if k not in CHECKS]
-    if unknown:
-        raise FragilityError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}: the keys are "
-                             f"{', '.join(CHECKS)}.")
-    missing = [k for k in CHECKS if k not in raw and k not in OPTIONAL]
-    if missing:
-        raise FragilityError(f"{source}: missing key(s) {', '.join(missing)}: add them (copy a shipped profile, "
-                             f"e.g. `quick`, for an example).")
-    values = {**OPTIONAL, **raw}
-    for key, (ok, what) in CHECKS.items():
-        if not ok(values[key]):
-            raise FragilityError(f"{source}: {key} must be {what}; got {values[key]!r}.")
-    off = [e for e in values["epochs"] if e % values["every"] and e != values["epochs"][-1]]
-    if off:
-        raise FragilityError(f"{source}: epochs {off} are not checkpoints: training saves every {values['every']} "
-                             "epochs and at the last one; use multiples of `every` or change `every`.")
-    values["studies"] = studies.check(values["studies"], source)
-    lists = {f.name: tuple(values[f.name]) for f in fields(Profile) if isinstance(values[f.name], list)}
-    return Profile(**{**values, **lists})
-
-
-def results_dir(profile: Profile, results=None) -> Path:
-    """`results`, or results/<profile name>."""
-    return Path(results) if results is not None else Path("results") / profile.name
+from .profiles import Profile, results_dir
+from .provenance import device_description
 
 
 def _device(device) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True) -> None:
-    """Train (or resume) every (model, dataset, seed) of the profile whose last checkpoint is missing."""
+def train(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True, runs=None) -> None:
+    """Train (or resume) every (model, dataset, seed) of the profile whose last checkpoint is missing, or only
+    those of `runs`."""
     results, root, sets = results_dir(profile, results), data.data_root(data_dir), {}
-    for dataset, model, seed in itertools.product(profile.datasets, profile.models, profile.seeds):
-        if not training.checkpoint_path(results, model, dataset, seed, profile.epochs[-1]).is_file():
+    for model, dataset, seed in profile.runs() if runs is None else runs:
+        last = profile.grid(model).epochs[-1]
+        if not training.checkpoint_path(results, model, dataset, seed, last).is_file():
             if dataset not in sets:
                 sets[dataset] = data.load(dataset, "train", root), data.load(dataset, "test", root)
             training.train(profile.train_config(model, dataset, seed), *sets[dataset], results,
                            progress=progress, device=_device(device))
+
+
+def _epsilon_path(results: Path, model: str, dataset: str) -> Path:
+    return results / "epsilon" / f"{model}__{dataset}.json"
+
+
+def needed_runs(profile: Profile, results=None) -> list[tuple]:
+    """The training runs whose checkpoints something missing needs: a unit not swept, the ε search of the `auto`
+    policy (the last checkpoint of a model's first seed), a study unit that starts from the run's checkpoints."""
+    results = results_dir(profile, results)
+    done = _stored(profile, results)
+    need = {u[:3] for u in profile.units() if u not in done}
+    if profile.epsilon == "auto":
+        need |= {(m, d, profile.grid(m).seeds[0]) for m in profile.models for d in profile.datasets
+                 if not _epsilon_path(results, m, d).is_file()}
+    need |= studies.needed_runs(profile, results)
+    return [r for r in profile.runs() if r in need]
 
 
 def _atomic_json(record: dict, path: Path) -> None:
@@ -198,8 +72,8 @@ def _epsilon(profile: Profile, results: Path, model: str, dataset: str, x, y, de
         return "auto"
     if profile.epsilon != "auto":
         return float(profile.epsilon)
-    seed, epoch = profile.seeds[0], profile.epochs[-1]
-    path = results / "epsilon" / f"{model}__{dataset}.json"
+    seed, epoch = profile.grid(model).seeds[0], profile.grid(model).epochs[-1]
+    path = _epsilon_path(results, model, dataset)
     record = {"model": model, "dataset": dataset, "seed": seed, "epoch": epoch, "ratio": profile.ratio,
               "n_test": profile.n_test, "config_hash": profile.config_hash(model, dataset, seed)}
     if path.is_file():
@@ -213,8 +87,10 @@ def _epsilon(profile: Profile, results: Path, model: str, dataset: str, x, y, de
                                  "folder, or delete it so that it is searched again.")
         return epsilon
     net = _checkpoint(profile, results, model, dataset, seed, epoch, device)[0]
+    start = time.perf_counter()
     epsilon = search_epsilon(net, x.to(device), y.to(device), ratio=profile.ratio, batch_size=profile.batch_size)
-    _atomic_json({**record, "epsilon": epsilon}, path)
+    _atomic_json({**record, "epsilon": epsilon, "seconds": round(time.perf_counter() - start, 2),
+                  "device": device_description(device)}, path)
     return epsilon
 
 
@@ -233,7 +109,7 @@ def _stored(profile: Profile, results: Path) -> set[tuple]:
     units = store.scan(results) if results.is_dir() else {}
     for key, header in units.items():
         model, dataset, seed, _ = key
-        if model in profile.models and dataset in profile.datasets and seed in profile.seeds:
+        if model in profile.models and dataset in profile.datasets and seed in profile.grid(model).seeds:
             expected = {"sweep_hash": profile.sweep_hash, "config_hash": profile.config_hash(model, dataset, seed)}
             found = {k: header.attrs.get(k) for k in expected}
             if found != expected:
@@ -258,20 +134,23 @@ def sweep(profile: Profile, results=None, data_dir=None, device=None, progress: 
             x, y = tests[dataset]
             epsilon = _epsilon(profile, results, model, dataset, x, y, device)
             net, meta = _checkpoint(profile, results, model, dataset, seed, epoch, device)
+            start = time.perf_counter()
             responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters, epsilon=epsilon,
                                      attack=profile.attack, ratio=profile.ratio, batch_size=profile.batch_size,
                                      device=device, progress=progress)
             unit = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name,
                                  config_hash=meta["config_hash"], sweep_hash=profile.sweep_hash,
-                                 epsilon_policy=str(profile.epsilon))
+                                 epsilon_policy=str(profile.epsilon), seconds=round(time.perf_counter() - start, 2),
+                                 device=device_description(device), train_seconds=meta.get("seconds", -1.0))
             unit["test_accuracy"] = ((), meta["test_accuracy"], {"long_name": "checkpoint accuracy, whole test set"})
             unit["train_accuracy"] = ((), meta["train_accuracy"], {"long_name": "training accuracy, last epoch"})
             store.write_unit(unit, store.unit_path(results, model, dataset, seed, epoch))
 
 
 def run(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True) -> None:
-    """Train what is missing, sweep what is missing, then run the missing units of the profile's studies."""
-    train(profile, results, data_dir, device, progress)
+    """Train what the missing results need, sweep what is missing, then run the missing units of the profile's
+    studies."""
+    train(profile, results, data_dir, device, progress, runs=needed_runs(profile, results))
     sweep(profile, results, data_dir, device, progress)
     studies.run(profile, results_dir(profile, results), data_dir, _device(device), progress)
 

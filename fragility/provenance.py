@@ -25,6 +25,22 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+@functools.lru_cache(maxsize=8)
+def device_description(device) -> str:
+    """The hardware a result was computed on, e.g. "cpu: Intel(R) Xeon(R) …, 2 threads" or "cuda: NVIDIA H100…"."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{device.type}: {names[0] if names else 'unknown processor'}, {torch.get_num_threads()} threads"
+
+
 def provenance() -> dict[str, str]:
     """Versions of fragility, torch and torchvision, and the git commit: attributes of every stored result."""
     return {

@@ -7,7 +7,6 @@ The studies reuse the main sweep's checkpoints, test subset and ε.
 """
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +80,11 @@ def open_study(results, study: str) -> xr.Dataset:
 
 def _selective(ctx, settings):
     profile, results = ctx["profile"], ctx["results"]
-    start = settings["epoch"] or profile.epochs[len(profile.epochs) // 2 - 1 if len(profile.epochs) > 1 else 0]
-    if start not in profile.epochs:
-        raise FragilityError(f"studies.selective.epoch must be one of the profile's checkpoints {list(profile.epochs)}.")
-    extra = settings["epochs"] or max(profile.epochs[-1] - start, profile.every)
+    grid = profile.grid(ctx["key"][0])
+    start = settings["epoch"] or grid.epochs[len(grid.epochs) // 2 - 1 if len(grid.epochs) > 1 else 0]
+    if start not in grid.epochs:
+        raise FragilityError(f"studies.selective.epoch must be one of the checkpoints {list(grid.epochs)}.")
+    extra = settings["epochs"] or max(grid.epochs[-1] - start, grid.every)
     sweep_ds = store.read_unit(store.unit_path(results, *ctx["key"], start))
     runs = results / "studies" / "selective" / "runs" / "{}__{}__seed{}".format(*ctx["key"])
     return selective.selective_backprop(
@@ -120,7 +120,7 @@ def _depth_variants(settings) -> list[tuple[str, str, int]]:
 def _depth(ctx, settings, label, model, blocks):
     profile, (_, dataset, seed) = ctx["profile"], ctx["key"]
     meta = data.info(dataset)
-    epochs = settings["epochs"] or profile.epochs[-1]
+    epochs = settings["epochs"] or profile.grid(profile.models[0]).epochs[-1]
     config = training.TrainConfig(model, dataset, seed, epochs=epochs, every=epochs, batch_size=profile.train_batch_size,
                                   lr=profile.lr, channels=meta.channels, classes=meta.classes, depth=blocks)
     root = ctx["results"] / "studies" / "depth" / "runs" / label
@@ -142,15 +142,21 @@ def units(profile) -> list[tuple[str, dict, tuple, tuple]]:
     """Every study unit of the profile: (study, settings, (model or depth label, dataset, seed), runner arguments)."""
     jobs = []
     for name, settings in profile.studies.items():
-        for model, dataset, seed in itertools.product(profile.models, profile.datasets, profile.seeds):
+        for model, dataset, seed in profile.runs():
             if name == "depth":
-                if model != profile.models[0] or seed not in (settings["seeds"] or profile.seeds[:1]):
+                if model != profile.models[0] or seed not in (settings["seeds"] or profile.grid(model).seeds[:1]):
                     continue
                 jobs += [(name, settings, (label, dataset, seed), (label, m, d))
                          for label, m, d in _depth_variants(settings)]
             else:
                 jobs.append((name, settings, (model, dataset, seed), ()))
     return jobs
+
+
+def needed_runs(profile, results: Path) -> set[tuple]:
+    """The training runs (model, dataset, seed) whose checkpoints a missing study unit starts from."""
+    return {key for name, _, key, _ in units(profile) if name != "depth"
+            and not study_path(results, name, *key).is_file()}
 
 
 def run(profile, results: Path, data_dir=None, device: str = "cpu", progress: bool = True) -> None:
@@ -162,7 +168,7 @@ def run(profile, results: Path, data_dir=None, device: str = "cpu", progress: bo
         if dataset not in sets:
             sets[dataset] = data.load(dataset, "train", root), data.load(dataset, "test", root)
             tests[dataset] = data.test_subset(sets[dataset][1], profile.n_test, seed=0)
-        last = profile.epochs[-1]
+        last = profile.grid(model).epochs[-1]
         ctx = {"profile": profile, "results": results, "key": key, "sets": sets[dataset], "device": device,
                "x": tests[dataset][0], "y": tests[dataset][1], "progress": progress,
                "net": lambda: training.load_checkpoint(training.checkpoint_path(results, *key, last), device)[0],

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -238,8 +239,11 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
                     torch.cuda.set_rng_state(resume["rng"]["cuda"].cpu(), device)
             loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=shuffle)
             epochs = range(first if latest is None else latest + 1, config.epochs + 1)
+            seconds = 0.0 if resume is None else resume.get("seconds", 0.0)
             for epoch in tqdm(epochs, desc=f"{config.model}/{config.dataset}/seed{config.seed}", disable=not progress):
+                clock = time.perf_counter()
                 train_loss, train_accuracy = _epoch(model, loader, optimizer, config, device, f"epoch {epoch}" if progress else None)
+                seconds += time.perf_counter() - clock
                 if epoch in saves:
                     test_accuracy = _accuracy(model, test_set, config.batch_size, device)
                     _save({
@@ -253,6 +257,7 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
                         "train_loss": train_loss,
                         "train_accuracy": train_accuracy,
                         "test_accuracy": test_accuracy,
+                        "seconds": round(seconds, 2),
                         "config": asdict(config),
                         **key,
                         "provenance": provenance(),

@@ -40,3 +40,9 @@ def one_thread():
 def test_set(digits):
     """60 test digits (x, y)."""
     return digits[2][:60], digits[3][:60]
+
+
+def untimed(ds):
+    """`ds` without the attributes that time its computation, which differ from run to run."""
+    return ds.drop_attrs(deep=False).assign_attrs({k: v for k, v in ds.attrs.items()
+                                                   if k not in ("seconds", "train_seconds")})

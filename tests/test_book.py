@@ -15,7 +15,7 @@ import papermill as pm
 import pytest
 from PIL import Image
 
-from fragility import data, depth, pipeline, removal, selective, store, training
+from fragility import data, depth, pipeline, profiles, removal, selective, store, training
 from test_plots import neurons_unit, save_study
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ def book(tmp_path_factory):
     """(build folder, results folder, build log): the tiny profile run, the notebooks executed, the book built."""
     tmp = tmp_path_factory.mktemp("book")
     results = tmp / "results"
-    pipeline.run(pipeline.parse_profile(PROFILE), results=results, device="cpu", progress=False)
+    pipeline.run(profiles.parse_profile(PROFILE), results=results, device="cpu", progress=False)
     add_studies(results, tmp / "work")
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(ROOT / name, tmp / name)

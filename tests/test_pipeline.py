@@ -1,13 +1,15 @@
 """Tests of profiles and of the experiment pipeline: train, sweep, store, resume without recomputing."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 import xarray as xr
 import yaml
+from conftest import untimed
 
-from fragility import pipeline, store, training
+from fragility import pipeline, profiles, store, training
 from fragility.errors import FragilityError
 
 TINY = {
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def ran(tmp_path_factory):
     """The tiny profile, run once: (profile, results folder)."""
     torch.set_num_threads(1)
-    profile = pipeline.parse_profile(TINY)
+    profile = profiles.parse_profile(TINY)
     results = tmp_path_factory.mktemp("ran")
     pipeline.run(profile, results, progress=False)
     return profile, results
@@ -43,29 +45,29 @@ def copy(results, tmp_path):
 
 
 def test_shipped_profiles():
-    assert {"quick", "mnist", "cifar10", "tinyimagenet", "paper"} <= set(pipeline.shipped())
-    quick = pipeline.load_profile("quick")
+    assert {"quick", "mnist", "cifar10", "tinyimagenet", "paper"} <= set(profiles.shipped())
+    quick = profiles.load_profile("quick")
     assert quick.datasets == ("digits",) and len(quick.seeds) >= 2 and len(quick.epochs) >= 3 and quick.A >= 8
-    paper = pipeline.load_profile("paper")
+    paper = profiles.load_profile("paper")
     assert paper.models == ("resnet18", "resnet50", "squeezenet1_1", "shufflenet_v2_x1_0")
     assert paper.datasets == ("mnist", "cifar10", "tiny-imagenet") and paper.seeds == (0, 1, 2)
     assert paper.epochs == tuple(range(10, 101, 10)) and paper.A == 25 and paper.n_test is None
     for name, dataset in (("mnist", "mnist"), ("cifar10", "cifar10"), ("tinyimagenet", "tiny-imagenet")):
-        one = pipeline.load_profile(name)
+        one = profiles.load_profile(name)
         assert one.datasets == (dataset,) and one.models == paper.models and one.sweep_hash == paper.sweep_hash
-    assert pipeline.results_dir(quick) == pipeline.Path("results/quick")
+    assert profiles.results_dir(quick) == Path("results/quick")
 
 
 def test_profile_from_a_file(tmp_path):
-    profile = pipeline.load_profile(write_profile(tmp_path, epsilon=0.3))
+    profile = profiles.load_profile(write_profile(tmp_path, epsilon=0.3))
     assert profile.name == "tiny" and profile.epsilon == 0.3 and profile.seeds == (0, 1)
 
 
 def test_unknown_profile_lists_the_shipped_ones(tmp_path):
     with pytest.raises(FragilityError, match="unknown profile 'nope'.*quick"):
-        pipeline.load_profile("nope")
+        profiles.load_profile("nope")
     with pytest.raises(FragilityError, match="no profile file"):
-        pipeline.load_profile(tmp_path / "absent.yaml")
+        profiles.load_profile(tmp_path / "absent.yaml")
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -82,17 +84,17 @@ def test_unknown_profile_lists_the_shipped_ones(tmp_path):
 ])
 def test_bad_profiles_name_the_key(tmp_path, changes, message):
     with pytest.raises(FragilityError, match=message):
-        pipeline.load_profile(write_profile(tmp_path, **changes))
+        profiles.load_profile(write_profile(tmp_path, **changes))
 
 
 def test_missing_key_and_bad_yaml(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "ratio"}))
     with pytest.raises(FragilityError, match="missing key.*ratio"):
-        pipeline.load_profile(path)
+        profiles.load_profile(path)
     path.write_text("models: [smallcnn\n")
     with pytest.raises(FragilityError, match="not valid YAML"):
-        pipeline.load_profile(path)
+        profiles.load_profile(path)
 
 
 def test_run_stores_every_unit(ran):
@@ -127,7 +129,7 @@ def test_missing_unit_is_recomputed_identically(ran, tmp_path):
     path.unlink()
     assert sum(s.swept for s in pipeline.status(profile, results)) == 3
     pipeline.sweep(profile, results, progress=False)
-    xr.testing.assert_identical(store.read_unit(path), before)
+    xr.testing.assert_identical(untimed(store.read_unit(path)), untimed(before))
 
 
 @pytest.mark.parametrize("content", ["random", "foreign"])
@@ -150,26 +152,26 @@ def test_corrupt_files_are_reported(ran, tmp_path, content):
 def test_other_settings_are_refused(ran, tmp_path):
     profile, results = ran
     with pytest.raises(FragilityError, match="computed with other settings.*another results folder"):
-        pipeline.sweep(pipeline.parse_profile({**TINY, "A": 5}), results, progress=False)
+        pipeline.sweep(profiles.parse_profile({**TINY, "A": 5}), results, progress=False)
     with pytest.raises(FragilityError, match="epoch001.nc was computed with other settings"):
-        pipeline.status(pipeline.parse_profile({**TINY, "lr": 0.002}), results)
+        pipeline.status(profiles.parse_profile({**TINY, "lr": 0.002}), results)
     results = copy(results, tmp_path)
     shutil.rmtree(results / "responses")
     with pytest.raises(FragilityError, match="ε searched with other settings"):
-        pipeline.sweep(pipeline.parse_profile({**TINY, "lr": 0.002}), results, progress=False)
+        pipeline.sweep(profiles.parse_profile({**TINY, "lr": 0.002}), results, progress=False)
     with pytest.raises(FragilityError, match="epoch001.pt was trained with other settings"):
-        pipeline.sweep(pipeline.parse_profile({**TINY, "lr": 0.002, "epsilon": 0.1}), results, progress=False)
+        pipeline.sweep(profiles.parse_profile({**TINY, "lr": 0.002, "epsilon": 0.1}), results, progress=False)
 
 
 def test_epsilon_policies(ran, tmp_path):
     profile, results = ran
     results = copy(results, tmp_path)
     shutil.rmtree(results / "responses")
-    fixed = pipeline.parse_profile({**TINY, "epsilon": 0.125, "seeds": [1], "epochs": [2]})
+    fixed = profiles.parse_profile({**TINY, "epsilon": 0.125, "seeds": [1], "epochs": [2]})
     pipeline.sweep(fixed, results, progress=False)
     assert float(store.read_unit(store.unit_path(results, "smallcnn", "digits", 1, 2))["epsilon"]) == 0.125
     shutil.rmtree(results / "responses")
-    each = pipeline.parse_profile({**TINY, "epsilon": "per-checkpoint", "seeds": [0], "epochs": [1, 2]})
+    each = profiles.parse_profile({**TINY, "epsilon": "per-checkpoint", "seeds": [0], "epochs": [1, 2]})
     pipeline.sweep(each, results, progress=False)
     eps = [float(store.read_unit(store.unit_path(results, "smallcnn", "digits", 0, e))["epsilon"]) for e in (1, 2)]
     assert eps[0] != eps[1]
@@ -177,4 +179,35 @@ def test_epsilon_policies(ran, tmp_path):
 
 def test_sweep_before_training_says_train_first(tmp_path):
     with pytest.raises(FragilityError, match="fragility train"):
-        pipeline.sweep(pipeline.parse_profile(TINY), tmp_path, progress=False)
+        pipeline.sweep(profiles.parse_profile(TINY), tmp_path, progress=False)
+
+
+def test_a_model_may_have_its_own_seeds_and_epochs(tmp_path):
+    profile = profiles.parse_profile({**TINY, "models": {"smallcnn": None, "resnet18": {"seeds": [0], "epochs": [3, 6],
+                                                                                      "every": 3}}})
+    assert profile.models == ("smallcnn", "resnet18")
+    assert profile.grid("smallcnn") == profiles.Grid((0, 1), (1, 2), 1)
+    assert profile.grid("resnet18") == profiles.Grid((0,), (3, 6), 3)
+    assert list(profile.units()) == [("smallcnn", "digits", s, e) for s in (0, 1) for e in (1, 2)] + [
+        ("resnet18", "digits", 0, 3), ("resnet18", "digits", 0, 6)]
+    assert profile.train_config("resnet18", "digits", 0).every == 3
+    assert profile.train_config("resnet18", "digits", 0).epochs == 6
+    for models, message in (({"resnet18": {"lr": 1}}, r"models.resnet18 has unknown key\(s\) lr"),
+                            ({"resnet18": {"epochs": [3, 5], "every": 2}}, r"models.resnet18: epochs \[3\]"),
+                            ({"resnet18": {"seeds": []}}, "models.resnet18.seeds must be a list"),
+                            ({"vgg": {}}, "models must be a list of distinct models")):
+        with pytest.raises(FragilityError, match=message):
+            profiles.parse_profile({**TINY, "models": models})
+
+
+def test_run_trains_only_what_missing_results_need(ran, tmp_path):
+    profile, results = ran
+    results = copy(results, tmp_path)
+    shutil.rmtree(results / "checkpoints")
+    assert pipeline.needed_runs(profile, results) == []
+    pipeline.run(profile, results, progress=False)  # everything is stored: nothing is trained
+    assert not (results / "checkpoints").exists()
+    store.unit_path(results, "smallcnn", "digits", 1, 1).unlink()
+    assert pipeline.needed_runs(profile, results) == [("smallcnn", "digits", 1)]
+    (results / "epsilon" / "smallcnn__digits.json").unlink()
+    assert pipeline.needed_runs(profile, results) == [("smallcnn", "digits", 0), ("smallcnn", "digits", 1)]

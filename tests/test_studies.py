@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fragility as fr
-from fragility import FragilityError, pipeline, studies
+from fragility import FragilityError, pipeline, profiles, studies
 
 from test_pipeline import TINY
 
@@ -17,7 +17,7 @@ STUDIES = {
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
-    profile = pipeline.parse_profile({**TINY, "seeds": [0], "studies": STUDIES})
+    profile = profiles.parse_profile({**TINY, "seeds": [0], "studies": STUDIES})
     results = tmp_path_factory.mktemp("studies")
     pipeline.run(profile, results, progress=False)
     return profile, results
@@ -74,7 +74,7 @@ def test_a_corrupt_study_file_is_named(ran, tmp_path):
 ])
 def test_bad_study_settings(raw, match):
     with pytest.raises(FragilityError, match=match):
-        pipeline.parse_profile({**TINY, "studies": raw})
+        profiles.parse_profile({**TINY, "studies": raw})
 
 
 def test_open_study_errors(tmp_path):

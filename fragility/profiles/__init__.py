@@ -1,0 +1,226 @@
+"""Experiment profiles: what to train and sweep, read from a shipped name or a YAML file and checked in full.
+
+A profile names models, datasets, training seeds and checkpoint epochs, the sweep's settings (A, filters, attack,
+ε policy, test-set size) and optional related studies. `seeds`, `epochs` and `every` apply to every model; `models`
+may instead be a mapping that gives a model its own, e.g. fewer seeds for a slow network:
+
+    models:
+      resnet18: {}
+      resnet50: {seeds: [0], epochs: [4, 8, 12], every: 4}
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .. import data, models, studies, training
+from ..engine import ATTACKS
+from ..errors import FragilityError
+from ..filters import FILTERS
+
+EPSILON_POLICIES = ("auto", "per-checkpoint")
+
+
+def _count(low):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(ok):
+    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v)
+
+
+def _items(ok, increasing=False):
+    """A non-empty list of distinct values each passing `ok` (in increasing order if asked)."""
+    return lambda v: (isinstance(v, list) and len(v) > 0 and all(ok(x) for x in v) and len(set(v)) == len(v)
+                      and (not increasing or v == sorted(v)))
+
+
+def _models(v) -> bool:
+    """A list of distinct model names, or a mapping of model names to their own seeds, epochs and every (or null)."""
+    if isinstance(v, dict):
+        return len(v) > 0 and all(k in models.NAMES and (g is None or isinstance(g, dict)) for k, g in v.items())
+    return _items(lambda m: m in models.NAMES)(v)
+
+
+GRID = ("seeds", "epochs", "every")
+# key: (check, what the value must be)
+CHECKS = {
+    "name": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) is not None,
+             "a short name of letters, digits, '.', '-' or '_' (it names the default results folder)"),
+    "description": (lambda v: isinstance(v, str), "a line of text"),
+    "models": (_models, f"a list of distinct models from {', '.join(models.NAMES)}, or a mapping of them to their "
+                        "own seeds, epochs and every"),
+    "datasets": (_items(lambda v: v in data.NAMES), f"a list of distinct datasets from {', '.join(data.NAMES)}"),
+    "seeds": (_items(_count(0)), "a list of distinct whole numbers ≥ 0"),
+    "epochs": (_items(_count(1), increasing=True), "an increasing list of checkpoint epochs ≥ 1, e.g. [10, 20, 30]"),
+    "every": (_count(1), "the checkpoint interval in epochs, a whole number ≥ 1"),
+    "n_test": (lambda v: v is None or _count(1)(v), "the number of test images, a whole number ≥ 1, or null for all"),
+    "A": (_count(1), "the number of threshold intervals, a whole number ≥ 1 (the paper: 25)"),
+    "filters": (_items(lambda v: v in FILTERS), f"a list of distinct filters from {', '.join(FILTERS)}"),
+    "attack": (lambda v: v in ATTACKS, f"one of {', '.join(ATTACKS)}"),
+    "epsilon": (lambda v: v in EPSILON_POLICIES or _number(lambda x: x >= 0)(v),
+                "auto (searched once per model and dataset), per-checkpoint, or a number ≥ 0"),
+    "ratio": (_number(lambda x: 0 < x < 1), "the target accuracy ratio ρ of the ε search, between 0 and 1 (0.5)"),
+    "batch_size": (_count(1), "the sweep's batch size, a whole number ≥ 1"),
+    "train_batch_size": (_count(1), "the training batch size, a whole number ≥ 1 (the paper: 100)"),
+    "lr": (_number(lambda x: x > 0), "Adam's learning rate, a number > 0 such as 0.001"),
+    "depth": (_count(1), "the number of conv blocks of smallcnn, a whole number ≥ 1"),
+    "studies": (lambda v: v is None or isinstance(v, dict),
+                f"a mapping of related studies ({', '.join(studies.STUDIES)}) to their settings"),
+}
+OPTIONAL = {"depth": 2, "studies": None}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The training seeds and checkpoint epochs of one model, and its checkpoint interval."""
+
+    seeds: tuple[int, ...]
+    epochs: tuple[int, ...]
+    every: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What an experiment trains and sweeps (see the shipped profiles in fragility/profiles/)."""
+
+    name: str
+    description: str
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    epochs: tuple[int, ...]
+    every: int
+    n_test: int | None
+    A: int
+    filters: tuple[str, ...]
+    attack: str
+    epsilon: str | float
+    ratio: float
+    batch_size: int
+    train_batch_size: int
+    lr: float
+    depth: int = 2
+    studies: dict | None = None
+    grids: tuple[tuple[str, Grid], ...] = ()
+
+    def grid(self, model: str) -> Grid:
+        """The seeds, epochs and checkpoint interval of `model` (the profile's own unless the model has its own)."""
+        return dict(self.grids).get(model, Grid(self.seeds, self.epochs, self.every))
+
+    def units(self):
+        """Every (model, dataset, seed, epoch) of the profile."""
+        for model in self.models:
+            g = self.grid(model)
+            yield from itertools.product([model], self.datasets, g.seeds, g.epochs)
+
+    def runs(self):
+        """Every (model, dataset, seed) training run of the profile."""
+        return sorted({u[:3] for u in self.units()}, key=lambda r: (self.datasets.index(r[1]),
+                                                                   self.models.index(r[0]), r[2]))
+
+    def train_config(self, model: str, dataset: str, seed: int) -> training.TrainConfig:
+        meta, g = data.info(dataset), self.grid(model)
+        return training.TrainConfig(model, dataset, seed, epochs=g.epochs[-1], every=g.every,
+                                    batch_size=self.train_batch_size, lr=self.lr, channels=meta.channels,
+                                    classes=meta.classes, depth=self.depth)
+
+    def config_hash(self, model: str, dataset: str, seed: int) -> str:
+        return training.config_hash(self.train_config(model, dataset, seed))
+
+    @property
+    def sweep_hash(self) -> str:
+        """Hash of the settings that determine a unit's responses besides its checkpoint."""
+        settings = {k: getattr(self, k) for k in ("A", "filters", "attack", "epsilon", "ratio", "n_test")}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def shipped() -> list[str]:
+    """Names of the profiles shipped with the package."""
+    return sorted(p.name[:-5] for p in resources.files("fragility").joinpath("profiles").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_profile(spec) -> Profile:
+    """A shipped profile by name (`quick`) or a profile YAML file by path, validated."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise FragilityError(f"no profile file {path}: check the path, or name a shipped profile "
+                                 f"({', '.join(shipped())}).")
+        text, source = path.read_text(), str(path)
+    elif spec in shipped():
+        text, source = resources.files("fragility").joinpath("profiles", f"{spec}.yaml").read_text(), f"profile {spec}"
+    else:
+        raise FragilityError(f"unknown profile {spec!r}: the shipped profiles are {', '.join(shipped())}; "
+                             "or pass the path of a profile YAML file (copy a shipped one to start).")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise FragilityError(f"{source} is not valid YAML: {err}") from None
+    return parse_profile(raw, source)
+
+
+def _check_grid(values: dict, where: str) -> None:
+    """Refuse checkpoint epochs that training does not save: multiples of `every` and the last one only."""
+    off = [e for e in values["epochs"] if e % values["every"] and e != values["epochs"][-1]]
+    if off:
+        raise FragilityError(f"{where}epochs {off} are not checkpoints: training saves every {values['every']} "
+                             "epochs and at the last one; use multiples of `every` or change `every`.")
+
+
+def _grids(values: dict, source: str) -> tuple[tuple[str, Grid], ...]:
+    """The per-model grids of a `models` mapping, each key checked like the profile's own."""
+    if not isinstance(values["models"], dict):
+        return ()
+    out = []
+    for model, own in values["models"].items():
+        own = own or {}
+        unknown = [k for k in own if k not in GRID]
+        if unknown:
+            raise FragilityError(f"{source}: models.{model} has unknown key(s) {', '.join(map(str, unknown))}: a "
+                                 f"model may set its own {', '.join(GRID)}.")
+        merged = {k: own.get(k, values[k]) for k in GRID}
+        for key in GRID:
+            ok, what = CHECKS[key]
+            if not ok(merged[key]):
+                raise FragilityError(f"{source}: models.{model}.{key} must be {what}; got {merged[key]!r}.")
+        _check_grid(merged, f"{source}: models.{model}: ")
+        out.append((model, Grid(tuple(merged["seeds"]), tuple(merged["epochs"]), merged["every"])))
+    return tuple(out)
+
+
+def parse_profile(raw, source: str = "profile") -> Profile:
+    """A Profile from a mapping of its keys, or one FragilityError naming the key at fault and the fix."""
+    if not isinstance(raw, dict):
+        raise FragilityError(f"{source} must be a mapping of keys ({', '.join(CHECKS)}).")
+    unknown = [k for k in raw if k not in CHECKS]
+    if unknown:
+        raise FragilityError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}: the keys are "
+                             f"{', '.join(CHECKS)}.")
+    missing = [k for k in CHECKS if k not in raw and k not in OPTIONAL]
+    if missing:
+        raise FragilityError(f"{source}: missing key(s) {', '.join(missing)}: add them (copy a shipped profile, "
+                             f"e.g. `quick`, for an example).")
+    values = {**OPTIONAL, **raw}
+    for key, (ok, what) in CHECKS.items():
+        if not ok(values[key]):
+            raise FragilityError(f"{source}: {key} must be {what}; got {values[key]!r}.")
+    _check_grid(values, f"{source}: ")
+    values["grids"] = _grids(values, source)
+    values["studies"] = studies.check(values["studies"], source)
+    lists = {f.name: tuple(values[f.name]) for f in fields(Profile) if isinstance(values[f.name], (list, dict))
+             and f.name != "studies"}
+    return Profile(**{**values, **lists})
+
+
+def results_dir(profile: Profile, results=None) -> Path:
+    """`results`, or results/<profile name>."""
+    return Path(results) if results is not None else Path("results") / profile.name
