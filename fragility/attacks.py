@@ -1,10 +1,19 @@
-"""External stress: FGSM and the choice of its magnitude ε (SPEC §3, Definitions 3, 7, 8, 9)."""
+"""External stress: FGSM, the choice of its magnitude ε, and accuracy along its direction (Definitions 3, 7–9).
+
+The FGSM direction sign(∇ₓ CE(f(x), y)) does not depend on ε, so it is computed once and every ε after it costs
+one forward pass: `search_epsilon` (constraint 3), `largest_epsilon` (ε_E, constraint 2) and `epsilon_curve`.
+Every function evaluates the network in eval() mode and gives it back exactly as it was.
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+import xarray as xr
 
+from . import checks
 from .errors import FragilityError
+from .preserve import preserved
 
 MAX_EPSILON = 4.0  # largest ε searched, in normalized input units (≈ the full range of normalized MNIST pixels)
 
@@ -18,39 +27,86 @@ def fgsm_direction(model, x: torch.Tensor, y: torch.Tensor, forward=None) -> tor
     return x.grad.sign()
 
 
+def _direction(model, x, y, batch_size: int) -> torch.Tensor:
+    return torch.cat([fgsm_direction(model, xb, yb) for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
+
+
+def _prepared(model, x, y, batch_size):
+    """Checked tensors on the model's device and the checked batch size."""
+    batch_size = checks.count(batch_size, "batch_size")
+    x, y = checks.examples(x, y)
+    params = next(iter(model.parameters()), None)
+    where = params.device if params is not None else torch.device("cpu")
+    return x.to(where), y.to(where), batch_size
+
+
 def fgsm(model, x: torch.Tensor, y: torch.Tensor, epsilon: float, clip: tuple[float, float] | None = None,
          batch_size: int = 500) -> torch.Tensor:
-    """x_ε = x + ε · sign(∇ₓ CE(f(x, θ), y)) (Definition 7), in the model's input space; no clipping unless `clip`."""
-    if not epsilon >= 0:
-        raise FragilityError(f"epsilon must be a number ≥ 0, got {epsilon!r}.")
-    chunks = [xb + epsilon * fgsm_direction(model, xb, yb)
-              for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
-    out = torch.cat(chunks).detach()
+    """x_ε = x + ε · sign(∇ₓ CE(f(x, θ), y)) (Definition 7), in the model's input space; no clipping unless `clip`.
+
+    Args:
+        model: the network (evaluated in eval() mode; given back as it was).
+        x, y: inputs and integer labels.
+        epsilon: the magnitude ε ≥ 0, in the model's (normalized) input units.
+        clip: optional (low, high) bounds for x_ε.
+        batch_size: examples per backward pass.
+
+    Returns:
+        The adversarial inputs, shape of x.
+    """
+    epsilon = checks.number(epsilon, "epsilon", low=0)
+    x, y, batch_size = _prepared(model, x, y, batch_size)
+    if clip is not None and not (isinstance(clip, (tuple, list)) and len(clip) == 2
+                                 and all(checks.is_real(c) for c in clip) and clip[0] <= clip[1]):
+        raise FragilityError(f"clip must be (low, high), finite numbers with low ≤ high; got {clip!r}.")
+    with preserved(model):
+        model.eval()
+        out = (x + epsilon * _direction(model, x, y, batch_size)).detach()
     return out.clamp(*clip) if clip is not None else out
 
 
 @torch.no_grad()
 def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Fraction of x classified as y."""
+    """Fraction of x classified as y (the model's mode as it is)."""
     correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
     return correct / len(y)
 
 
+def _classes(model, x) -> int:
+    with torch.no_grad():
+        return int(model(x[:1]).shape[1])
+
+
 def search_epsilon(model, x: torch.Tensor, y: torch.Tensor, ratio: float = 0.5, tol: float = 0.02,
                    max_epsilon: float = MAX_EPSILON, steps: int = 40, batch_size: int = 500) -> float:
-    """ε with acc(f(x_ε)) ≈ ratio · acc(f(x)), by bisection (SPEC §3, constraint 3).
+    """ε with acc(f(x_ε)) ≈ ratio · acc(f(x)), by bisection (constraint 3, Definition 9).
 
-    The FGSM direction does not depend on ε, so it is computed once and each step is a forward pass.
     Also checks constraint 1 (the attack lowers accuracy) and constraint 2 (acc(f(x_ε)) · K > 1, K classes).
+
+    Args:
+        model: the network.
+        x, y: test inputs and labels.
+        ratio: the target ρ in (0, 1).
+        tol: accepted |acc(f(x_ε)) / acc(f(x)) − ρ|.
+        max_epsilon: the largest ε searched (> 0).
+        steps: bisection steps at most.
+        batch_size: examples per pass.
+
+    Returns:
+        ε ≥ 0, in normalized input units.
+
+    Raises:
+        FragilityError: bad arguments, a clean accuracy too low for constraint 2, or no ε within tolerance.
     """
-    if not 0 < ratio < 1:
-        raise FragilityError(f"ratio must lie strictly between 0 and 1, got {ratio!r}.")
-    was_training = model.training
-    model.eval()
-    try:
-        direction = torch.cat([fgsm_direction(model, xb, yb) for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
-        with torch.no_grad():
-            classes = model(x[:1]).shape[1]
+    ratio = checks.number(ratio, "ratio", 0, 1, open_low=True, open_high=True)
+    tol = checks.number(tol, "tol", low=0)
+    max_epsilon = checks.number(max_epsilon, "max_epsilon", low=0, open_low=True)
+    steps = checks.count(steps, "steps")
+    x, y, batch_size = _prepared(model, x, y, batch_size)
+    with preserved(model):
+        model.eval()
+        direction = _direction(model, x, y, batch_size)
+        classes = _classes(model, x)
         clean = accuracy(model, x, y, batch_size)
         if clean * ratio * classes <= 1:
             raise FragilityError(
@@ -73,8 +129,63 @@ def search_epsilon(model, x: torch.Tensor, y: torch.Tensor, ratio: float = 0.5, 
             if abs(r - ratio) <= tol:
                 return mid
             lo, hi = (mid, hi) if r > ratio else (lo, mid)
-        raise FragilityError(
-            f"no ε gives {ratio} ± {tol} of the clean accuracy (closest: {best[2]:.3f} at ε = {best[1]:.4g}); "
-            "the test subset is probably too small for that tolerance: use more test images or pass epsilon.")
-    finally:
-        model.train(was_training)
+    raise FragilityError(
+        f"no ε gives {ratio} ± {tol} of the clean accuracy (closest: {best[2]:.3f} at ε = {best[1]:.4g}); "
+        "the test subset is probably too small for that tolerance: use more test images or pass epsilon.")
+
+
+def largest_epsilon(model, x: torch.Tensor, y: torch.Tensor, max_epsilon: float = MAX_EPSILON, grid: int = 64,
+                    steps: int = 30, batch_size: int = 500) -> float:
+    """ε_E of Definition 8 (constraint 2): the largest ε up to which FGSM accuracy stays above chance, acc · K > 1.
+
+    Along the FGSM direction, ε grows on a grid of `grid` steps up to `max_epsilon` until accuracy first falls to
+    chance, then bisection narrows the crossing; ε_E is the last ε still above chance before it. Chance is 1/K, or
+    the share of the most frequent label when that is larger: FGSM often sends every input to one class, and
+    accuracy then settles at that class's share of the labels instead of falling below 1/K.
+
+    Raises:
+        FragilityError: the clean accuracy is already at chance, or FGSM never reaches chance up to max_epsilon.
+    """
+    max_epsilon = checks.number(max_epsilon, "max_epsilon", low=0, open_low=True)
+    grid, steps = checks.count(grid, "grid"), checks.count(steps, "steps")
+    x, y, batch_size = _prepared(model, x, y, batch_size)
+    with preserved(model):
+        model.eval()
+        direction = _direction(model, x, y, batch_size)
+        classes = _classes(model, x)
+
+        chance = max(1 / classes, float(torch.bincount(y, minlength=classes).max()) / len(y))
+
+        def above(eps):
+            return accuracy(model, x + eps * direction, y, batch_size) > chance
+
+        if not above(0.0):
+            raise FragilityError(f"the clean accuracy is at or below chance ({chance:.3f}): there is no ε_E.")
+        points = np.linspace(0, max_epsilon, grid + 1)
+        crossing = next((k for k in range(1, len(points)) if not above(points[k])), None)
+        if crossing is None:
+            raise FragilityError(f"FGSM keeps accuracy above chance up to ε = {max_epsilon}: pass a larger "
+                                 "max_epsilon.")
+        lo, hi = points[crossing - 1], points[crossing]
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if above(mid) else (lo, mid)
+    return float(lo)
+
+
+def epsilon_curve(model, x, y=None, *, epsilons, batch_size: int = 500) -> xr.DataArray:
+    """Accuracy against FGSM magnitude: accuracy(epsilon) on x + ε · sign(∇ₓ CE) (Definition 3's S_ε).
+
+    The direction is computed once, and each ε costs one forward pass. x, y may be tensors or a DataLoader.
+    """
+    eps = np.asarray(epsilons, dtype=float) if isinstance(epsilons, (list, tuple, np.ndarray)) else None
+    if eps is None or eps.ndim != 1 or eps.size == 0 or not np.all(np.isfinite(eps)) or np.any(eps < 0):
+        raise FragilityError(f"epsilons must be a non-empty list of finite numbers ≥ 0; got {epsilons!r}.")
+    x, y, batch_size = _prepared(model, x, y, batch_size)
+    with preserved(model):
+        model.eval()
+        direction = _direction(model, x, y, batch_size)
+        values = [accuracy(model, x + e * direction, y, batch_size) for e in eps]
+    out = xr.DataArray(values, coords={"epsilon": eps}, dims="epsilon", name="accuracy")
+    out.attrs["long_name"] = "accuracy under FGSM of magnitude ε"
+    return out

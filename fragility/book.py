@@ -1,11 +1,19 @@
-"""The book: every figure and study notebook executed with papermill against a results folder, its parameters checked
-first.
+"""The book: each chapter notebook loads its results with one call, shows its figure and its summary; `execute` runs
+every notebook with papermill against a results folder, its parameters checked first.
 
-    python -m fragility.book execute --results results/quick --profile quick [--only fig06_filters] [-p layer fc]
+In a notebook::
 
-writes the executed notebooks to book/_executed/, which `jupyter-book build .` then renders. A bad parameter
-(unknown model, layer, epoch …) stops everything with one message naming the valid choices, before any notebook
-runs; a notebook that fails stops with its error's one-line message.
+    page = book.load("fig05_targeted", results, profile, model=model, layer=layer)  # says what is missing
+    page.figure()    # live controls in Jupyter; precomputed views in the rendered book; a figure elsewhere
+    page.summary()   # "What our run shows"
+
+From the shell::
+
+    python -m fragility.book execute --results results/reference --profile reference [--only fig06_filters] [-p layer fc]
+
+writes the executed notebooks to book/_executed/ (and the figures' views beside them), which `jupyter-book build .`
+renders. A bad parameter stops everything with one message naming the valid choices before any kernel starts, and
+a notebook that fails leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -17,38 +25,136 @@ from pathlib import Path
 
 import yaml
 
+from . import checks
+from .chapters import CHAPTERS
 from .errors import FragilityError, report
-from .plots import PARAMETERS, check_parameters
+from .selection import check_parameters, paper_defaults
 from .store import open_results
-from .widgets import STATIC
+from .studies import open_study
 
-__all__ = ["check_parameters", "execute", "main", "results_folder"]
 NOTEBOOKS = Path("notebooks")
 EXECUTED = Path("book") / "_executed"
-PATTERNS = ("fig*.ipynb", "study_*.ipynb")  # the paper's figures (4–12), then the related studies (seeds 002–004)
+VIEWS = "FRAGILITY_VIEWS"  # set by `execute`: the folder the rendered book's precomputed views are written to
+ROOT = Path(__file__).resolve().parents[1]
+# the notebooks' parameters and what each accepts (checked before any kernel starts)
+TEXT = checks.Rule(lambda v: isinstance(v, str), "a name (text)")
+TYPES = {"results": checks.optional(TEXT), "profile": TEXT, "model": checks.optional(TEXT),
+         "dataset": checks.optional(TEXT), "seed": checks.optional(checks.whole(0)),
+         "epoch": checks.optional(checks.whole(1)), "layer": checks.optional(TEXT),
+         "layers": checks.optional(checks.items(TEXT, what="a list of layer names")), "filter": TEXT, "input": TEXT,
+         "normalized": checks.Rule(lambda v: isinstance(v, bool), "true or false")}
+SELECTIONS = ("model", "dataset", "seed", "epoch", "layer", "layers", "filter", "input", "normalized")
 
 
-def results_folder(results=None, profile: str = "quick") -> Path:
-    """`results`, or results/<profile> when None; a relative path missing here is looked up from the repository root."""
+def results_folder(results=None, profile: str = "reference") -> Path:
+    """`results`, or results/<profile> when None; a relative path missing here is looked up from the repository
+    root."""
     path = Path(results) if results is not None else Path("results") / profile
-    root = Path(__file__).resolve().parents[1] / path
-    return path if path.is_absolute() or path.exists() or not root.exists() else root
+    found = ROOT / path
+    return path if path.is_absolute() or path.exists() or not found.exists() else found
+
+
+class Page:
+    """A chapter's results and selections: `figure()` and `summary()` display them (nothing when `missing`)."""
+
+    def __init__(self, name: str, results=None, profile: str = "reference", **selections):
+        self.chapter, self.missing = CHAPTERS[name], None
+        self.folder = folder = results_folder(results, profile)
+        self.responses = self.study = None
+        try:
+            self.responses = open_results(folder)
+            if self.chapter.study:
+                self.study = open_study(folder, self.chapter.study)
+        except FragilityError as err:
+            self.missing = (f"**Not run.** The results in `{results or Path('results') / profile}` (profile "
+                            f"{profile}) lack what this chapter shows: {err}")
+            return
+        for data in (self.responses, self.study):
+            if data is not None:
+                data.attrs.setdefault("profile", profile)
+        data = self.study if self.study is not None else self.responses
+        given = {k: v for k, v in selections.items() if v is not None}
+        defaults, self.notes = paper_defaults(data, {k: v for k, v in self.chapter.paper.items() if k not in given})
+        self.selections = {**selections, **{k: v for k, v in defaults.items() if k in selections}}
+        check_parameters(data, **{k: v for k, v in self.selections.items() if k in SELECTIONS and k != "normalized"})
+
+    def call(self, fn, **selections):
+        """`fn` on this chapter's results: a study's results first (with the responses as `results` when the study
+        reads them), else the responses."""
+        chosen = {**self.selections, **selections}
+        if self.chapter.reads_folder:
+            return fn(self.folder)
+        if self.study is None:
+            return fn(self.responses, **chosen)
+        from .studies import REGISTRY
+
+        extra = {"results": self.responses} if REGISTRY[self.chapter.study].needs_responses else {}
+        return fn(self.study, **extra, **chosen)
+
+    def options(self, **current) -> dict[str, list]:
+        """The values each control can take, given the current model and dataset."""
+        from .selection import choices
+
+        data = self.study if self.study is not None else self.responses
+        valid = {**choices(data, current.get("model"), current.get("dataset")), **self.chapter.options}
+        return {c: valid[c] for c in self.chapter.controls if c in valid}
+
+    def figure(self):
+        """The chapter's figure: live controls in Jupyter, precomputed switchable views in the book."""
+        from IPython.display import Markdown, display
+
+        from . import views, widgets
+
+        if self.missing:
+            return display(Markdown(self.missing))
+        if self.chapter.figure is None:
+            return None
+        if self.notes:
+            display(Markdown("Shown by default: " + "; ".join(self.notes) + "."))
+        if widgets.live():
+            return widgets.interactive(self)
+        if os.environ.get(VIEWS):
+            return views.show(self, Path(os.environ[VIEWS]))
+        return display(self.call(self.chapter.figure))
+
+    def summary(self):
+        """The chapter's "What our run shows", from the same rules as the claims."""
+        from IPython.display import HTML, Markdown, display
+
+        if not self.missing:
+            text = self.call(self.chapter.summary)
+            display(HTML(text) if self.chapter.reads_folder else Markdown(text))
+
+
+def load(name: str, results=None, profile: str = "reference", **selections) -> Page:
+    """The chapter `name` on the results folder (default results/<profile>); the selections are checked against
+    the results, and those left None take the paper's own when the results hold them, else the nearest."""
+    if name not in CHAPTERS:
+        raise FragilityError(f"unknown chapter {name!r}: choose from {', '.join(CHAPTERS)}.")
+    return Page(name, results, profile, **selections)
+
+
+def check_types(parameters: dict) -> None:
+    """Refuse a parameter whose value has the wrong type, before any kernel starts."""
+    for key, value in parameters.items():
+        if key in TYPES:
+            checks.require(value, TYPES[key], f"parameter {key}")
 
 
 def execute(results, profile: str, notebooks=NOTEBOOKS, output=EXECUTED, only=None, parameters=None,
             log=print) -> list[Path]:
-    """Execute every notebooks/fig*.ipynb and study_*.ipynb (or those named in `only`) into `output` with papermill.
+    """Execute every chapter notebook of `notebooks` (or those named in `only`) into `output` with papermill.
 
-    Each notebook gets `results`, `profile` and those of `parameters` it declares. Before any runs, `parameters`
-    must each be declared by some notebook, and the figure selections among them pass `check_parameters`.
+    Each notebook gets `results` (as given: a path a reader can type), `profile` and those of `parameters` it
+    declares. Before any runs, `parameters` must each be declared by some notebook, have the right type, and pass
+    `check_parameters` against the results. A notebook runs into a temporary file renamed on success.
     """
     import papermill as pm
 
-    results, parameters = results_folder(results, profile).resolve(), dict(parameters or {})
-    paths = [path for pattern in PATTERNS for path in sorted(Path(notebooks).glob(pattern))]
+    parameters = dict(parameters or {})
+    paths = [p for p in (Path(notebooks) / f"{n}.ipynb" for n in CHAPTERS) if p.is_file()]
     if not paths:
-        raise FragilityError(f"no {' or '.join(PATTERNS)} notebooks in {Path(notebooks).resolve()}: run from the "
-                             "repository root.")
+        raise FragilityError(f"no chapter notebooks in {Path(notebooks).resolve()}: run from the repository root.")
     if only:
         missing = sorted(set(only) - {p.stem for p in paths})
         if missing:
@@ -60,42 +166,55 @@ def execute(results, profile: str, notebooks=NOTEBOOKS, output=EXECUTED, only=No
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise FragilityError(f"no notebook takes the parameter(s) {', '.join(unknown)}: they take {', '.join(known)}.")
-    check_parameters(open_results(results), **{k: v for k, v in parameters.items() if k in PARAMETERS})
-    Path(output).mkdir(parents=True, exist_ok=True)
-    previous, os.environ[STATIC] = os.environ.get(STATIC), "1"  # the kernels draw static figures, no widgets
+    check_types(parameters)
+    folder = results_folder(results, profile)
+    check_parameters(open_results(folder), **{k: v for k, v in parameters.items() if k in SELECTIONS
+                                              and k != "normalized" and not (k == "layer" and v == "global")})
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    shown = str(results) if results is not None else f"results/{profile}"
+    previous, os.environ[VIEWS] = os.environ.get(VIEWS), str((output / "_extra" / "views").resolve())
     try:
         for path, names in declared.items():
-            given = {k: v for k, v in {"results": str(results), "profile": profile, **parameters}.items()
-                     if k in names}
-            start = time.perf_counter()
+            given = {k: v for k, v in {"results": shown, "profile": profile, **parameters}.items() if k in names}
+            start, target = time.perf_counter(), output / path.name
+            partial = target.with_name(f".running-{target.name}")
             try:
-                pm.execute_notebook(str(path), str(Path(output) / path.name), parameters=given, progress_bar=False,
-                                    kernel_name="python3")
+                pm.execute_notebook(str(path), str(partial), parameters=given, progress_bar=False,
+                                    kernel_name="python3", cwd=str(Path.cwd()))
+                os.replace(partial, target)
             except pm.PapermillExecutionError as err:
                 raise FragilityError(f"{path.name}: {err.evalue}") from None
+            finally:
+                partial.unlink(missing_ok=True)
             log(f"{path.name}: {time.perf_counter() - start:.1f} s")
     finally:
         if previous is None:
-            os.environ.pop(STATIC)
+            os.environ.pop(VIEWS)
         else:
-            os.environ[STATIC] = previous
-    return [Path(output) / p.name for p in declared]
+            os.environ[VIEWS] = previous
+    return [output / p.name for p in declared]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fragility.book", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("execute", help="execute the figure and study notebooks into book/_executed/")
+    run = commands.add_parser("execute", help="execute the chapter notebooks into book/_executed/")
     run.add_argument("--results", help="results folder (default results/<profile>)")
-    run.add_argument("--profile", default="quick", help="profile name (default quick)")
+    run.add_argument("--profile", default="reference", help="profile name (default reference)")
     run.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="notebook names, e.g. fig06_filters study_depth")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                     help="a notebook parameter (YAML value), e.g. -p layer fc -p epoch 10")
+                     help="a notebook parameter (a YAML value), e.g. -p layer fc -p epoch 10")
     run.add_argument("--output", default=str(EXECUTED), help=f"where executed notebooks go (default {EXECUTED})")
     args = parser.parse_args(argv)
     try:
-        execute(args.results, args.profile, output=args.output, only=args.only,
-                parameters={k: yaml.safe_load(v) for k, v in args.parameter})
+        parameters = {}
+        for key, value in args.parameter:
+            try:
+                parameters[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise FragilityError(f"parameter {key}: {value!r} is not a YAML value.") from None
+        execute(args.results, args.profile, output=args.output, only=args.only, parameters=parameters)
     except FragilityError as err:
         return report(err, parser.prog)
     return 0

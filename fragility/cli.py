@@ -1,29 +1,47 @@
-"""The `fragility` command: run, train, sweep and inspect the experiments of a profile."""
+"""The `fragility` command: run, train, sweep, inspect and verify the experiments of a profile."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
-from . import pipeline, profiles
+from . import checks, pipeline, profiles
 from .errors import FragilityError, report
 
 EXAMPLES = """examples:
-  fragility run --profile quick                 # everything the book needs, offline, minutes on a laptop
-  fragility run --profile mnist --data ~/data   # the paper's MNIST experiments
-  fragility run --profile my.yaml --results out # your own copy of a profile
-  fragility status --profile quick              # what is trained and swept so far
+  fragility run --profile reference             # the book's results: stored ones are kept, missing ones computed
+  fragility run --profile quick                 # a small offline profile, recomputed in minutes
+  fragility run --profile mnist --data ~/data --workers 4   # the paper's MNIST grid on a local Dask cluster
+  fragility run --profile paper --scheduler tcp://head:8786 # ... or on a running Dask cluster (e.g. on SLURM)
+  fragility status --profile reference          # what is trained, swept and studied so far
+  fragility verify --profile reference          # retrain and re-sweep a stored unit, report the differences
 
 A profile is a shipped name ({shipped}) or the path of a YAML file; copy a shipped one from
 fragility/profiles/ to make your own. Results go to results/<profile name> unless --results says otherwise.
 Every step skips what already exists and writes atomically: stop a run at any time and start it again."""
 
 COMMANDS = {
-    "run": ("train what is missing, sweep every checkpoint that has no stored responses, then run the "
-            "profile's studies that are missing", pipeline.run),
-    "train": ("train (or resume) every model, dataset and seed of the profile", pipeline.train),
-    "sweep": ("sweep every trained checkpoint that has no stored responses yet", pipeline.sweep),
-    "status": ("list every unit of the profile (trained? swept?) and of its studies (done?)", None),
+    "run": "train what the missing results need, sweep every checkpoint that has no stored responses, then run "
+           "the profile's missing study units",
+    "train": "train (or resume) every model, dataset and seed of the profile",
+    "sweep": "sweep every trained checkpoint that has no stored responses yet",
+    "status": "list every unit of the profile (trained? swept?) and of its studies (done?)",
+    "verify": "retrain and re-sweep stored units into a scratch folder and report the largest difference from the "
+              "stored ones",
 }
+
+
+def _unit(text: str) -> tuple:
+    found = re.fullmatch(r"([\w.-]+)/([\w.-]+)/(\d+)/(\d+)", text)
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MODEL/DATASET/SEED/EPOCH, e.g. resnet18/digits/0/2")
+    return found[1], found[2], int(found[3]), int(found[4])
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+    return int(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,18 +50,31 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="fragility", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
         description="Fragility, robustness and antifragility of deep network parameters (Pravin et al. 2024): "
-                    "train the networks of a profile, sweep synaptic filters and FGSM over their checkpoints, "
-                    "and store the responses for the figures.")
+                    "train the networks of a profile, sweep synaptic filters and FGSM over their checkpoints, run "
+                    "the related studies, and store the results for the book.")
     commands = main.add_subparsers(dest="command", required=True, metavar="command")
-    for name, (summary, _) in COMMANDS.items():
+    for name, summary in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
                                   epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--profile", required=True, help="a shipped profile name or a profile YAML file")
         sub.add_argument("--results", help="results folder (default: results/<profile name>)")
-        if name != "status":
-            sub.add_argument("--data", help="data folder (default: $FRAGILITY_DATA, else data/)")
-            sub.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
-            sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "status":
+            continue
+        sub.add_argument("--data", help="data folder (default: $FRAGILITY_DATA, else data/)")
+        sub.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "run":
+            where = sub.add_mutually_exclusive_group()
+            where.add_argument("--workers", type=_positive, metavar="N",
+                               help="run the tasks on a local Dask cluster of N worker processes")
+            where.add_argument("--scheduler", metavar="ADDRESS",
+                               help="run the tasks on the Dask cluster at ADDRESS (e.g. tcp://host:8786)")
+        if name == "verify":
+            sub.add_argument("--units", nargs="+", type=_unit, metavar="MODEL/DATASET/SEED/EPOCH",
+                             help="the units to recompute (default: the first model's first seed, earliest epoch)")
+            sub.add_argument("--scratch", help="where the recomputed units go (default: <results>-verify)")
+            sub.add_argument("--tolerance", type=float, default=0.0,
+                             help="exit with status 1 when a difference exceeds this (default 0: identical)")
     return main
 
 
@@ -67,15 +98,32 @@ def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudySta
         print(f"{len(study_rows)} study units: {sum(r.done for r in study_rows)} done")
 
 
+def print_verified(found: list[pipeline.Verified]) -> None:
+    _table(("unit", *pipeline.COMPARED), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}"
+                                                                        for k in pipeline.COMPARED)) for v in found])
+    print(f"{sum(v.identical for v in found)} of {len(found)} unit(s) identical to the stored ones")
+
+
 def main(argv=None) -> int:
     """Entry point; a FragilityError becomes `fragility: error: <message>` on stderr and exit status 2."""
     args = parser().parse_args(argv)
     try:
         profile = profiles.load_profile(args.profile)
+        if args.results is not None:
+            checks.folder(args.results, "--results", create=True)
         if args.command == "status":
             print_status(pipeline.status(profile, args.results), pipeline.study_status(profile, args.results))
+            return 0
+        checks.device(args.device)
+        options = dict(data_dir=args.data, device=args.device, progress=not args.quiet)
+        if args.command == "verify":
+            found = pipeline.verify(profile, args.units, args.results, args.scratch, **options)
+            print_verified(found)
+            return int(any(d > args.tolerance for v in found for d in v.differences.values()))
+        if args.command == "run":
+            pipeline.run(profile, args.results, workers=args.workers, scheduler=args.scheduler, **options)
         else:
-            COMMANDS[args.command][1](profile, args.results, args.data, args.device, progress=not args.quiet)
+            getattr(pipeline, args.command)(profile, args.results, **options)
     except FragilityError as err:
         return report(err, "fragility")
     return 0

@@ -23,6 +23,7 @@ import torchvision
 from PIL import Image
 from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
+from fragility import files
 from fragility.errors import FragilityError
 
 NAMES = ("digits", "mnist", "cifar10", "tiny-imagenet")
@@ -35,7 +36,7 @@ DIGITS_TEST = 500  # digits: 1297 train / 500 test, stratified, split seed fixed
 
 @dataclass(frozen=True)
 class DataInfo:
-    """Shape, class count and per-channel normalization of a dataset."""
+    """Shape, class count, per-channel normalization and split sizes of a dataset."""
 
     name: str
     channels: int
@@ -43,15 +44,17 @@ class DataInfo:
     classes: int
     mean: tuple
     std: tuple
+    n_train: int
+    n_test: int
 
 
 _MNIST_NORM = ((0.1307,), (0.3081,))
 _HALF = ((0.5,) * 3, (0.5,) * 3)
 _INFO = {
-    "digits": DataInfo("digits", 1, 28, 10, *_MNIST_NORM),
-    "mnist": DataInfo("mnist", 1, 28, 10, *_MNIST_NORM),
-    "cifar10": DataInfo("cifar10", 3, 32, 10, *_HALF),
-    "tiny-imagenet": DataInfo("tiny-imagenet", 3, 64, 200, *_HALF),
+    "digits": DataInfo("digits", 1, 28, 10, *_MNIST_NORM, 1797 - DIGITS_TEST, DIGITS_TEST),
+    "mnist": DataInfo("mnist", 1, 28, 10, *_MNIST_NORM, 60_000, 10_000),
+    "cifar10": DataInfo("cifar10", 3, 32, 10, *_HALF, 50_000, 10_000),
+    "tiny-imagenet": DataInfo("tiny-imagenet", 3, 64, 200, *_HALF, 80_000, 20_000),
 }
 
 
@@ -178,24 +181,12 @@ def _gunzip_mnist(raw: pathlib.Path) -> None:
     for filename, _ in torchvision.datasets.MNIST.resources:
         gz, out = raw / filename, raw / filename.removesuffix(".gz")
         if gz.is_file() and not out.is_file():
-            _atomic(out, lambda tmp, gz=gz: _gunzip(gz, tmp))
+            files.atomic(out, lambda tmp, gz=gz: _gunzip(gz, tmp))
 
 
 def _gunzip(src: pathlib.Path, dst: str) -> None:
     with gzip.open(src, "rb") as f, open(dst, "wb") as g:
         shutil.copyfileobj(f, g)
-
-
-def _atomic(path: pathlib.Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _tiny(root: pathlib.Path, split: str, download: bool, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -254,9 +245,9 @@ def _tiny_decoded(d: pathlib.Path, part: str, wnids: list[str]) -> tuple[torch.T
         saved = torch.load(cache, weights_only=True)
         return saved["images"], saved["labels"]
     if part == "train":
-        files = [sorted((d / "train" / w / "images").glob("*.JPEG")) for w in wnids]
-        paths = [p for fs in files for p in fs]
-        labels = [k for k, fs in enumerate(files) for _ in fs]
+        groups = [sorted((d / "train" / w / "images").glob("*.JPEG")) for w in wnids]
+        paths = [p for fs in groups for p in fs]
+        labels = [k for k, fs in enumerate(groups) for _ in fs]
     else:
         rows = [line.split("\t") for line in (d / "val" / "val_annotations.txt").read_text().splitlines() if line]
         index = {w: k for k, w in enumerate(wnids)}
@@ -275,7 +266,7 @@ def _tiny_decoded(d: pathlib.Path, part: str, wnids: list[str]) -> tuple[torch.T
             images[i] = a
     saved = {"images": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
              "labels": torch.tensor(labels, dtype=torch.long)}
-    _atomic(cache, lambda tmp: torch.save(saved, tmp))
+    files.atomic(cache, lambda tmp: torch.save(saved, tmp))
     return saved["images"], saved["labels"]
 
 

@@ -1,8 +1,9 @@
-"""Synaptic filters h1, h2, h3: which weights survive at threshold index i (SPEC §2, Eq. 1, 7, 8, 9)."""
+"""Synaptic filters h1, h2, h3: which weights survive at threshold index i (Eq. 1, 7, 8, 9)."""
 from __future__ import annotations
 
 import torch
 
+from . import checks
 from .errors import FragilityError
 
 FILTERS = ("h1", "h2", "h3")
@@ -20,14 +21,13 @@ def check_weights(theta: torch.Tensor, name: str = "the weights") -> None:
 
 def check_filter(kind: str) -> None:
     """Refuse unknown filter names."""
-    if kind not in FILTERS:
+    if not isinstance(kind, str) or kind not in FILTERS:
         raise FragilityError(f"unknown filter {kind!r}: choose from {', '.join(FILTERS)}.")
 
 
-def check_intervals(A) -> None:
-    """Refuse an interval count A that is not a whole number ≥ 1."""
-    if isinstance(A, bool) or not isinstance(A, int) or A < 1:
-        raise FragilityError(f"A must be a whole number of intervals ≥ 1, got {A!r}.")
+def check_intervals(A) -> int:
+    """A, a whole number of intervals ≥ 1 (numpy integers accepted), as an int."""
+    return checks.count(A, "A (the number of threshold intervals)")
 
 
 def thresholds(kind: str, A: int, lo: float, hi: float) -> torch.Tensor:
@@ -36,7 +36,7 @@ def thresholds(kind: str, A: int, lo: float, hi: float) -> torch.Tensor:
     The grid ends exactly at lo and hi, so h1/h2 remove every weight at i = A.
     """
     check_filter(kind)
-    check_intervals(A)
+    A = check_intervals(A)
     i = torch.arange(A + 1, dtype=torch.float64)
     delta = (hi - lo) / A
     t = (hi - i * delta) if kind == "h2" else (lo + i * delta)
@@ -60,12 +60,14 @@ def synaptic_mask(theta: torch.Tensor, kind: str, i: int, A: int, lo: float | No
     h1 removes θ ≤ lo + iΔ, h2 removes θ ≥ hi − iΔ, h3 removes lo + (i−½)Δ < θ ≤ lo + (i+½)Δ, Δ = (hi − lo)/A.
     """
     check_filter(kind)
-    check_intervals(A)
-    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= A:
-        raise FragilityError(f"threshold index i must be a whole number in 0..{A}, got {i!r}.")
+    A = check_intervals(A)
+    i = int(checks.require(i, checks.whole(0, A), "the threshold index i"))
+    if not isinstance(theta, torch.Tensor) or not theta.dtype.is_floating_point:
+        raise FragilityError(f"theta must be a floating-point tensor of weights; got {type(theta).__name__}"
+                             + (f" of dtype {theta.dtype}" if isinstance(theta, torch.Tensor) else "") + ".")
     check_weights(theta)
-    lo = float(theta.min()) if lo is None else float(lo)
-    hi = float(theta.max()) if hi is None else float(hi)
+    lo = float(theta.min()) if lo is None else checks.number(lo, "lo")
+    hi = float(theta.max()) if hi is None else checks.number(hi, "hi")
     if hi < lo:
         raise FragilityError(f"the threshold range is empty (lo={lo} > hi={hi}): pass lo ≤ hi.")
     return keep_mask(theta.detach().to(torch.float64), kind, i, A, lo, hi)

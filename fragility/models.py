@@ -16,7 +16,7 @@ from torchvision import models as tv
 
 from fragility.errors import FragilityError
 
-NAMES = ("resnet18", "resnet50", "squeezenet1_1", "shufflenet_v2_x1_0", "shufflenet_v2_x0_5", "smallcnn")
+NAMES = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "shufflenet_v2_x1_0", "shufflenet_v2_x0_5", "smallcnn")
 
 
 class SmallCNN(nn.Sequential):

@@ -1,100 +1,36 @@
-"""Experiments: a profile says what to train and sweep; `run` does whatever of it is missing (SPEC §3, §7).
+"""Experiments: a profile says what to train and sweep; `run` does whatever of it is missing, as tasks.
 
-Layout of a results folder: `checkpoints/` (fragility.training), `responses/` (one unit file per model, dataset,
-seed and checkpoint epoch, fragility.store) and `epsilon/` (the ε chosen once per model and dataset by the `auto`
-policy). Every step is skipped when its output exists, and every output is written atomically, so a run that is
-stopped at any moment resumes where it stopped and ends with the results of an uninterrupted run.
+Layout of a results folder: `checkpoints/` (fragility.training), `responses/` (one unit file per model, dataset, seed
+and checkpoint epoch, fragility.store), `epsilon/` (the ε chosen once per model and dataset by the `auto` policy) and
+`studies/` (fragility.studies). The work is a set of tasks — a training run per (model, dataset, seed), an ε search
+per (model, dataset), a sweep per unit, a study unit — each writing its own output atomically and skipped when that
+output exists, so a run stopped at any moment resumes where it stopped and ends with an uninterrupted run's results.
+`plan` lists the tasks still to do with their dependencies; `run` executes them in this process, or on a Dask
+cluster (fragility.cluster).
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
+import xarray as xr
 from tqdm.auto import tqdm
 
-from . import data, engine, store, studies, training
+from . import checks, data, engine, files, store, studies, training
 from .attacks import search_epsilon
 from .errors import FragilityError
 from .profiles import Profile, results_dir
 from .provenance import device_description
 
 
-def _device(device) -> str:
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def train(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True, runs=None) -> None:
-    """Train (or resume) every (model, dataset, seed) of the profile whose last checkpoint is missing, or only
-    those of `runs`."""
-    results, root, sets = results_dir(profile, results), data.data_root(data_dir), {}
-    for model, dataset, seed in profile.runs() if runs is None else runs:
-        last = profile.grid(model).epochs[-1]
-        if not training.checkpoint_path(results, model, dataset, seed, last).is_file():
-            if dataset not in sets:
-                sets[dataset] = data.load(dataset, "train", root), data.load(dataset, "test", root)
-            training.train(profile.train_config(model, dataset, seed), *sets[dataset], results,
-                           progress=progress, device=_device(device))
-
-
 def _epsilon_path(results: Path, model: str, dataset: str) -> Path:
     return results / "epsilon" / f"{model}__{dataset}.json"
 
 
-def needed_runs(profile: Profile, results=None) -> list[tuple]:
-    """The training runs whose checkpoints something missing needs: a unit not swept, the ε search of the `auto`
-    policy (the last checkpoint of a model's first seed), a study unit that starts from the run's checkpoints."""
-    results = results_dir(profile, results)
-    done = _stored(profile, results)
-    need = {u[:3] for u in profile.units() if u not in done}
-    if profile.epsilon == "auto":
-        need |= {(m, d, profile.grid(m).seeds[0]) for m in profile.models for d in profile.datasets
-                 if not _epsilon_path(results, m, d).is_file()}
-    need |= studies.needed_runs(profile, results)
-    return [r for r in profile.runs() if r in need]
-
-
-def _atomic_json(record: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=store.TMP)
-    with os.fdopen(handle, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
-
-
-def _epsilon(profile: Profile, results: Path, model: str, dataset: str, x, y, device: str):
-    """The ε for the sweeps of (model, dataset) under the profile's policy ("auto" lets the sweep search it)."""
-    if profile.epsilon == "per-checkpoint":
-        return "auto"
-    if profile.epsilon != "auto":
-        return float(profile.epsilon)
-    seed, epoch = profile.grid(model).seeds[0], profile.grid(model).epochs[-1]
-    path = _epsilon_path(results, model, dataset)
-    record = {"model": model, "dataset": dataset, "seed": seed, "epoch": epoch, "ratio": profile.ratio,
-              "n_test": profile.n_test, "config_hash": profile.config_hash(model, dataset, seed)}
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-            epsilon = float(stored["epsilon"])
-        except (ValueError, KeyError, TypeError):
-            raise FragilityError(f"{path} is not a readable ε record: delete it to search ε again.") from None
-        if {k: stored.get(k) for k in record} != record:
-            raise FragilityError(f"{path} holds an ε searched with other settings ({stored}); use another results "
-                                 "folder, or delete it so that it is searched again.")
-        return epsilon
-    net = _checkpoint(profile, results, model, dataset, seed, epoch, device)[0]
-    start = time.perf_counter()
-    epsilon = search_epsilon(net, x.to(device), y.to(device), ratio=profile.ratio, batch_size=profile.batch_size)
-    _atomic_json({**record, "epsilon": epsilon, "seconds": round(time.perf_counter() - start, 2),
-                  "device": device_description(device)}, path)
-    return epsilon
-
-
-def _checkpoint(profile: Profile, results: Path, model: str, dataset: str, seed: int, epoch: int, device: str):
+def _checkpoint(profile: Profile, results: Path, model: str, dataset: str, seed: int, epoch: int, device):
     """A checkpoint's network and metadata, refused if it was trained with other settings than the profile's."""
     path = training.checkpoint_path(results, model, dataset, seed, epoch)
     net, meta = training.load_checkpoint(path, device)
@@ -114,45 +50,189 @@ def _stored(profile: Profile, results: Path) -> set[tuple]:
             found = {k: header.attrs.get(k) for k in expected}
             if found != expected:
                 raise FragilityError(f"{header.path} was computed with other settings than profile "
-                                     f"{profile.name} ({found} ≠ {expected}); use another results folder, or delete "
-                                     "it so that it is recomputed.")
+                                     f"{profile.name} ({found} ≠ {expected}); use another results folder, or move "
+                                     "it away so that it is recomputed.")
     return set(units)
+
+
+def _test_set(profile: Profile, dataset: str, data_dir):
+    return data.test_subset(data.load(dataset, "test", data.data_root(data_dir)), profile.n_test, seed=0)
+
+
+# The tasks: each computes one output and writes it atomically.
+
+def train_task(profile: Profile, results, run: tuple, data_dir=None, device=None, progress=False) -> Path:
+    """Train (or resume) one (model, dataset, seed) run to its last checkpoint; its path."""
+    model, dataset, seed = run
+    root = data.data_root(data_dir)
+    sets = data.load(dataset, "train", root), data.load(dataset, "test", root)
+    return training.train(profile.train_config(model, dataset, seed), *sets, results, progress=progress,
+                          device=str(checks.device(device)))[-1]
+
+
+def epsilon_task(profile: Profile, results, model: str, dataset: str, data_dir=None, device=None):
+    """The ε of (model, dataset)'s sweeps under the profile's policy: "auto" (searched once on the last checkpoint of
+    the model's first seed and recorded in epsilon/), "per-checkpoint" (searched by each sweep) or a number."""
+    if profile.epsilon == "per-checkpoint":
+        return "auto"
+    if profile.epsilon != "auto":
+        return float(profile.epsilon)
+    results, device = Path(results), checks.device(device)
+    seed, epoch = profile.grid(model).seeds[0], profile.grid(model).epochs[-1]
+    path = _epsilon_path(results, model, dataset)
+    record = {"model": model, "dataset": dataset, "seed": seed, "epoch": epoch, "ratio": profile.ratio,
+              "n_test": profile.n_test, "config_hash": profile.config_hash(model, dataset, seed)}
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            epsilon = float(stored["epsilon"])
+        except (ValueError, KeyError, TypeError):
+            raise FragilityError(f"{path} is not a readable ε record: move it away (or delete it) to search ε "
+                                 "again.") from None
+        if {k: stored.get(k) for k in record} != record or not np.isfinite(epsilon) or epsilon < 0:
+            raise FragilityError(f"{path} holds an ε searched with other settings ({stored}); use another results "
+                                 "folder, or move it away so that it is searched again.")
+        return epsilon
+    x, y = _test_set(profile, dataset, data_dir)
+    net = _checkpoint(profile, results, model, dataset, seed, epoch, device)[0]
+    start = time.perf_counter()
+    epsilon = search_epsilon(net, x.to(device), y.to(device), ratio=profile.ratio, batch_size=profile.batch_size)
+    files.write_json({**record, "epsilon": epsilon, "seconds": round(time.perf_counter() - start, 2),
+                      "device": device_description(device)}, path)
+    return epsilon
+
+
+def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=None, device=None,
+               progress=False) -> xr.Dataset:
+    """The responses of one unit (model, dataset, seed, epoch) from its checkpoint under `checkpoints`, as stored."""
+    model, dataset, seed, epoch = unit
+    device = checks.device(device)
+    x, y = _test_set(profile, dataset, data_dir)
+    net, meta = _checkpoint(profile, Path(checkpoints), model, dataset, seed, epoch, device)
+    start = time.perf_counter()
+    responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters, epsilon=epsilon, attack=profile.attack,
+                             ratio=profile.ratio, batch_size=profile.batch_size, device=device, progress=progress)
+    ds = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name, config_hash=meta["config_hash"],
+                       sweep_hash=profile.sweep_hash, epsilon_policy=str(profile.epsilon),
+                       seconds=round(time.perf_counter() - start, 2), device=device_description(device),
+                       train_seconds=meta.get("seconds", -1.0))
+    ds["test_accuracy"] = ((), meta["test_accuracy"], {"long_name": "checkpoint accuracy, whole test set"})
+    ds["train_accuracy"] = ((), meta["train_accuracy"], {"long_name": "training accuracy, last epoch"})
+    return ds
+
+
+def sweep_task(profile: Profile, results, unit: tuple, data_dir=None, device=None, progress=False) -> Path:
+    """Sweep one unit and store it."""
+    epsilon = epsilon_task(profile, results, *unit[:2], data_dir=data_dir, device=device)
+    path = store.unit_path(results, *unit)
+    store.write_unit(sweep_unit(profile, results, unit, epsilon, data_dir, device, progress), path)
+    return path
+
+
+@dataclass(frozen=True)
+class Task:
+    """One piece of work: `fn(profile, results, *args, ...)`, after the tasks named in `after`."""
+
+    key: str
+    fn: object
+    args: tuple
+    after: tuple = ()
+
+
+def plan(profile: Profile, results=None) -> list[Task]:
+    """The tasks still to do for the profile, in an order that respects their dependencies: the training runs that
+    missing results need, the ε searches, the missing sweeps and the missing study units."""
+    results = results_dir(profile, results)
+    done = _stored(profile, results)
+    runs = needed_runs(profile, results)
+    tasks = [Task(f"train/{'/'.join(map(str, r))}", train_task, (r,)) for r in runs
+             if not training.checkpoint_path(results, *r, profile.grid(r[0]).epochs[-1]).is_file()]
+    trained = {t.args[0] for t in tasks}
+    first = {(m, d): (m, d, profile.grid(m).seeds[0]) for m in profile.models for d in profile.datasets}
+    searches = {(m, d) for m, d, _, _ in (u for u in profile.units() if u not in done)}
+    if profile.epsilon == "auto":
+        searches = {k for k in searches if not _epsilon_path(results, *k).is_file()}
+        tasks += [Task(f"epsilon/{m}/{d}", epsilon_task, (m, d), _after(trained, first[m, d])) for m, d in
+                  sorted(searches, key=lambda k: profile.models.index(k[0]))]
+    for unit in (u for u in profile.units() if u not in done):
+        after = _after(trained, unit[:3])
+        if profile.epsilon == "auto" and unit[:2] in searches:
+            after += (f"epsilon/{unit[0]}/{unit[1]}",)
+        tasks.append(Task("sweep/" + "/".join(map(str, unit)), sweep_task, (unit,), after))
+    swept = {t.args[0] for t in tasks if t.fn is sweep_task}
+    for name, unit in studies.units(profile):
+        if not studies.study_path(results, name, *unit.key).is_file():
+            after = [a for run in unit.needs for a in _after(trained, run)]
+            after += [f"sweep/{'/'.join(map(str, u))}" for u in swept if u[:3] in unit.needs]
+            tasks.append(Task(f"study/{name}/{'/'.join(map(str, unit.key))}", studies.run_unit, (name, unit),
+                              tuple(after)))
+    return tasks
+
+
+def _after(trained: set, run: tuple) -> tuple:
+    return (f"train/{'/'.join(map(str, run))}",) if run in trained else ()
+
+
+def needed_runs(profile: Profile, results=None) -> list[tuple]:
+    """The training runs whose checkpoints something missing needs: a unit not swept, the ε search of the `auto`
+    policy (the last checkpoint of a model's first seed), a study unit that starts from the run's checkpoints."""
+    results = results_dir(profile, results)
+    done = _stored(profile, results)
+    need = {u[:3] for u in profile.units() if u not in done}
+    if profile.epsilon == "auto":
+        need |= {(m, d, profile.grid(m).seeds[0]) for m in profile.models for d in profile.datasets
+                 if not _epsilon_path(results, m, d).is_file()}
+    need |= studies.needed_runs(profile, results)
+    return [r for r in profile.runs() if r in need]
+
+
+def execute(profile: Profile, tasks: list[Task], results, data_dir=None, device=None, progress=True) -> None:
+    """Run `tasks` one after the other in this process."""
+    results, device, cache = Path(results), str(checks.device(device)), {}
+    files.clean(results) if results.is_dir() else None
+    for task in tqdm(tasks, desc="tasks", unit="task", disable=not progress):
+        run_task(profile, task, results, data_dir, device, progress, cache)
+
+
+def run_task(profile: Profile, task: Task, results, data_dir=None, device=None, progress=False, cache=None):
+    """Run one task; a FragilityError it raises names the task."""
+    extra = {"cache": cache} if task.fn is studies.run_unit else {}
+    if task.fn is not epsilon_task:
+        extra["progress"] = progress
+    try:
+        return task.fn(profile, results, *task.args, data_dir=data_dir, device=device, **extra)
+    except FragilityError as err:
+        raise FragilityError(f"{task.key}: {err}") from None
+
+
+def train(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True) -> None:
+    """Train (or resume) every (model, dataset, seed) of the profile whose last checkpoint is missing."""
+    results = results_dir(profile, results)
+    for run in profile.runs():
+        if not training.checkpoint_path(results, *run, profile.grid(run[0]).epochs[-1]).is_file():
+            train_task(profile, results, run, data_dir, device, progress)
 
 
 def sweep(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True) -> None:
     """Sweep every trained checkpoint of the profile that has no unit file yet, storing one file per unit."""
-    results, root, device = results_dir(profile, results), data.data_root(data_dir), _device(device)
-    store.clean(results)
-    done = _stored(profile, results)
-    todo = [u for u in profile.units() if u not in done]
-    tests = {}
-    with tqdm(todo, desc="units", unit="unit", disable=not progress) as bar:
-        for model, dataset, seed, epoch in bar:
-            bar.set_postfix_str(f"{model}/{dataset}/seed{seed}/epoch{epoch}")
-            if dataset not in tests:
-                tests[dataset] = data.test_subset(data.load(dataset, "test", root), profile.n_test, seed=0)
-            x, y = tests[dataset]
-            epsilon = _epsilon(profile, results, model, dataset, x, y, device)
-            net, meta = _checkpoint(profile, results, model, dataset, seed, epoch, device)
-            start = time.perf_counter()
-            responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters, epsilon=epsilon,
-                                     attack=profile.attack, ratio=profile.ratio, batch_size=profile.batch_size,
-                                     device=device, progress=progress)
-            unit = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name,
-                                 config_hash=meta["config_hash"], sweep_hash=profile.sweep_hash,
-                                 epsilon_policy=str(profile.epsilon), seconds=round(time.perf_counter() - start, 2),
-                                 device=device_description(device), train_seconds=meta.get("seconds", -1.0))
-            unit["test_accuracy"] = ((), meta["test_accuracy"], {"long_name": "checkpoint accuracy, whole test set"})
-            unit["train_accuracy"] = ((), meta["train_accuracy"], {"long_name": "training accuracy, last epoch"})
-            store.write_unit(unit, store.unit_path(results, model, dataset, seed, epoch))
+    results = results_dir(profile, results)
+    files.clean(results) if results.is_dir() else None
+    todo = [u for u in profile.units() if u not in _stored(profile, results)]
+    for unit in tqdm(todo, desc="units", unit="unit", disable=not progress):
+        sweep_task(profile, results, unit, data_dir, device, progress)
 
 
-def run(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True) -> None:
-    """Train what the missing results need, sweep what is missing, then run the missing units of the profile's
-    studies."""
-    train(profile, results, data_dir, device, progress, runs=needed_runs(profile, results))
-    sweep(profile, results, data_dir, device, progress)
-    studies.run(profile, results_dir(profile, results), data_dir, _device(device), progress)
+def run(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True, workers=None,
+        scheduler=None) -> None:
+    """Train what the missing results need, sweep what is missing, then run the missing study units — in this
+    process, or as tasks of a Dask cluster: a local one of `workers` processes, or the one at `scheduler`."""
+    results = results_dir(profile, results)
+    tasks = plan(profile, results)
+    if workers is None and scheduler is None:
+        return execute(profile, tasks, results, data_dir, device, progress)
+    from . import cluster
+
+    cluster.execute(profile, tasks, results, data_dir, device, progress, workers=workers, scheduler=scheduler)
 
 
 @dataclass(frozen=True)
@@ -186,8 +266,57 @@ class StudyStatus:
 
 
 def study_status(profile: Profile, results=None) -> list[StudyStatus]:
-    """One StudyStatus per unit of the profile's studies (`model` is the depth variant's label for `depth`)."""
+    """One StudyStatus per unit of the profile's studies (`model` is the variant's label for `depth`)."""
     results = results_dir(profile, results)
-    return [StudyStatus(name, *key, studies.study_path(results, name, *key).is_file())
-            for name, _, key, _ in studies.units(profile)]
+    return [StudyStatus(name, *unit.key, studies.study_path(results, name, *unit.key).is_file())
+            for name, unit in studies.units(profile)]
 
+
+COMPARED = ("accuracy", "n_filtered", "n_params", "threshold", "base_accuracy", "epsilon", "test_accuracy",
+            "train_accuracy")
+
+
+@dataclass(frozen=True)
+class Verified:
+    """One recomputed unit against its stored one: the largest absolute difference of each variable."""
+
+    unit: tuple
+    differences: dict
+
+    @property
+    def identical(self) -> bool:
+        return all(v == 0 for v in self.differences.values())
+
+
+def verify(profile: Profile, units=None, results=None, scratch=None, data_dir=None, device=None,
+           progress: bool = True) -> list[Verified]:
+    """Retrain and re-sweep stored units into `scratch` and compare them with the stored ones.
+
+    `units`: (model, dataset, seed, epoch) keys, default the earliest checkpoint of the first model's first seed.
+    Each run is trained from scratch up to the unit's epoch and swept with the stored ε.
+    """
+    results = results_dir(profile, results)
+    stored = _stored(profile, results)
+    first = profile.models[0]
+    units = [tuple(u) for u in units] if units else [(first, profile.datasets[0], profile.grid(first).seeds[0],
+                                                      profile.grid(first).epochs[0])]
+    missing = [u for u in units if u not in stored]
+    if missing:
+        raise FragilityError(f"no stored unit {', '.join('/'.join(map(str, u)) for u in missing)} under {results}: "
+                             "`fragility status` lists the stored ones.")
+    scratch = checks.folder(scratch or results.parent / f"{results.name}-verify", "scratch", create=True)
+    out = []
+    for unit in units:
+        model, dataset, seed, epoch = unit
+        config = profile.train_config(model, dataset, seed)
+        config.epochs = epoch
+        root = data.data_root(data_dir)
+        training.train(config, data.load(dataset, "train", root), data.load(dataset, "test", root), scratch,
+                       progress=progress, device=str(checks.device(device)))
+        shipped = store.read_unit(store.unit_path(results, *unit))
+        again = sweep_unit(profile, scratch, unit, float(shipped["epsilon"]), data_dir, device, progress)
+        store.write_unit(again, store.unit_path(scratch, *unit))
+        out.append(Verified(unit, {k: float(np.nanmax(np.abs(np.asarray(again[k], float) - np.asarray(shipped[k],
+                                                                                                   float))))
+                                   for k in COMPARED}))
+    return out

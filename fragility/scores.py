@@ -8,28 +8,55 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from . import checks
 from .errors import FragilityError
+from .selection import select
 
 RULES = ("rectangle", "trapezoid", "simpson")
+SCALINGS = ("unperturbed", "first")
 LABELS = ("Fr", "Ro", "Af")
+
+
+def _sweep(ds, *names) -> xr.Dataset:
+    """`ds` if it is a sweep Dataset holding `names`, else one FragilityError."""
+    if not isinstance(ds, xr.Dataset) or any(n not in ds for n in names) or "alpha" not in ds.dims:
+        found = ", ".join(map(str, ds.data_vars)) if isinstance(ds, xr.Dataset) else type(ds).__name__
+        raise FragilityError(f"expected the Dataset of fragility.sweep (or open_results) with {', '.join(names)} "
+                             f"over alpha; got {found}.")
+    return ds
 
 
 def baseline(ds: xr.Dataset) -> xr.DataArray:
     """φ̄_{h,i} = 1 − n_filtered_{h,i} / n_params (Eq. 10)."""
+    ds = _sweep(ds, "n_filtered", "n_params")
     return (1 - ds["n_filtered"] / ds["n_params"]).rename("baseline")
 
 
-def scaled(ds: xr.Dataset) -> xr.DataArray:
-    """β̄ = β / acc(f(x, θ)) on clean inputs and β̄_ε = β_ε / acc(f(x_ε, θ)) on adversarial ones (Sec. 4.2)."""
-    return (ds["accuracy"] / ds["base_accuracy"]).rename("scaled")
+def scaled(ds: xr.Dataset, scaling: str = "unperturbed") -> xr.DataArray:
+    """β̄ = β / acc(f(x, θ)) on clean inputs and β̄_ε = β_ε / acc(f(x_ε, θ)) on adversarial ones (Sec. 4.2).
+
+    Args:
+        ds: a sweep Dataset (any extra dimensions are kept).
+        scaling: "unperturbed" (the paper, as above) or "first": each response divided by its own accuracy at the
+            first threshold, β_{h,i} / β_{h,0}, as the authors' public code does.
+
+    Returns:
+        The scaled responses, dims of ``ds["accuracy"]``.
+    """
+    if not isinstance(scaling, str) or scaling not in SCALINGS:
+        raise FragilityError(f"unknown scaling {scaling!r}: choose 'unperturbed' (the paper) or 'first' (the "
+                             "authors' code).")
+    ds = _sweep(ds, "accuracy", "base_accuracy")
+    by = ds["base_accuracy"] if scaling == "unperturbed" else ds["accuracy"].isel(alpha=0, drop=True)
+    return (ds["accuracy"] / by).rename("scaled")
 
 
-def combined(ds: xr.Dataset) -> xr.DataArray:
+def combined(ds: xr.Dataset, scaling: str = "unperturbed") -> xr.DataArray:
     """β̃_i = mean over h ∈ {h1, h2, h3} of β̄_{h,i} (Eq. 13), for clean and adversarial inputs."""
     missing = {"h1", "h2", "h3"} - set(ds["filter"].values.tolist())
     if missing:
         raise FragilityError(f"the combined response needs h1, h2 and h3; this sweep lacks {', '.join(sorted(missing))}.")
-    return scaled(ds).sel(filter=["h1", "h2", "h3"]).mean("filter").rename("combined")
+    return scaled(ds, scaling).sel(filter=["h1", "h2", "h3"]).mean("filter").rename("combined")
 
 
 def _area(curve: xr.DataArray, rule: str) -> xr.DataArray:
@@ -43,20 +70,35 @@ def _area(curve: xr.DataArray, rule: str) -> xr.DataArray:
                           input_core_dims=[["alpha"]])
 
 
-def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle") -> xr.Dataset:
+def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle", scaling: str = "unperturbed") -> xr.Dataset:
     """Parameter scores r_x (Eq. 14), r_xe (Eq. 15) and r_e (Eq. 16) of filter h (default h1) or "combined".
 
     r_x = Σ(β̄ − φ̄)Δα, r_xe = Σ(β̄_ε − φ̄)Δα, r_e = Σ(β̄_ε − β̄)Δα. The combined response is compared with the
-    mean of the three filters' baselines. `rule` is "rectangle" (as written: A + 1 terms of width 1/A),
-    "trapezoid" or "simpson".
+    mean of the three filters' baselines.
+
+    Args:
+        ds: a sweep Dataset (any extra dimensions are kept).
+        filter: "h1", "h2", "h3" or "combined" (Eq. 13).
+        rule: "rectangle" (as written: A + 1 terms of width 1/A), "trapezoid" or "simpson" (the authors' code).
+        scaling: "unperturbed" (the paper) or "first" (the authors' code), see `scaled`.
+
+    Returns:
+        A Dataset with r_x, r_xe and r_e, the sweep's dims without filter, alpha and input.
+
+    Raises:
+        FragilityError: an unknown filter, rule or scaling.
+
+    Example:
+        >>> fr.scores(ds, filter="h1")["r_x"].sel(layer="conv1")
     """
-    if rule not in RULES:
+    if not isinstance(rule, str) or rule not in RULES:
         raise FragilityError(f"unknown integration rule {rule!r}: choose from {', '.join(RULES)}.")
+    ds = _sweep(ds, "accuracy", "base_accuracy", "n_filtered", "n_params")
     if filter == "combined":
-        response = combined(ds)
+        response = combined(ds, scaling)
         base = baseline(ds).sel(filter=["h1", "h2", "h3"]).mean("filter")
-    elif filter in ds["filter"].values:
-        response = scaled(ds).sel(filter=filter, drop=True)
+    elif isinstance(filter, str) and filter in ds["filter"].values:
+        response = scaled(ds, scaling).sel(filter=filter, drop=True)
         base = baseline(ds).sel(filter=filter, drop=True)
     else:
         raise FragilityError(f"filter {filter!r} is not in this sweep: choose from "
@@ -67,14 +109,15 @@ def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle") -> xr.Da
         "r_xe": _area(adversarial - base, rule),
         "r_e": _area(adversarial - clean, rule),
     })
-    out.attrs.update(filter=filter, rule=rule)
+    out.attrs.update(filter=filter, rule=rule, scaling=scaling)
     return out
 
 
 def characterize(scores: xr.Dataset | xr.DataArray, tol: float = 0.02):
     """Labels per score: fragile "Fr" if r < −tol, robust "Ro" if ``|r| ≤ tol``, antifragile "Af" if r > tol."""
-    if not tol >= 0:
-        raise FragilityError(f"tol must be a number ≥ 0, got {tol!r}.")
+    tol = checks.number(tol, "tol", low=0)
+    if not isinstance(scores, (xr.Dataset, xr.DataArray)):
+        raise FragilityError(f"expected scores as an xarray Dataset or DataArray; got {type(scores).__name__}.")
 
     def label(r):
         return xr.where(r < -tol, "Fr", xr.where(r > tol, "Af", "Ro"))
@@ -84,6 +127,9 @@ def characterize(scores: xr.Dataset | xr.DataArray, tol: float = 0.02):
 
 def display_normalize(scores: xr.Dataset) -> xr.Dataset:
     """Scores scaled to [−0.5, 0.5] for display (Sec. 4.3): r / (2 max|r|), r_x and r_xe together, r_e alone."""
+    if not isinstance(scores, xr.Dataset) or not {"r_x", "r_xe", "r_e"} & set(scores.data_vars):
+        raise FragilityError("expected the Dataset of fragility.scores (r_x, r_xe, r_e).")
+
     def scale(names):
         peak = max(float(np.nanmax(np.abs(scores[n].values))) if scores[n].size else 0.0 for n in names)
         return {n: scores[n] / (2 * peak) if peak > 0 else scores[n] * 0.0 for n in names}
@@ -94,3 +140,47 @@ def display_normalize(scores: xr.Dataset) -> xr.Dataset:
         if group:
             out.update(scale(group))
     return out
+
+
+def _with_combined(da: xr.DataArray, combined_da: xr.DataArray | None = None) -> xr.DataArray:
+    """`da` with filter "combined" appended: `combined_da`, or the mean over h1, h2, h3."""
+    extra = da.sel(filter=["h1", "h2", "h3"]).mean("filter") if combined_da is None else combined_da
+    return xr.concat([da, extra.expand_dims(filter=["combined"])], "filter", coords="minimal")
+
+
+def curves(ds: xr.Dataset, model=None, dataset=None, seed=None) -> xr.Dataset:
+    """One model's responses from combined results, averaged over seeds (or of one seed).
+
+    Returns response (β̄; β̃ of Eq. 13 for filter "combined"), baseline (φ̄ of Eq. 10; the mean of the three for
+    "combined"), accuracy (β), n_filtered, n_params, base_accuracy and epsilon, dims (dataset, epoch, layer, filter,
+    alpha, input) — no dataset dimension when one is selected.
+    """
+    sub = select(ds, model, dataset, seed)
+    out = xr.Dataset({
+        "response": _with_combined(scaled(sub), combined(sub)),
+        "baseline": _with_combined(baseline(sub)),
+        "accuracy": _with_combined(sub["accuracy"]),
+        "n_filtered": _with_combined(sub["n_filtered"]),
+        "n_params": sub["n_params"],
+        "base_accuracy": sub["base_accuracy"],
+    }).mean("seed")
+    out["epsilon"] = sub["epsilon"]
+    out.attrs = sub.attrs
+    return out
+
+
+def layer_scores(ds: xr.Dataset, model=None, dataset=None, seed=None, filter="h1", mean=True, rule="rectangle",
+                 scaling="unperturbed") -> xr.Dataset:
+    """Scores r_x, r_xe, r_e (Eq. 14–16) of every layer of one model, `global` included, by (dataset,) epoch and
+    layer from combined results; averaged over seeds unless `mean` is False. Non-finite scores (an unperturbed
+    accuracy of 0) become NaN."""
+    r = scores(select(ds, model, dataset, seed), filter, rule, scaling)
+    r = r.where(np.isfinite(r))
+    return r.mean("seed") if mean else r
+
+
+def retention(accuracy: xr.DataArray, base: xr.DataArray, classes: int) -> xr.DataArray:
+    """The share of the above-chance accuracy kept, (β − 1/K) / (acc(f(x, θ)) − 1/K): 0 is chance, 1 the
+    unperturbed network."""
+    chance = 1 / classes
+    return ((accuracy - chance) / (base - chance)).rename("retention")

@@ -11,8 +11,6 @@ file: a selection reads only the units it covers, `.load()` reads everything.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
+from . import files
 from .errors import FragilityError
 
 SCHEMA = "fragility-responses/1"
@@ -37,7 +36,6 @@ VARIABLES = {
     "epsilon": (),
     "layer_index": ("layer",),
 }
-TMP = ".tmp"
 
 
 def unit_path(results, model: str, dataset: str, seed: int, epoch: int) -> Path:
@@ -66,14 +64,15 @@ def _check(attrs: dict, dims: dict[str, tuple]) -> None:
         raise ValueError(f"it lacks the scalar coordinate(s) {', '.join(missing)}")
 
 
+MOVE = "move it out of the results folder (or delete it, if fragility wrote it) so that `fragility run` recomputes it"
+
+
 def _not_a_unit(path, err: ValueError) -> FragilityError:
-    return FragilityError(f"{path} is not a fragility response unit ({err}): delete it so that `fragility run` "
-                          "recomputes it.")
+    return FragilityError(f"{path} is not a fragility response unit ({err}): {MOVE}.")
 
 
 def _unreadable(path, err: Exception) -> FragilityError:
-    return FragilityError(f"{path} is not a readable netCDF file ({type(err).__name__}): delete it so that "
-                          "`fragility run` recomputes it.")
+    return FragilityError(f"{path} is not a readable netCDF file ({type(err).__name__}): {MOVE}.")
 
 
 def write_unit(ds: xr.Dataset, path) -> None:
@@ -86,19 +85,8 @@ def write_unit(ds: xr.Dataset, path) -> None:
 
 
 def write_netcdf(ds: xr.Dataset, path) -> None:
-    """Write `ds` to `path` as netCDF atomically: a `.tmp` file beside it, synced, then renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP)
-    os.close(handle)
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write `ds` to `path` as netCDF atomically (fragility.files.atomic)."""
+    files.atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def read_netcdf(path) -> xr.Dataset:
@@ -167,22 +155,22 @@ def scan(path) -> dict[tuple, Header]:
     ``*.nc`` file that is not a unit is an error.
     """
     path = Path(path)
+    if not path.exists():
+        raise FragilityError(f"{path} does not exist: pass the results folder `fragility run` wrote (or one unit "
+                             "file).")
     files = [path] if path.is_file() else sorted(f for f in path.rglob("*.nc")
                                                  if f.relative_to(path).parts[0] != "studies")
     units: dict[tuple, Header] = {}
     for f in files:
         header = read_header(f)
+        if path.is_dir() and f.relative_to(path).parts[0] == "responses" and f != unit_path(path, *header.key):
+            raise FragilityError(f"{f} holds the unit {'/'.join(map(str, header.key))}, which belongs at "
+                                 f"{unit_path(path, *header.key)}: a unit's file was copied or renamed; {MOVE}.")
         if header.key in units:
             raise FragilityError(f"{f} and {units[header.key].path} both hold {dict(zip(KEYS, header.key))}: "
-                                 "delete one of them.")
+                                 "keep one of them.")
         units[header.key] = header
     return units
-
-
-def clean(results) -> None:
-    """Delete the temporary files that interrupted writes left under `results`."""
-    for f in Path(results).rglob(f".*{TMP}"):
-        f.unlink(missing_ok=True)
 
 
 def _outer(array: np.ndarray, key: tuple) -> np.ndarray:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from fragility import files
 from fragility.errors import FragilityError
 from fragility.models import build
 from fragility.provenance import provenance
@@ -93,19 +93,6 @@ def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
     model = build(config["model"], config["channels"], config["classes"], depth=config["depth"])
     model.load_state_dict(data.pop("model"))
     return model.eval(), data
-
-
-def _save(data: dict, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _frozen_parameters(model: nn.Module, freeze: Sequence[str]) -> set:
@@ -246,7 +233,7 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
                 seconds += time.perf_counter() - clock
                 if epoch in saves:
                     test_accuracy = _accuracy(model, test_set, config.batch_size, device)
-                    _save({
+                    state = {
                         "format": FORMAT,
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
@@ -261,7 +248,8 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
                         "config": asdict(config),
                         **key,
                         "provenance": provenance(),
-                    }, path(epoch))
+                    }
+                    files.atomic(path(epoch), lambda tmp: torch.save(state, tmp))
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.backends.cudnn.benchmark = previous[2]

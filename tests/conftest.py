@@ -46,3 +46,32 @@ def untimed(ds):
     """`ds` without the attributes that time its computation, which differ from run to run."""
     return ds.drop_attrs(deep=False).assign_attrs({k: v for k, v in ds.attrs.items()
                                                    if k not in ("seconds", "train_seconds")})
+
+
+TINY_RUN = {
+    "name": "tiny", "description": "the smallest run that draws every figure and study",
+    "models": {"smallcnn": None, "resnet18": {"seeds": [0], "epochs": [1, 2]}}, "datasets": ["digits"],
+    "seeds": [0, 1], "epochs": [1, 2], "every": 1, "n_test": 100, "A": 4, "filters": ["h1", "h2", "h3"],
+    "attack": "fixed", "epsilon": "auto", "ratio": 0.5, "batch_size": 200, "train_batch_size": 50, "lr": 0.003,
+    "studies": {"selective": {"epoch": 1, "epochs": 2, "every": 1, "levels": 4}, "batchnorm": {"n_train": 200},
+                "neurons": {}, "removal": {"p": [0.0, 0.5, 0.7, 1.0], "draws": 2},
+                "depth": {"depths": [1, 2], "epochs": 6, "A": 2, "local": False, "magnitudes": [0.0, 0.2, 0.5]},
+                "conventions": {}},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(profile, results folder) of a tiny profile run once per session: smallcnn (2 seeds) and ResNet-18 on
+    digits, two checkpoints each, and every study."""
+    from fragility import pipeline, profiles
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        profile = profiles.parse_profile(TINY_RUN)
+        results = tmp_path_factory.mktemp("tiny-run")
+        pipeline.run(profile, results, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return profile, results

@@ -17,7 +17,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks; busy shared CPUs 
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["train", "--help"], ["sweep", "--help"],
-                                  ["status", "--help"]])
+                                  ["status", "--help"], ["verify", "--help"]])
 def test_help(argv, capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(argv)
@@ -33,6 +33,45 @@ def test_errors_are_one_line_with_status_2(capsys):
     done = subprocess.run(COMMAND + ["status", "--profile", "nope"], capture_output=True, text=True, env=ENV)
     assert done.returncode == 2 and done.stderr.startswith("fragility: error: unknown profile")
     assert "Traceback" not in done.stderr
+
+
+BAD = {
+    "a results path that is a file": (lambda tmp: ["--results", str(tmp / "file")],
+                                       "--results {tmp}/file is a file, not a folder: name a folder."),
+    "a results folder that cannot be written": (lambda tmp: ["--results", "/proc/fragility-results"],
+                                                "--results /proc/fragility-results cannot be written to"),
+    "a device this machine lacks": (lambda tmp: ["--device", "cuda:7"], "device 'cuda:7' is not usable"),
+    "a device that is not one": (lambda tmp: ["--device", "tpu"], "device must be a torch device"),
+    "a profile that is not UTF-8": (lambda tmp: ["--profile", str(tmp / "latin.yaml")],
+                                    "{tmp}/latin.yaml is not a UTF-8 text file"),
+    "n_test larger than the test set": (lambda tmp: ["--profile", str(write_profile(tmp, n_test=501))],
+                                        "{tmp}/tiny.yaml: n_test 501 is larger than the test set of digits (500 images)"),
+    "a study setting of the wrong type": (lambda tmp: ["--profile", str(write_profile(
+        tmp, studies={"removal": {"draws": -1}}))], "{tmp}/tiny.yaml: studies.removal.draws must be a whole number ≥ 1; got -1."),
+    "a depth study whose seeds are not the profile's": (lambda tmp: ["--profile", str(write_profile(
+        tmp, studies={"depth": {"depths": [1], "seeds": [7]}}))], "{tmp}/tiny.yaml: studies.depth.seeds [7] are not the profile's"),
+    "a selective epoch that is not a checkpoint": (lambda tmp: ["--profile", str(write_profile(
+        tmp, studies={"selective": {"epoch": 5}}))], "{tmp}/tiny.yaml: studies.selective.epoch 5 is not a checkpoint of smallcnn"),
+    "a verify unit that is not stored": (lambda tmp: ["--units", "smallcnn/digits/0/1"],
+                                         "no stored unit smallcnn/digits/0/1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "latin.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    extra, message = BAD[case]
+    args = ["--profile", str(write_profile(tmp_path)), "--results", str(tmp_path / "R")]
+    args = [a for pair in dict(zip(args[::2], args[1::2]), **dict(zip(extra(tmp_path)[::2],
+                                                                     extra(tmp_path)[1::2]))).items() for a in pair]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    command = "verify" if case.startswith("a verify") else "run"
+    done = subprocess.run(COMMAND + [command, "--quiet", *args], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("fragility: error: " + message.format(tmp=tmp_path)), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not (tmp_path / "R").exists()
 
 
 def test_status_table(tmp_path, capsys):

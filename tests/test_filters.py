@@ -67,10 +67,14 @@ def test_bad_weights_are_refused(bad, match):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"kind": "h4"}, "unknown filter"),
-    ({"A": 0}, "A must be"),
-    ({"A": 2.5}, "A must be"),
-    ({"i": 5}, "threshold index"),
+    ({"A": 0}, r"A \(the number of threshold intervals\) must be a whole number ≥ 1; got 0"),
+    ({"A": 2.5}, "A .* must be a whole number"),
+    ({"A": True}, "A .* must be a whole number"),
+    ({"i": 5}, "the threshold index i must be a whole number in 0..4; got 5"),
     ({"i": -1}, "threshold index"),
+    ({"lo": float("nan")}, "lo must be a finite number; got nan"),
+    ({"hi": float("inf")}, "hi must be a finite number"),
+    ({"theta": [0.1, 0.2]}, "theta must be a floating-point tensor"),
 ])
 def test_bad_arguments_are_refused(kwargs, match):
     args = {"theta": THETA, "kind": "h1", "i": 0, "A": 4, **kwargs}
@@ -124,3 +128,8 @@ def test_global_thresholds_span_all_layers(layers, A):
         assert total[0] >= 1 and total[1] == sum(t.numel() for t in thetas)
     h3 = sum(sum(int((~synaptic_mask(t, "h3", i, A, lo, hi)).sum()) for t in thetas) for i in range(A + 1))
     assert h3 == sum(t.numel() for t in thetas)
+
+
+def test_numpy_integers_are_numbers():
+    np = pytest.importorskip("numpy")
+    assert torch.equal(synaptic_mask(THETA, "h1", np.int64(1), np.int32(4)), synaptic_mask(THETA, "h1", 1, 4))

@@ -1,27 +1,35 @@
-"""Nodal dropout, neuron ranking and the compress/amplify defense (seed 002, SPEC §10)."""
+"""Nodal dropout after the BatchNorm, neuron ranking and the compress/amplify defense (seed 002, claims S2a, S2b)."""
 import copy
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+from test_studies import combined
 
 import fragility as fr
-from fragility import FragilityError
+from fragility import FragilityError, models
 from fragility.attacks import accuracy
-from fragility.neurons import defend, defense_factors, nodal_dropout, rank_neurons, scale_channels
+from fragility.studies.neurons import (
+    defend,
+    defense_factors,
+    nodal_dropout,
+    rank_neurons,
+    scale_channels,
+    silencing_point,
+    verdicts,
+)
 
 EPS = 0.2
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-def zeroed(model, layer, c):
-    """An independent copy of the model with output channel c of `layer` removed (weights and bias zero)."""
+def silenced(model, layer, c):
+    """An independent copy of the model with neuron c of `layer` silenced: its following BatchNorm's γ_c = β_c = 0
+    (the channel leaves the BatchNorm, and ReLU, as 0), or, with no BatchNorm, its weights and bias zero."""
     out = copy.deepcopy(model)
-    module = out.get_submodule(layer)
+    module = out.get_submodule({"blocks.0.conv": "blocks.0.bn", "blocks.1.conv": "blocks.1.bn"}.get(layer, layer))
     with torch.no_grad():
         module.weight[c] = 0
         if module.bias is not None:
@@ -29,40 +37,91 @@ def zeroed(model, layer, c):
     return out
 
 
-@pytest.mark.parametrize("layer", [None, "fc"])  # the first conv (no bias) by default; a Linear with a bias
-def test_nodal_dropout_equals_a_zeroed_copy(trained_cnn, test_set, layer):
+def recorder(module):
+    """A list collecting `module`'s output at every call, and the hook's handle."""
+    out = []
+    return out, module.register_forward_hook(lambda m, i, o: out.append(o.detach().clone()))
+
+
+def test_silencing_point_is_the_following_batchnorm(trained_cnn):
+    x = torch.zeros(2, 1, 28, 28)
+    assert silencing_point(trained_cnn, "blocks.0.conv", x) == ("blocks.0.bn", "blocks.0.relu")
+    assert silencing_point(trained_cnn, "blocks.1.conv", x) == ("blocks.1.bn", "blocks.1.relu")
+    assert silencing_point(trained_cnn, "fc", x) == ("fc", None)
+    net = models.build("resnet18", 1, 10, seed=0).eval()
+    x = torch.zeros(2, 1, 32, 32)
+    assert silencing_point(net, "conv1", x) == ("bn1", "relu")
+    assert silencing_point(net, "layer2.0.conv1", x) == ("layer2.0.bn1", "layer2.0.relu")
+    assert silencing_point(net, "layer4.0.downsample.0", x) == ("layer4.0.downsample.1", None)
+    with pytest.raises(FragilityError, match="unknown layer 'blocks.0.bn'"):
+        silencing_point(trained_cnn, "blocks.0.bn", torch.zeros(2, 1, 28, 28))
+
+
+def test_no_activation_follows_a_batchnorm_added_to_the_skip_path():
+    """ResNet's bn2 output is added to the identity in place before the ReLU: that ReLU does not act on bn2's
+    output, so the neurons of conv2 have no activation of their own."""
+    net = models.build("resnet18", 1, 10, seed=0).eval()
+    assert silencing_point(net, "layer1.0.conv2", torch.zeros(2, 1, 32, 32)) == ("layer1.0.bn2", None)
+
+
+def test_nodal_dropout_silences_one_channel_after_batchnorm_and_relu(trained_cnn, test_set):
+    x, y = test_set
+    with torch.no_grad():
+        clean, handle = recorder(trained_cnn.blocks[0].relu)
+        trained_cnn(x)
+        handle.remove()
+    outputs, handle = recorder(trained_cnn.blocks[0].relu)
+    try:
+        ds = nodal_dropout(trained_cnn, x, y, epsilon=EPS, batch_size=len(y), progress=False)
+    finally:
+        handle.remove()
+    width = trained_cnn.blocks[0].conv.out_channels
+    assert ds.attrs["layer"] == "blocks.0.conv" and ds.attrs["point"] == "blocks.0.bn"
+    assert ds["accuracy"].dims == ("neuron", "input") and ds["accuracy"].shape == (width, 2)
+    # the last 2 · width passes: neuron c silenced, on clean then adversarial inputs
+    for c in range(width):
+        out = outputs[len(outputs) - 2 * width + 2 * c]
+        assert torch.equal(out[:, c], torch.zeros_like(out[:, c]))
+        others = [k for k in range(width) if k != c]
+        assert torch.equal(out[:, others], clean[0][:, others])
+    assert not trained_cnn.blocks[0].relu._forward_hooks and not trained_cnn.blocks[0].bn._forward_hooks
+
+
+@pytest.mark.parametrize("layer, neurons", [(None, [0, 7, 15]), ("fc", [0, 3, 9])])
+def test_nodal_dropout_equals_silenced_copies(trained_cnn, test_set, layer, neurons):
     x, y = test_set
     ds = nodal_dropout(trained_cnn, x, y, epsilon=EPS, layer=layer, batch_size=25, progress=False)
     name = layer or "blocks.0.conv"
-    width = trained_cnn.get_submodule(name).weight.shape[0]
-    assert ds.attrs["layer"] == name and ds["accuracy"].dims == ("neuron", "input")
-    assert ds["accuracy"].shape == (width, 2) and list(ds["input"].values) == ["clean", "adversarial"]
-    x_adv = fr.fgsm(trained_cnn, x, y, EPS)  # fixed against the unperturbed network
+    x_adv = fr.fgsm(trained_cnn, x, y, EPS)  # fixed: crafted once against the unperturbed network
     np.testing.assert_array_equal(ds["base_accuracy"].values, [accuracy(trained_cnn, x, y),
                                                                 accuracy(trained_cnn, x_adv, y)])
-    for c in range(width):
-        model = zeroed(trained_cnn, name, c)
+    for c in neurons:
+        model = silenced(trained_cnn, name, c)
         assert ds["accuracy"].sel(neuron=c, input="clean") == accuracy(model, x, y)
         assert ds["accuracy"].sel(neuron=c, input="adversarial") == accuracy(model, x_adv, y)
-    assert float(ds["epsilon"]) == EPS
+    assert float(ds["epsilon"]) == EPS and ds.attrs["n_test"] == len(y)
+    assert (ds["accuracy"].sel(input="clean") != ds["base_accuracy"].sel(input="clean")).any()
 
 
-def test_attack_effect_is_the_mean_activation_change(trained_cnn, test_set):
+def test_attack_effect_is_the_mean_change_after_the_activation(trained_cnn, test_set):
     x, y = test_set
-    ds = nodal_dropout(trained_cnn, x, y, epsilon=EPS, progress=False)
-    x_adv, seen = fr.fgsm(trained_cnn, x, y, EPS), []
-    hook = trained_cnn.blocks[0].conv.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    ds = nodal_dropout(trained_cnn, x, y, epsilon=EPS, batch_size=25, progress=False)
+    x_adv = fr.fgsm(trained_cnn, x, y, EPS)
+    outputs, handle = recorder(trained_cnn.blocks[0].relu)
     with torch.no_grad():
         trained_cnn(x), trained_cnn(x_adv)
-    hook.remove()
-    np.testing.assert_allclose(ds["attack_effect"].values, (seen[1] - seen[0]).abs().mean((0, 2, 3)).numpy(), rtol=1e-5)
-    np.testing.assert_allclose(ds["activation"].values, seen[0].abs().mean((0, 2, 3)).numpy(), rtol=1e-5)
-    assert (ds["attack_effect"] > 0).all()
+    handle.remove()
+    a, a_adv = outputs
+    np.testing.assert_allclose(ds["attack_effect"].values, (a_adv - a).abs().mean((0, 2, 3)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ds["activation"].values, a.abs().mean((0, 2, 3)).numpy(), rtol=1e-5)
+    assert (ds["attack_effect"] >= 0).all() and (ds["attack_effect"] > 0).any()
 
 
 def test_nodal_dropout_refuses_unknown_layers(trained_cnn, test_set):
     with pytest.raises(FragilityError, match="unknown layer"):
         nodal_dropout(trained_cnn, *test_set, epsilon=EPS, layer="blocks.5.conv", progress=False)
+    with pytest.raises(FragilityError, match="epsilon"):
+        nodal_dropout(trained_cnn, *test_set, epsilon=-1.0, progress=False)
 
 
 def synthetic():
@@ -72,18 +131,20 @@ def synthetic():
         "base_accuracy": ("input", [0.8, 0.3]),
         "attack_effect": ("neuron", [4.0, 1.0, 2.0, 0.5]),
         "epsilon": ((), 0.1),
-    }, coords={"neuron": [0, 1, 2, 3], "input": ["clean", "adversarial"]}, attrs={"layer": "conv"})
+    }, coords={"neuron": [0, 1, 2, 3], "input": ["clean", "adversarial"]}, attrs={"layer": "conv", "point": "bn"})
 
 
 def test_rank_neurons():
     r = rank_neurons(synthetic())
-    np.testing.assert_allclose(r["fragility"].values, [0.3, 0.0, 0.1, -0.05])
+    np.testing.assert_allclose(r["fragility"].values, [0.3, 0.0, 0.1, -0.05], atol=1e-12)
     assert list(r["rank"].values) == [0, 2, 1, 3]
     assert list(r["label"].values) == ["Fr", "Ro", "Fr", "Af"]
     assert float(r["correlation"]) == pytest.approx(1.0)  # the attack hits hardest where removal hurts most
     by_adv = rank_neurons(synthetic(), by="adversarial")
     np.testing.assert_allclose(by_adv["fragility"].values, [0.2, 0.0, 0.1, 0.0], atol=1e-12)
-    with pytest.raises(FragilityError, match="unknown input"):
+    flat = synthetic().assign(attack_effect=("neuron", [1.0] * 4))
+    assert np.isnan(float(rank_neurons(flat)["correlation"]))  # a constant effect correlates with nothing
+    with pytest.raises(FragilityError, match="by must be one of"):
         rank_neurons(synthetic(), by="noisy")
 
 
@@ -92,47 +153,102 @@ def test_defense_factors_are_proportional_to_rank():
     np.testing.assert_allclose(g.values, [1.6, 0.8, 1.2, 0.4])  # most fragile ×1.6, most robust ×0.4, linear between
     tied = defense_factors(xr.DataArray([0.1, 0.1, 0.0], dims="neuron"), 0.5, 1.5)
     np.testing.assert_allclose(tied.values, [1.25, 1.25, 0.5])
-    with pytest.raises(FragilityError, match="compress"):
-        defense_factors(g, compress=1.2, amplify=1.5)
+    np.testing.assert_allclose(defense_factors(xr.DataArray([0.3], dims="neuron")).values, [0.5])
+    for compress, amplify in ((1.2, 1.5), (0.0, 1.5), (0.5, 0.9)):
+        with pytest.raises(FragilityError, match="compress"):
+            defense_factors(g, compress=compress, amplify=amplify)
 
 
-def test_scale_channels_scales_exactly_the_chosen_channels(trained_cnn):
+def test_scale_channels_on_a_batchnorm_scales_its_output(trained_cnn, test_set):
+    x = test_set[0][:8]
+    before = copy.deepcopy(trained_cnn.state_dict())
+    factors = np.ones(16)
+    factors[[2, 7, 11]] = [0.5, 3.0, 0.0]
+    scaled = scale_channels(trained_cnn, "blocks.0.bn", factors)
+    assert all(torch.equal(v, before[k]) for k, v in trained_cnn.state_dict().items())  # the caller's model
+    outs = {}
+    for name, model in (("original", trained_cnn), ("scaled", scaled)):
+        bn, h1 = recorder(model.blocks[0].bn)
+        relu, h2 = recorder(model.blocks[0].relu)
+        with torch.no_grad():
+            model(x)
+        h1.remove(), h2.remove()
+        outs[name] = bn[0], relu[0]
+    f = torch.tensor(factors, dtype=torch.float32).view(1, -1, 1, 1)
+    for k in range(2):  # after the BatchNorm, and after the ReLU (the factors are ≥ 0)
+        torch.testing.assert_close(outs["scaled"][k], outs["original"][k] * f, rtol=1e-5, atol=1e-6)
+    assert torch.equal(outs["scaled"][1][:, 11], torch.zeros_like(outs["scaled"][1][:, 11]))
+    after = scaled.state_dict()
+    for name in before:
+        if not name.startswith("blocks.0.bn.") or name.endswith(("running_mean", "running_var", "tracked")):
+            assert torch.equal(after[name], before[name])
+
+
+def test_scale_channels_on_a_linear_layer(trained_cnn):
     before = copy.deepcopy(trained_cnn.state_dict())
     factors = np.ones(10)
     factors[[2, 7]] = [0.5, 3.0]
-    scaled = scale_channels(trained_cnn, "fc", factors)
-    for name, value in trained_cnn.state_dict().items():
-        assert torch.equal(value, before[name])  # the caller's model is untouched
-    after = scaled.state_dict()
+    after = scale_channels(trained_cnn, "fc", factors).state_dict()
     f = torch.tensor(factors, dtype=torch.float32)
     assert torch.equal(after["fc.weight"], before["fc.weight"] * f[:, None])
     assert torch.equal(after["fc.bias"], before["fc.bias"] * f)
-    assert torch.equal(after["fc.weight"][0], before["fc.weight"][0])
-    for name in before:
-        if not name.startswith("fc."):
-            assert torch.equal(after[name], before[name])
     with pytest.raises(FragilityError, match="factors"):
         scale_channels(trained_cnn, "fc", np.ones(3))
-    with pytest.raises(FragilityError, match="unknown layer"):
-        scale_channels(trained_cnn, "blocks.0.bn", np.ones(16))
+    with pytest.raises(FragilityError, match="factors"):
+        scale_channels(trained_cnn, "fc", [np.nan] * 10)
+
+
+def test_scale_channels_refuses_an_unknown_module(trained_cnn):
+    for name in ("blocks.9.conv", "blocks.0.relu"):
+        with pytest.raises(FragilityError, match=name.replace(".", r"\.")):
+            scale_channels(trained_cnn, name, np.ones(16))
 
 
 def test_defend(trained_cnn, test_set):
     x, y = test_set
-    before = copy.deepcopy(trained_cnn.state_dict())
-    dropout = nodal_dropout(trained_cnn, x, y, epsilon=EPS, progress=False)
-    ds = defend(trained_cnn, x, y, dropout, compress=0.5, amplify=2.0)
-    for name, value in trained_cnn.state_dict().items():
-        assert torch.equal(value, before[name])
-    assert ds["accuracy"].dims == ("network", "input") and ds["accuracy"].shape == (2, 3)
-    x_adv = fr.fgsm(trained_cnn, x, y, EPS)
-    np.testing.assert_array_equal(ds["accuracy"].sel(network="original").values,
-                                  [accuracy(trained_cnn, x, y), accuracy(trained_cnn, x_adv, y),
-                                   accuracy(trained_cnn, x_adv, y)])
+    model = copy.deepcopy(trained_cnn).train()
+    before = copy.deepcopy(model.state_dict())
+    dropout = nodal_dropout(model, x, y, epsilon=EPS, progress=False)
+    ds = defend(model, x, y, dropout, compress=0.5, amplify=2.0)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    model.eval()
+    assert ds["defense_accuracy"].dims == ("network", "defense_input") and ds["defense_accuracy"].shape == (2, 3)
+    assert list(ds["defense_input"].values) == ["clean", "adversarial", "fixed"]
+    x_adv = fr.fgsm(model, x, y, EPS)
+    np.testing.assert_array_equal(ds["defense_accuracy"].sel(network="original").values,
+                                  [accuracy(model, x, y), accuracy(model, x_adv, y), accuracy(model, x_adv, y)])
     factors = defense_factors(rank_neurons(dropout)["fragility"], 0.5, 2.0)
     np.testing.assert_array_equal(ds["factor"].values, factors.values)
-    defended = scale_channels(trained_cnn, "blocks.0.conv", factors.values)
-    np.testing.assert_array_equal(ds["accuracy"].sel(network="defended").values,
+    defended = scale_channels(model, "blocks.0.bn", factors.values)  # at the silencing point
+    np.testing.assert_array_equal(ds["defense_accuracy"].sel(network="defended").values,
                                   [accuracy(defended, x, y), accuracy(defended, fr.fgsm(defended, x, y, EPS), y),
                                    accuracy(defended, x_adv, y)])
-    assert ds.attrs["layer"] == "blocks.0.conv" and ds.attrs["amplify"] == 2.0
+    assert ds.attrs["amplify"] == 2.0 and ds.attrs["compress"] == 0.5
+    with pytest.raises(FragilityError, match="nodal_dropout"):
+        defend(model, x, y, synthetic().drop_vars("epsilon"))
+
+
+def unit(effect, drops, defended):
+    """A neurons unit: the clean drop of each neuron, its attack effect, and FGSM accuracy 0.3 → `defended`."""
+    drops = np.asarray(drops)
+    return xr.Dataset({
+        "accuracy": (("neuron", "input"), np.stack([0.8 - drops, 0.3 - drops / 2], 1)),
+        "base_accuracy": ("input", [0.8, 0.3]),
+        "attack_effect": ("neuron", effect),
+        "defense_accuracy": (("network", "defense_input"), [[0.8, 0.3, 0.3], [0.78, defended, 0.35]]),
+    }, coords={"neuron": np.arange(len(effect)), "input": ["clean", "adversarial"],
+               "network": ["original", "defended"], "defense_input": ["clean", "adversarial", "fixed"]})
+
+
+@pytest.mark.parametrize("effects, defended, s2a, s2b", [
+    ([[1, 2, 3, 4], [1, 2, 3, 5]], [0.35, 0.33], "holds", "holds"),  # ρ = +1 in both seeds; +0.04 mean gain
+    ([[4, 3, 2, 1], [1, 2, 3, 5]], [0.3, 0.31], "differs", "differs"),  # mean ρ 0; +0.005 is within 0.01
+    ([[4, 3, 2, 1], [5, 3, 2, 1]], [0.25, 0.25], "differs", "differs"),  # ρ = −1; the defense costs accuracy
+])
+def test_verdicts(effects, defended, s2a, s2b):
+    drops = [0.0, 0.05, 0.1, 0.2]  # the higher the neuron, the more fragile
+    ds = combined({("smallcnn", "digits", s): unit(e, drops, d) for s, (e, d) in enumerate(zip(effects, defended))})
+    found = verdicts(ds, "smallcnn", "digits")
+    assert found["S2a"][0] == s2a and found["S2b"][0] == s2b
+    gain = np.mean(defended) - 0.3
+    assert f"({gain:+.3f})" in found["S2b"][1]

@@ -1,4 +1,4 @@
-"""Random weight removal per layer (seed 003, SPEC §10), and its comparison with synaptic filtering."""
+"""Random weight removal per layer (seed 003), its comparison with synaptic filtering, and claims S3a, S3b."""
 import copy
 import math
 
@@ -8,22 +8,22 @@ import torch
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_studies import combined
 
 import fragility as fr
 from fragility import FragilityError
 from fragility.attacks import accuracy
-from fragility.removal import compare_with_filtering, random_mask, random_removal, removal_count
+from fragility.studies.removal import compare_with_filtering, random_mask, random_removal, removal_count, verdicts
 
 EPS = 0.2
 P = [0.0, 0.3, 1.0]
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 
 @pytest.fixture(scope="module")
 def removal(trained_cnn, test_set):
+    torch.set_num_threads(1)
     return random_removal(trained_cnn, *test_set, p=P, draws=2, seed=7, epsilon=EPS, batch_size=25, progress=False)
 
 
@@ -48,21 +48,29 @@ def test_random_mask_counts_and_nesting(shape, p, q, seed, draw):
                 & random_mask(shape, high, seed=seed, layer="conv", draw=draw)).any()  # nested within a draw
 
 
+def test_removal_count_rounds_halves_up():
+    assert [removal_count(10, p) for p in (0.0, 0.25, 0.35, 0.5, 1.0)] == [0, 3, 4, 5, 10]
+    assert removal_count(3, 0.5) == 2 and removal_count(1, 0.5) == 1
+
+
 def test_random_mask_depends_on_seed_layer_and_draw():
-    masks = [random_mask((40, 5), 0.5, seed=s, layer=l, draw=d) for s, l, d in
+    masks = [random_mask((40, 5), 0.5, seed=s, layer=name, draw=d) for s, name, d in
              [(0, "a", 0), (1, "a", 0), (0, "b", 0), (0, "a", 1)]]
     for other in masks[1:]:
         assert not torch.equal(masks[0], other)
+    with pytest.raises(FragilityError, match="p must"):
+        random_mask((4, 4), 1.5)
 
 
 def test_random_removal_layout(removal, trained_cnn):
     layers = ["blocks.0.conv", "blocks.1.conv", "fc"]
     assert removal["accuracy"].dims == ("layer", "p", "draw", "input")
     assert removal["accuracy"].shape == (3, 3, 2, 2) and list(removal["layer"].values) == layers
+    assert list(removal["input"].values) == ["clean", "adversarial"]
     sizes = [trained_cnn.get_submodule(n).weight.numel() for n in layers]
     np.testing.assert_array_equal(removal["n_params"].values, sizes)
     np.testing.assert_array_equal(removal["n_removed"].values, [[math.floor(p * n + 0.5) for p in P] for n in sizes])
-    assert float(removal["epsilon"]) == EPS and removal.attrs["seed"] == 7
+    assert float(removal["epsilon"]) == EPS and removal.attrs["draws"] == 2 and removal.attrs["n_test"] == 60
 
 
 def test_random_removal_against_independent_evaluations(removal, trained_cnn, test_set):
@@ -83,15 +91,18 @@ def test_random_removal_against_independent_evaluations(removal, trained_cnn, te
 
 
 def test_random_removal_is_reproducible_and_clean_only_by_default(removal, trained_cnn, test_set):
+    before = copy.deepcopy(trained_cnn.state_dict())
     again = random_removal(trained_cnn, *test_set, layers=["fc", "blocks.0.conv"], p=P, draws=2, seed=7,
                            progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in trained_cnn.state_dict().items())
     assert list(again["input"].values) == ["clean"] and "epsilon" not in again
     assert list(again["layer"].values) == ["blocks.0.conv", "fc"]  # forward order
     xr.testing.assert_equal(again["accuracy"], removal["accuracy"].sel(layer=["blocks.0.conv", "fc"], input=["clean"]))
 
 
 @pytest.mark.parametrize("bad, match", [({"p": [0.5, 1.2]}, "p must"), ({"p": [0.1, 0.1]}, "p must"),
-                                        ({"draws": 0}, "draws"), ({"layers": ["conv9"]}, "unknown layer")])
+                                        ({"p": []}, "p must"), ({"draws": 0}, "draws"), ({"seed": -1}, "seed"),
+                                        ({"layers": ["conv9"]}, "unknown layer")])
 def test_random_removal_refuses_bad_input(trained_cnn, test_set, bad, match):
     with pytest.raises(FragilityError, match=match):
         random_removal(trained_cnn, *test_set, progress=False, **bad)
@@ -139,14 +150,34 @@ def test_compare_with_filtering_keeps_extra_dimensions():
 
 def test_compare_with_filtering_refuses_mismatches():
     removal, sweep = toy_pair()
-    with pytest.raises(FragilityError, match="h1 or h2"):
+    with pytest.raises(FragilityError, match="filter"):
         compare_with_filtering(removal, sweep, filter="h3")
-    with pytest.raises(FragilityError, match="not in this sweep"):
-        compare_with_filtering(removal, sweep, filter="h2")
     with pytest.raises(FragilityError, match="share no layer"):
         compare_with_filtering(removal.assign_coords(layer=["fc"]), sweep)
-    with pytest.raises(FragilityError, match="different weights"):
-        compare_with_filtering(removal.assign(n_params=("layer", [12])), sweep)
+
+
+def adversarial_pair(epsilons=(0.2, 0.2)):
+    """`toy_pair` with the same numbers on adversarial inputs, crafted with ε `epsilons` (removal, sweep)."""
+    inputs = xr.DataArray(["clean", "adversarial"], dims="input")
+    return [xr.concat([ds, ds], inputs, data_vars="minimal").assign(epsilon=e)
+            for ds, e in zip(toy_pair(), epsilons)]
+
+
+def test_compare_with_filtering_on_both_inputs():
+    out = compare_with_filtering(*adversarial_pair())
+    assert list(out["input"].values) == ["clean", "adversarial"]
+    filtered = out["filtered"]
+    xr.testing.assert_equal(filtered.sel(input="clean", drop=True), filtered.sel(input="adversarial", drop=True))
+
+
+@pytest.mark.parametrize("case, match", [("filter", "h2"), ("weights", "weights"), ("epsilon", "ε")])
+def test_compare_with_filtering_checks_the_sweep_matches(case, match):
+    """A filter the sweep lacks, another network's layer sizes or another ε give one FragilityError each."""
+    removal, sweep = adversarial_pair((0.2, 0.3 if case == "epsilon" else 0.2))
+    if case == "weights":
+        removal = removal.assign(n_params=("layer", [12]))
+    with pytest.raises(FragilityError, match=match):
+        compare_with_filtering(removal, sweep, filter="h2" if case == "filter" else "h1")
 
 
 def test_compare_with_a_real_sweep(removal, trained_cnn, test_set):
@@ -156,5 +187,72 @@ def test_compare_with_a_real_sweep(removal, trained_cnn, test_set):
     # nothing removed and everything removed are the same network both ways
     np.testing.assert_array_equal(out["difference"].sel(p=[0.0, 1.0]).values, 0.0)
     assert list(out["input"].values) == ["clean", "adversarial"]
-    with pytest.raises(FragilityError, match="different ε"):
-        compare_with_filtering(removal, sweep.assign(epsilon=0.3))
+    np.testing.assert_allclose(out["fraction"].sel(p=0.3).values,
+                               [removal_count(n, 0.3) / n for n in removal["n_params"].values])
+
+
+# the S3a and S3b verdicts on hand-made units
+
+
+def unit(at, layers=("conv1", "conv2", "conv3", "fc"), p=(0.0, 0.5, 0.7, 1.0), base=0.9):
+    """A removal unit (clean inputs, two draws): `at[layer]` is the accuracy of each draw at every p > 0."""
+    acc = np.array([[[base, base]] + [list(v) for v in at[n]] for n in layers])[..., None]
+    return xr.Dataset({"accuracy": (("layer", "p", "draw", "input"), acc), "base_accuracy": ("input", [base]),
+                       "n_removed": (("layer", "p"), np.tile(np.round(np.array(p) * 100), (len(layers), 1))),
+                       "n_params": ("layer", [100] * len(layers))},
+                      coords={"layer": list(layers), "p": list(p), "draw": [0, 1], "input": ["clean"]})
+
+
+GOOD = {"conv1": [(0.5, 0.5), (0.1, 0.1), (0.1, 0.1)], "conv2": [(0.8, 0.8), (0.5, 0.5), (0.2, 0.2)],
+        "conv3": [(0.85, 0.85), (0.8, 0.8), (0.3, 0.3)], "fc": [(0.9, 0.9), (0.85, 0.85), (0.5, 0.5)]}
+
+
+@pytest.mark.parametrize("change, s3a, s3b", [
+    ({}, "holds", "holds"),  # the top layers lose 11 % and 6 % at p = 0.7; the first layer is at chance
+    ({"fc": [(0.9, 0.9), (0.5, 0.5), (0.5, 0.5)]}, "differs", "holds"),  # fc loses 44 %
+    ({"fc": [(0.9, 0.9), (0.5, 1.0), (0.5, 0.5)]}, "holds", "holds"),  # the mean over draws loses 17 %
+    ({"conv2": [(0.1, 0.1), (0.1, 0.1), (0.1, 0.1)]}, "holds", "holds"),  # a middle layer does not count
+    ({"conv1": [(0.5, 0.5), (0.2, 0.2), (0.1, 0.1)]}, "holds", "differs"),  # keeps 12.5 % above chance
+])
+def test_verdicts(change, s3a, s3b):
+    ds = combined({("smallcnn", "digits", 0): unit({**GOOD, **change})})
+    found = verdicts(ds, "smallcnn", "digits")
+    assert (found["S3a"][0], found["S3b"][0]) == (s3a, s3b)
+    assert "`conv3`" in found["S3a"][1] and "`fc`" in found["S3a"][1] and "`conv1`" in found["S3b"][1]
+
+
+def test_verdicts_interpolate_between_stored_fractions_and_average_seeds():
+    # only p = 0, 0.5, 1 stored: conv1 at p = 0.7 is 0.5 − 0.4 · (0.5 − 0.1) = 0.34, keeping 30 % above chance
+    at = {n: [v[0], v[2]] for n, v in GOOD.items()}
+    ds = combined({("smallcnn", "digits", 0): unit(at, p=(0.0, 0.5, 1.0))})
+    assert verdicts(ds, "smallcnn", "digits")["S3b"][0] == "differs"
+    assert "keeps 30%" in verdicts(ds, "smallcnn", "digits")["S3b"][1]
+    # seed 1 loses 40 % in fc, seed 0 6 %: the mean, 23 %, is below 30 %
+    worse = {**GOOD, "fc": [(0.9, 0.9), (0.54, 0.54), (0.5, 0.5)]}
+    ds = combined({("smallcnn", "digits", 0): unit(GOOD), ("smallcnn", "digits", 1): unit(worse)})
+    assert verdicts(ds, "smallcnn", "digits")["S3a"][0] == "holds"
+    assert verdicts(ds, "smallcnn", "digits", seed=1)["S3a"][0] == "differs"
+
+
+def test_verdicts_use_forward_order_when_models_are_combined():
+    """First and top layers are the forward order's, also when another model's layers join the study."""
+    forward = ("conv1", "layer1.0.conv1", "layer4.1.conv2", "fc")  # alphabetically fc comes second
+    at = {"conv1": GOOD["conv1"], "layer1.0.conv1": [(0.5, 0.5), (0.45, 0.45), (0.1, 0.1)],
+          "layer4.1.conv2": GOOD["conv3"], "fc": GOOD["fc"]}
+    alone = combined({("resnet18", "digits", 0): unit(at, layers=forward)})
+    assert verdicts(alone, "resnet18", "digits")["S3a"][0] == "holds"
+    small = unit({"blocks.0.conv": GOOD["conv1"], "blocks.1.conv": GOOD["conv2"], "fc": GOOD["fc"]},
+                 layers=("blocks.0.conv", "blocks.1.conv", "fc"))
+    both = combined({("smallcnn", "digits", 0): small, ("resnet18", "digits", 0): unit(at, layers=forward)})
+    found = verdicts(both, "resnet18", "digits")
+    assert found["S3a"][0] == "holds" and "`layer4.1.conv2`" in found["S3a"][1] and "`fc`" in found["S3a"][1]
+
+
+def test_verdicts_use_each_datasets_chance():
+    """Tiny ImageNet's chance is 1/200: 0.1 of an intact 0.5 at p = 0.7 keeps 19 % above chance, not chance."""
+    at = {**GOOD, "conv1": [(0.3, 0.3), (0.1, 0.1), (0.01, 0.01)]}
+    tiny = {("resnet18", "tiny-imagenet", 0): unit(at, base=0.5)}
+    assert verdicts(combined(tiny), "resnet18", "tiny-imagenet")["S3b"][0] == "differs"
+    both = {**tiny, ("resnet18", "cifar10", 0): unit(GOOD)}
+    assert verdicts(combined(both), "resnet18", "cifar10")["S3b"][0] == "holds"
+    assert verdicts(combined(both), "resnet18", "tiny-imagenet")["S3b"][0] == "differs"

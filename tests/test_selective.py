@@ -1,57 +1,105 @@
-"""Selective backpropagation (SPEC §8, Fig. 12): fragile layers, real freezing, accuracy against ε."""
+"""Selective backpropagation (Fig. 12): the readings' frozen layers, real freezing, ε_E and the P8 verdict."""
+import copy
+
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
 from torch.utils.data import TensorDataset
 
 import fragility as fr
-from fragility import FragilityError
-from fragility.attacks import accuracy
-from fragility.selective import continue_training, epsilon_curve, fragile_layers, selective_backprop
+from fragility import FragilityError, largest_epsilon
+from fragility.attacks import accuracy, epsilon_curve
+from fragility.studies.selective import continue_training, frozen_layers, gains, selective_backprop, verdict
 from fragility.training import TrainConfig, load_checkpoint, train
 
+CLASSES = 4
 
-def toy(n=120, size=16, classes=10, seed=0):
+
+def toy(n=120, size=16, seed=0):
     """A learnable problem: the class sets the mean brightness of a noisy image."""
     g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(classes, (n,), generator=g)
-    levels = torch.linspace(-2, 2, classes)[labels].view(n, 1, 1, 1)
+    labels = torch.randint(CLASSES, (n,), generator=g)
+    levels = torch.linspace(-2, 2, CLASSES)[labels].view(n, 1, 1, 1)
     return TensorDataset(levels + 0.5 * torch.randn(n, 1, size, size, generator=g), labels)
 
 
 TRAIN, TEST = toy(), toy(n=40, seed=1)
-
+LAYERS = ["blocks.0.conv", "blocks.1.conv", "fc"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def start(tmp_path):
-    """The epoch-1 checkpoint of a small smallcnn run (checkpoints every epoch)."""
-    config = TrainConfig(model="smallcnn", dataset="toy", seed=3, epochs=1, every=1, batch_size=40)
-    return train(config, TRAIN, TEST, tmp_path / "base", progress=False)[-1]
+@pytest.fixture(scope="module")
+def start(tmp_path_factory):
+    """The epoch-1 checkpoint of a small smallcnn run on the toy problem (above chance; checkpoints every epoch)."""
+    torch.set_num_threads(1)
+    config = TrainConfig(model="smallcnn", dataset="toy", seed=3, epochs=1, every=1, batch_size=10, classes=CLASSES)
+    return train(config, TRAIN, TEST, tmp_path_factory.mktemp("start"), progress=False)[-1]
 
 
 def state(path):
     return load_checkpoint(path)[0].state_dict()
 
 
-def test_fragile_layers_threshold_semantics():
-    table = xr.Dataset({
-        "r_e": ("layer", [-0.03, -0.02, 0.0, -0.5, 0.4, -1.0]),
-        "r_x": ("layer", [0.0, 0.0, -0.1, 0.0, 0.0, 0.0]),
-    }, coords={"layer": ["a", "b", "c", "d", "e", "global"]})
-    assert fragile_layers(table) == ["a", "d"]  # strictly below −τ; exactly −τ is robust; global never
-    assert fragile_layers(table, tol=0.0) == ["a", "b", "d"]
-    assert fragile_layers(table, tol=0.1) == ["d"]
-    assert fragile_layers(table, score="r_x") == ["c"]
-    with pytest.raises(FragilityError, match="unknown score"):
-        fragile_layers(table, score="r_q")
-    with pytest.raises(FragilityError, match="tol"):
-        fragile_layers(table, tol=-0.1)
-    with pytest.raises(FragilityError, match="single dimension"):
-        fragile_layers(table.expand_dims(seed=[0, 1]))
+def table(values, names=None):
+    """A per-layer score table with r_e `values` (and a `global` row that no reading may freeze)."""
+    names = names or [f"l{i}" for i in range(len(values))]
+    return xr.Dataset({"r_e": ("layer", list(values) + [-9.0]), "r_x": ("layer", [0.5] * len(values) + [9.0])},
+                      coords={"layer": names + ["global"]})
+
+
+# frozen_layers
+
+
+def test_frozen_layers_readings_at_the_tolerance():
+    t = table([-0.03, -0.02, 0.0, 0.02, 0.021, -0.5, 0.4], ["a", "b", "c", "d", "e", "f", "g"])
+    assert frozen_layers(t, "prose") == ["e", "g"]  # r_e > +τ, strictly: exactly +τ is robust
+    assert frozen_layers(t, "equation") == ["a", "f"]  # r_e < −τ, strictly: exactly −τ is robust; global never
+    assert frozen_layers(t, "prose", tol=0.0) == ["d", "e", "g"]
+    assert frozen_layers(t, "equation", tol=0.1) == ["f"]
+    assert frozen_layers(t, "prose", score="r_x") == ["a", "b", "c", "d", "e", "f", "g"]
+    with pytest.raises(FragilityError, match="reading"):
+        frozen_layers(t, "fragile")
+
+
+@settings(max_examples=80, deadline=None)
+@given(values=st.lists(st.one_of(st.floats(-1, 1), st.sampled_from([-0.05, 0.05, 0.0])), min_size=1, max_size=8),
+       tol=st.sampled_from([0.0, 0.02, 0.05, 0.3]))
+def test_frozen_layers_partition_layers_by_sign(values, tol):
+    t = table(values)
+    prose, equation = frozen_layers(t, "prose", tol=tol), frozen_layers(t, "equation", tol=tol)
+    names = [f"l{i}" for i in range(len(values))]
+    assert prose == [n for n, v in zip(names, values) if v > tol]
+    assert equation == [n for n, v in zip(names, values) if v < -tol]
+    robust = [n for n, v in zip(names, values) if abs(v) <= tol]
+    assert sorted(prose + equation + robust) == sorted(names)  # a partition: each layer in exactly one class
+    assert "global" not in prose + equation
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 9), data=st.data(), seed=st.integers(0, 2**31))
+def test_random_reading_draws_count_distinct_layers(n, data, seed):
+    count = data.draw(st.integers(0, n))
+    t = table(np.linspace(-1, 1, n))
+    names = [f"l{i}" for i in range(n)]
+    drawn = frozen_layers(t, "random", seed=seed, count=count)
+    assert len(drawn) == count and len(set(drawn)) == count
+    assert set(drawn) <= set(names)  # never `global`
+    assert drawn == [name for name in names if name in drawn]  # in the table's order
+    assert frozen_layers(t, "random", seed=seed, count=count) == drawn  # reproducible
+
+
+def test_random_reading_depends_on_the_seed():
+    t = table(np.zeros(12))
+    draws = {tuple(frozen_layers(t, "random", seed=s, count=4)) for s in range(6)}
+    assert len(draws) > 1
+
+
+# continue_training
 
 
 def test_continue_training_freezes_for_real(tmp_path, start):
@@ -74,59 +122,202 @@ def test_continue_training_freezes_for_real(tmp_path, start):
         continue_training(start, TRAIN, TEST, tmp_path / "other", 1, freeze=["blocks.7.conv"], progress=False)
 
 
+@pytest.mark.parametrize("every, names", [(None, ["epoch002.pt", "epoch003.pt", "epoch004.pt"]),
+                                          (2, ["epoch002.pt", "epoch004.pt"]), (3, ["epoch003.pt", "epoch004.pt"])])
+def test_continue_training_every_sets_the_checkpoints(tmp_path, start, every, names):
+    paths = continue_training(start, TRAIN, TEST, tmp_path, 3, every=every, freeze=["fc"], progress=False)
+    assert [p.name for p in paths] == names and all(p.is_file() for p in paths)
+    assert sorted(p.name for p in paths[0].parent.glob("*.pt")) == names
+    assert [torch.load(p, weights_only=True)["epoch"] for p in paths] == [int(n[5:8]) for n in names]
+
+
+# largest_epsilon and epsilon_curve
+
+
+def test_largest_epsilon_is_the_edge_of_chance(trained_cnn, digits):
+    pick = torch.cat([torch.nonzero(digits[3] == k)[:12, 0] for k in range(10)])  # 12 of each class: chance 1/10
+    x, y = digits[2][pick], digits[3][pick]
+    model = copy.deepcopy(trained_cnn).train()
+    eps = largest_epsilon(model, x, y, batch_size=60)
+    assert model.training  # the caller's mode is restored
+    model.eval()
+    classes = 10
+
+    def above(e):
+        return accuracy(model, fr.fgsm(model, x, y, e), y) * classes > 1
+
+    assert 0 < eps < 4.0
+    assert above(eps) and not above(eps + 1e-7)  # above chance at ε_E, at or below just past it
+    assert all(above(f * eps) for f in (0.0, 0.3, 0.6, 0.9))  # and above chance all the way up to it
+    with pytest.raises(FragilityError, match="max_epsilon"):
+        largest_epsilon(model, x, y, max_epsilon=eps / 2)  # never reaches chance up to there
+
+
+def test_largest_epsilon_refuses_a_model_at_chance():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 10))
+    nn.init.zeros_(model[1].weight)
+    nn.init.zeros_(model[1].bias)
+    x, y = torch.randn(50, 4), torch.arange(50) % 10  # every input classified 0: accuracy exactly 1/10
+    with pytest.raises(FragilityError, match="chance"):
+        largest_epsilon(model, x, y)
+
+
+class Collapse(nn.Module):
+    """Classifies one-hot inputs by their hot coordinate; FGSM of any ε > 0.01 pushes every input to class 5 (a
+    detector of Σ|x| > 1 with zero gradient at clean inputs, so FGSM's direction comes from the classifier)."""
+
+    def forward(self, x):
+        x = x.flatten(1)
+        logits = 5 * x
+        detector = 100 * torch.relu(x.abs().sum(1) - 1)
+        return logits + detector[:, None] * nn.functional.one_hot(torch.tensor(5), 10)
+
+
+def test_largest_epsilon_when_fgsm_sends_everything_to_one_class():
+    """FGSM that sends every input to one class has brought the network to chance, even when that class holds
+    more than 1/K of the test labels (11 % here, as class 5 holds 11–13 % of the profiles' digits subsets)."""
+    y = torch.tensor([5] * 11 + [k for k in range(10) if k != 5] * 9 + [0, 1, 2, 3, 4, 6, 7, 8])
+    x = nn.functional.one_hot(y, 10).float()
+    model = Collapse()
+    assert accuracy(model, x, y) == 1.0
+    assert all(accuracy(model, fr.fgsm(model, x, y, e), y) == 0.11 for e in (0.0625, 1.0, 4.0))  # all class 5
+    eps = largest_epsilon(model, x, y)
+    assert 0 < eps < 0.0625 and accuracy(model, fr.fgsm(model, x, y, eps), y) > 0.11
+
+
 def test_epsilon_curve_against_fgsm(trained_cnn, digits):
     x, y = digits[2][:80], digits[3][:80]
-    trained_cnn.train()
-    curve = epsilon_curve(trained_cnn, x, y, epsilons=[0.0, 0.1, 0.25], batch_size=30)
-    assert trained_cnn.training  # the caller's mode is restored
-    trained_cnn.eval()
+    model = copy.deepcopy(trained_cnn).train()
+    curve = epsilon_curve(model, x, y, epsilons=[0.0, 0.1, 0.25], batch_size=30)
+    assert model.training  # the caller's mode is restored
+    model.eval()
     assert curve.dims == ("epsilon",) and list(curve["epsilon"].values) == [0.0, 0.1, 0.25]
-    assert curve.sel(epsilon=0.0) == accuracy(trained_cnn, x, y)
+    assert curve.sel(epsilon=0.0) == accuracy(model, x, y)
     for eps in (0.1, 0.25):
-        assert curve.sel(epsilon=eps) == accuracy(trained_cnn, fr.fgsm(trained_cnn, x, y, eps), y)
+        assert curve.sel(epsilon=eps) == accuracy(model, fr.fgsm(model, x, y, eps), y)
     assert curve.sel(epsilon=0.25) < curve.sel(epsilon=0.0)
     with pytest.raises(FragilityError, match="epsilons"):
-        epsilon_curve(trained_cnn, x, y, epsilons=[0.1, -0.1])
+        epsilon_curve(model, x, y, epsilons=[0.1, -0.1])
 
 
-def test_selective_backprop_freezes_the_fragile_layers(tmp_path, start):
+# selective_backprop
+
+
+def doctored(start, x, y):
+    """The start checkpoint's h1 sweep with responses rewritten so that r_e is +0.5 for blocks.0.conv (prose
+    freezes it), −0.5 for blocks.1.conv (the equation freezes it) and 0 for fc (robust)."""
+    ds = fr.sweep(load_checkpoint(start)[0], x, y, A=2, filters=("h1",), include_global=False, epsilon=0.5,
+                  progress=False)
+    base = xr.DataArray([0.8, 0.4], coords={"input": ["clean", "adversarial"]})
+    shape = xr.DataArray([[[1, 0.5, 0.5], [1, 1, 1]], [[1, 1, 1], [1, 0.5, 0.5]], [[1, 0.5, 0.2], [1, 0.5, 0.2]]],
+                         coords={"layer": LAYERS, "input": ["clean", "adversarial"], "alpha": ds["alpha"].values},
+                         dims=("layer", "input", "alpha"))
+    out = ds.copy(deep=True)
+    out["base_accuracy"] = base
+    out["accuracy"] = (shape * base).expand_dims(filter=["h1"]).transpose(*ds["accuracy"].dims)
+    return out
+
+
+def test_selective_backprop_on_a_doctored_sweep(tmp_path, start):
     x, y = TEST.tensors
-    sweep_ds = fr.sweep(load_checkpoint(start)[0], x, y, A=3, filters=("h1",), include_global=False, epsilon=0.5,
-                        progress=False)
-    # make blocks.0.conv fragile (its adversarial response collapses) and every other layer robust (r_e = 0)
-    ratio = sweep_ds["base_accuracy"].sel(input="adversarial") / sweep_ds["base_accuracy"].sel(input="clean")
-    doctored = sweep_ds.copy(deep=True)
-    clean = doctored["accuracy"].sel(input="clean")
-    doctored["accuracy"].loc[{"input": "adversarial"}] = xr.where(clean["layer"] == "blocks.0.conv", 0.0, clean * ratio)
-    ds = selective_backprop(start, TRAIN, TEST, tmp_path / "run", 2, x=x, y=y, sweep_ds=doctored, epsilons=3,
-                            device="cpu", progress=False)
-    assert ds.attrs["frozen_layers"] == "blocks.0.conv"
-    assert list(ds["layer"].values) == ["blocks.0.conv", "blocks.1.conv", "fc"]
-    assert list(ds["frozen"].values) == [True, False, False]
-    assert ds["accuracy"].dims == ("training", "epoch", "epsilon")
-    assert list(ds["training"].values) == ["selective", "regular"] and list(ds["epoch"].values) == [2, 3]
-    np.testing.assert_allclose(ds["epsilon"].values, [0.0, 0.25, 0.5])
+    sweep_ds = doctored(start, x, y)
+    # a seed whose random draw of one layer is prose's, so the two must share one training
+    seed = next(s for s in range(100) if frozen_layers(table([0, 0, 0], LAYERS), "random", seed=s, count=1)
+                == ["blocks.0.conv"])
+    ds = selective_backprop(start, TRAIN, TEST, tmp_path / "run", 2, x=x, y=y, sweep_ds=sweep_ds, levels=3, seed=seed,
+                            batch_size=20, device="cpu", progress=False)
+    assert ds["accuracy"].dims == ("training", "epoch", "level")
+    assert list(ds["training"].values) == ["regular", "prose", "equation", "random"]
+    assert list(ds["epoch"].values) == [2, 3] and list(ds["level"].values) == [0.0, 0.5, 1.0]
+    assert list(ds["layer"].values) == LAYERS
+    np.testing.assert_allclose(ds["score"].values, [0.5, -0.5, 0.0], atol=1e-12)
+    frozen = {str(t): [str(n) for n in ds["layer"].values[ds["frozen"].sel(training=t).values]]
+              for t in ds["training"].values}
+    assert frozen == {"regular": [], "prose": ["blocks.0.conv"], "equation": ["blocks.1.conv"],
+                      "random": ["blocks.0.conv"]}
+    # the same frozen set: one training, one folder, identical curves
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["equation", "prose", "regular"]
+    xr.testing.assert_identical(ds["accuracy"].sel(training="random", drop=True),
+                                ds["accuracy"].sel(training="prose", drop=True))
+    # ε grid: level · ε_E, ε_E the starting checkpoint's largest ε above chance
+    start_model = load_checkpoint(start)[0]
+    assert float(ds["epsilon_E"]) == largest_epsilon(start_model, x, y, batch_size=20)
+    np.testing.assert_allclose(ds["epsilon"].values, ds["level"].values * float(ds["epsilon_E"]), rtol=1e-15)
     before = state(start)
-    for epoch in (2, 3):
-        path = tmp_path / "run" / "selective" / "checkpoints/smallcnn/toy/seed3" / f"epoch{epoch:03d}.pt"
-        assert torch.equal(state(path)["blocks.0.conv.weight"], before["blocks.0.conv.weight"])
-        model = load_checkpoint(path)[0]
-        assert ds["accuracy"].sel(training="selective", epoch=epoch, epsilon=0.0) == accuracy(model, x, y)
-        assert ds["accuracy"].sel(training="selective", epoch=epoch, epsilon=0.5) == \
-            accuracy(model, fr.fgsm(model, x, y, 0.5), y)
-    regular = tmp_path / "run" / "regular" / "checkpoints/smallcnn/toy/seed3" / "epoch003.pt"
-    assert not torch.equal(state(regular)["blocks.0.conv.weight"], before["blocks.0.conv.weight"])
-    assert ds["start_accuracy"].sel(epsilon=0.0) == accuracy(load_checkpoint(start)[0], x, y)
-    assert ds.attrs["start_epoch"] == 1 and ds.attrs["seed"] == 3 and "git_commit" in ds.attrs
+    folder = "checkpoints/smallcnn/toy/seed3"
+    for training, layer in (("regular", None), ("prose", "blocks.0.conv"), ("equation", "blocks.1.conv")):
+        for epoch in (2, 3):
+            path = tmp_path / "run" / training / folder / f"epoch{epoch:03d}.pt"
+            for name in ("blocks.0.conv", "blocks.1.conv"):
+                same = torch.equal(state(path)[f"{name}.weight"], before[f"{name}.weight"])
+                assert same == (name == layer)  # frozen layers bitwise unchanged, the others trained
+            model = load_checkpoint(path)[0]
+            for level, eps in zip(ds["level"].values, ds["epsilon"].values):
+                expected = accuracy(model, fr.fgsm(model, x, y, float(eps)), y)
+                assert ds["accuracy"].sel(training=training, epoch=epoch, level=level) == expected
+    for level, eps in zip(ds["level"].values, ds["epsilon"].values):
+        assert ds["start_accuracy"].sel(level=level) == accuracy(start_model, fr.fgsm(start_model, x, y, float(eps)), y)
+    assert ds["start_accuracy"].sel(level=0.0) > 1 / CLASSES
+    assert ds.attrs["start_epoch"] == 1 and ds.attrs["epochs"] == 2 and ds.attrs["n_test"] == len(y)
 
 
-def test_selective_backprop_runs_its_own_sweep(tmp_path, start):
+def test_selective_backprop_with_one_reading(tmp_path, start):
     x, y = TEST.tensors
-    ds = selective_backprop(start, TRAIN, TEST, tmp_path / "run", 1, A=2, epsilon=0.5, tol=0.0, epsilons=[0.0, 0.5],
-                            device="cpu", progress=False)
-    expected = fr.sweep(load_checkpoint(start)[0], x, y, A=2, filters=("h1",), include_global=False, epsilon=0.5,
-                        progress=False)
-    table = fr.scores(expected)
-    np.testing.assert_array_equal(ds["score"].values, table["r_e"].values)
-    assert ds.attrs["frozen_layers"].split(",") == (fragile_layers(table, tol=0.0) or [""])
-    assert ds.attrs["A"] == 2 and ds.attrs["n_test"] == len(y)
+    ds = selective_backprop(start, TRAIN, TEST, tmp_path / "run", 1, x=x, y=y, sweep_ds=doctored(start, x, y),
+                            readings="equation", levels=2, batch_size=20, device="cpu", progress=False)
+    assert list(ds["training"].values) == ["regular", "equation"] and list(ds["epoch"].values) == [2]
+    assert list(ds["frozen"].sel(training="equation").values) == [False, True, False]
+    with pytest.raises(FragilityError, match="readings"):
+        selective_backprop(start, TRAIN, TEST, tmp_path / "bad", 1, x=x, y=y, sweep_ds=doctored(start, x, y),
+                           readings=["negative"], progress=False)
+
+
+# gains and the P8 verdict on hand-made curves
+
+
+def curves(prose_gain, seeds=3, frozen=True, level0=0.3):
+    """Hand-made curves: regular at 0.5 under attack; prose `prose_gain[s]` above it in seed s; equation and
+    random 0.02 below; at level 0 every training differs by `level0`, which gains must ignore."""
+    trainings = ["regular", "prose", "equation", "random"]
+    acc = np.full((seeds, 4, 2, 3), 0.5)
+    for s in range(seeds):
+        acc[s, 1] += prose_gain[s]
+        acc[s, 2:] -= 0.02
+    acc[:, 1:, :, 0] += level0
+    acc[:, 0, :, 0] = 0.9
+    flags = np.zeros((seeds, 4, 2), dtype=bool)
+    flags[:, 1, 0] = frozen
+    flags[:, 2:, 1] = True
+    return xr.Dataset({"accuracy": (("seed", "training", "epoch", "level"), acc),
+                       "frozen": (("seed", "training", "layer"), flags)},
+                      coords={"seed": np.arange(seeds), "training": trainings, "epoch": [2, 3],
+                              "level": [0.0, 0.5, 1.0], "layer": ["a", "b"]})
+
+
+def test_gains_average_the_attacked_levels_and_epochs():
+    c = curves([0.1, 0.05, -0.03])
+    c["accuracy"].loc[{"seed": 0, "training": "prose", "epoch": 3}] += 0.2  # one epoch better: the mean moves 0.1
+    g = gains(c)
+    assert set(g.dims) == {"seed", "training"}
+    np.testing.assert_allclose(g.sel(training="prose").values, [0.2, 0.05, -0.03])
+    np.testing.assert_allclose(g.sel(training="regular").values, 0.0)
+    np.testing.assert_allclose(g.sel(training="random").values, -0.02)
+
+
+@pytest.mark.parametrize("prose_gain, expected", [
+    ([0.05, 0.05, 0.05], "holds"),
+    ([0.005, 0.005, 0.005], "differs"),  # positive everywhere but within the ±0.01 margin
+    ([0.1, -0.01, -0.01], "differs"),  # mean gain 0.027 > 0.01, but positive in 1 seed of 3 only
+    ([0.03, 0.03, -0.01], "holds"),  # mean 0.017, positive in 2 of 3
+    ([-0.05, -0.05, -0.05], "differs"),
+])
+def test_verdict_rule(prose_gain, expected):
+    result, evidence = verdict(curves(prose_gain))
+    assert result == expected
+    assert "random" in evidence and "3 seeds" in evidence
+
+
+def test_verdict_untestable_when_nothing_is_frozen():
+    result, evidence = verdict(curves([0.05, 0.05, 0.05], frozen=False))
+    assert result == "untestable" and "froze no layer" in evidence
+    assert verdict(curves([0.05, 0.05, 0.05]), reading="equation")[0] == "differs"  # its gain is −0.02

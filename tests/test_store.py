@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from fragility import store
+from fragility import files, store
 from fragility.errors import FragilityError
 
 
@@ -95,7 +95,7 @@ def test_temporary_files_are_ignored_and_cleaned(tmp_path):
     leftover = path.parent / ".epoch002.nc.x1y2.tmp"
     leftover.write_bytes(b"partial")
     assert list(store.scan(tmp_path)) == [("m", "digits", 0, 1)]
-    store.clean(tmp_path)
+    files.clean(tmp_path)
     assert not leftover.exists() and path.exists()
 
 
@@ -176,3 +176,34 @@ def test_mixed_settings_are_refused(tmp_path):
     store.write_unit(ds, store.unit_path(tmp_path, "m", "digits", 0, 2))
     with pytest.raises(FragilityError, match="differ in alpha"):
         store.open_results(tmp_path)
+
+
+DAMAGE = {
+    "zero bytes": lambda path: path.write_bytes(b""),
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[:300]),
+    "random bytes": lambda path: path.write_bytes(np.random.default_rng(0).bytes(2000)),
+    "foreign netCDF": lambda path: xr.Dataset({"x": ("t", [1.0])}).to_netcdf(path, engine="h5netcdf"),
+    "another unit's file": lambda path: path.write_bytes(store.unit_path(path.parents[4], "m", "digits", 0, 1)
+                                                         .read_bytes()),
+    "a study file": lambda path: xr.Dataset({"accuracy": ("p", [0.5])}, attrs={"schema": "fragility-study/1"})
+    .to_netcdf(path, engine="h5netcdf"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_every_kind_of_damage_is_named_and_nothing_is_lost(tmp_path, damage):
+    put(tmp_path, epoch=1)
+    _, path = put(tmp_path, epoch=2)
+    DAMAGE[damage](path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for call in (lambda: store.scan(tmp_path), lambda: store.open_results(tmp_path)):
+        with pytest.raises(FragilityError) as err:
+            call()
+        message = str(err.value)
+        assert str(path) in message and "\n" not in message and "move it out of the results folder" in message
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written or lost
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(FragilityError, match="absent does not exist"):
+        store.open_results(tmp_path / "absent")

@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 
@@ -150,12 +150,19 @@ def shipped() -> list[str]:
 
 def load_profile(spec) -> Profile:
     """A shipped profile by name (`quick`) or a profile YAML file by path, validated."""
+    if not isinstance(spec, (str, Path)):
+        raise FragilityError(f"profile must be a shipped profile name or a YAML file path; got {spec!r}.")
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise FragilityError(f"no profile file {path}: check the path, or name a shipped profile "
                                  f"({', '.join(shipped())}).")
-        text, source = path.read_text(), str(path)
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError:
+            raise FragilityError(f"{path} is not a UTF-8 text file: save the profile as UTF-8 YAML.") from None
+        except OSError as err:
+            raise FragilityError(f"{path} cannot be read ({err.strerror}): check its permissions.") from None
     elif spec in shipped():
         text, source = resources.files("fragility").joinpath("profiles", f"{spec}.yaml").read_text(), f"profile {spec}"
     else:
@@ -214,11 +221,16 @@ def parse_profile(raw, source: str = "profile") -> Profile:
         if not ok(values[key]):
             raise FragilityError(f"{source}: {key} must be {what}; got {values[key]!r}.")
     _check_grid(values, f"{source}: ")
+    small = [d for d in values["datasets"] if values["n_test"] is not None and values["n_test"] > data.info(d).n_test]
+    if small:
+        raise FragilityError(f"{source}: n_test {values['n_test']} is larger than the test set of "
+                             + ", ".join(f"{d} ({data.info(d).n_test} images)" for d in small)
+                             + ": lower it, or use null for the whole test set.")
     values["grids"] = _grids(values, source)
-    values["studies"] = studies.check(values["studies"], source)
     lists = {f.name: tuple(values[f.name]) for f in fields(Profile) if isinstance(values[f.name], (list, dict))
              and f.name != "studies"}
-    return Profile(**{**values, **lists})
+    profile = Profile(**{**values, **lists, "studies": {}})
+    return replace(profile, studies=studies.check(values["studies"], profile, source))
 
 
 def results_dir(profile: Profile, results=None) -> Path:

@@ -1,0 +1,158 @@
+"""Drawing primitives shared by every figure: the figure with its provenance line, images, areas, bands, grids.
+
+Figures are sized for the book's page width (about 9 inches) with text of 9 points or more, and every figure's
+foot names where its numbers come from (profile, models, data, seeds, test-set size, A, ε, attack, commit).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import xarray as xr
+
+from ..scores import characterize
+
+WIDTH = 9.0  # inches: the book's page width at 100 dpi
+SCORES = {"r_x": r"$r_x$", "r_xe": r"$r_{x\epsilon}$", "r_e": r"$r_\epsilon$"}
+ALPHA = r"normalized threshold $\alpha$"
+STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+         "legend.fontsize": 8.5, "figure.titlesize": 11}
+
+
+def styled(fn):
+    """Run a figure function with the book's font sizes."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def value_range(values) -> str:
+    """'a' or 'a–b': the distinct finite values, to three significant digits."""
+    values = sorted({float(f"{v:.3g}") for v in np.ravel(values) if np.isfinite(v)})
+    return "?" if not values else f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}–{values[-1]:g}"
+
+
+def _coordinate(ds: xr.Dataset, name: str) -> list:
+    return np.atleast_1d(ds[name].values).tolist() if name in ds.coords else []
+
+
+def provenance_line(ds: xr.Dataset, epsilon=None, **attrs) -> str:
+    """Profile, models, datasets, seeds, n_test, A, ε, attack and code commit of the results shown (`attrs`
+    override the Dataset's attributes; parts a result lacks are left out)."""
+    a = {**ds.attrs, **attrs}
+    eps = ds["epsilon"].values if epsilon is None and "epsilon" in ds else epsilon
+    parts = [f"profile {a.get('profile', '?')}",
+             f"model {', '.join(map(str, _coordinate(ds, 'model')))}",
+             f"data {', '.join(map(str, _coordinate(ds, 'dataset')))}",
+             f"seeds {', '.join(map(str, _coordinate(ds, 'seed')))}",
+             f"n_test {a.get('n_test', '?')}",
+             f"A {a.get('A', '?')}",
+             f"ε {value_range(eps) if eps is not None else '?'}",
+             f"attack {a.get('attack', '?')}",
+             f"commit {str(a.get('git_commit', 'unknown'))[:10]}"]
+    return " · ".join(p for p in parts if not p.endswith((" ?", " ")))
+
+
+def figure(shown: xr.Dataset, title: str, height: float, width: float = WIDTH, line: str | None = None):
+    """A constrained-layout Figure with `title` and the provenance line of the results `shown` (or `line`) at its
+    foot."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained", dpi=100)
+    fig.get_layout_engine().set(rect=(0, 0.035, 1, 0.965))
+    fig.suptitle(title)
+    fig.text(0.5, 0.004, line or provenance_line(shown), ha="center", va="bottom", fontsize=8, color="0.35",
+             wrap=True)
+    return fig
+
+
+def label(score: float) -> str:
+    """Fr, Ro or Af of one score at the default tolerance."""
+    return str(characterize(xr.DataArray(score)).item())
+
+
+def area(ax, alpha, upper, lower, styles, name: str, score: float) -> None:
+    """Two curves and the area between them: blue where `upper` lies above (the score > 0 side), red below."""
+    upper, lower = np.asarray(upper, float), np.asarray(lower, float)
+    for curve, (style, color, text) in zip((upper, lower), styles):
+        ax.plot(alpha, curve, style, color=color, lw=2, label=text)
+    for side, color, sign in ((upper >= lower, "tab:blue", ">"), (upper < lower, "tab:red", "<")):
+        ax.fill_between(alpha, lower, upper, where=side, interpolate=True, color=color, alpha=0.25,
+                        label=f"{name} {sign} 0 side")
+    ax.set(xlabel=ALPHA, title=f"{name} = {score:+.3f} ({label(score)})")
+    ax.legend()
+
+
+def signed(values):
+    """A colour scale centred on 0 and symmetric about it."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    lim = max(float(np.nanmax(np.abs(values))) if np.size(values) else 0.0, 1e-9)
+    return TwoSlopeNorm(0, -lim, lim)
+
+
+def image(fig, ax, values, alpha, rows, title, bar, ylabel="epoch", cmap="viridis", norm=None, vmax=1.0,
+          colorbar=True):
+    """(rows × α) image, pixels centred on the thresholds, with row labels and a colour bar (`norm`, else 0..vmax)."""
+    half = (alpha[1] - alpha[0]) / 2 if len(alpha) > 1 else 0.5
+    im = ax.imshow(values, aspect="auto", origin="lower", interpolation="nearest", cmap=cmap, norm=norm,
+                   extent=(alpha[0] - half, alpha[-1] + half, -0.5, len(rows) - 0.5))
+    if norm is None:
+        im.set_clim(0, vmax)
+    step = max(1, len(rows) // 28)
+    ax.set_yticks(range(0, len(rows), step), [str(r) for r in rows][::step], fontsize=9 if len(rows) <= 12 else 7)
+    ax.set(title=title, xlabel=ALPHA, ylabel=ylabel)
+    if colorbar:
+        fig.colorbar(im, ax=ax, label=bar, shrink=0.9)
+    return im
+
+
+def lines(ax, curves: xr.DataArray, dim: str, cmap: str = "viridis", style: str = "-", fmt="{dim} {value}"):
+    """One line per value of `dim` of `curves` (dim, x), coloured from dark (first) to light (last)."""
+    from matplotlib import colormaps
+
+    x = curves[[d for d in curves.dims if d != dim][0]].values
+    keys = curves[dim].values
+    for k, color in zip(keys, colormaps[cmap](np.linspace(0.05, 0.9, len(keys)))):
+        ax.plot(x, curves.sel({dim: k}), style, color=color, lw=1.5, label=fmt.format(dim=dim, value=k))
+
+
+def band(ax, x, samples: xr.DataArray, over, color, label=None, style="-"):
+    """The mean of `samples` over the dims `over` as a line, ± one standard deviation as a shaded band."""
+    mean, std = samples.mean(over), samples.std(over)
+    ax.plot(x, mean, style, color=color, lw=1.8, label=label)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, lw=0)
+
+
+def grid(fig, ax, values, rows, columns, title: str, bar: str, cmap="viridis", norm=None, marks=None,
+         xlabel="", vmin=0.0, vmax=1.0):
+    """A (rows × columns) image with categorical ticks and a colour bar (`norm`, else vmin..vmax); cell text from
+    `marks` (an array of strings), else the values when there are few cells."""
+    im = ax.imshow(values, aspect="auto", interpolation="nearest", cmap=cmap, norm=norm,
+                   **({} if norm is not None else {"vmin": vmin, "vmax": vmax}))
+    texts = marks if marks is not None else (np.vectorize(lambda v: f"{v:.2f}" if np.isfinite(v) else "")(values)
+                                             if values.size <= 120 else None)
+    if texts is not None:
+        small = 7 if values.shape[0] > 24 or values.shape[1] > 12 else 8
+        for (i, j), text in np.ndenumerate(texts):
+            ax.text(j, i, text, ha="center", va="center", fontsize=small, color="0.1")
+    ax.set_xticks(range(len(columns)), [f"{c:g}" if isinstance(c, float) else str(c) for c in columns])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=8 if len(rows) <= 30 else 6)
+    ax.set(title=title, xlabel=xlabel)
+    fig.colorbar(im, ax=ax, label=bar, shrink=0.9)
+    return im
+
+
+def colors(names, palette: str = "tab10") -> dict:
+    """A distinct colour per name."""
+    from matplotlib import colormaps
+
+    return dict(zip(names, colormaps[palette].colors))
+
+
+def seed_text(seeds: list) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over {len(seeds)} seeds"

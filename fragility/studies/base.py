@@ -1,0 +1,269 @@
+"""What every related study shares: the Study record the registry holds, its settings, the context a unit runs in,
+and the study store (one netCDF file per unit, written atomically, checked on reading).
+
+A study unit is keyed (label, dataset, seed): `label` is the network it runs on (a model of the profile, or a
+variant such as a depth). Its file, results/studies/<study>/<label>__<dataset>__seed<seed>.nc, records the study
+that wrote it, its key, the profile, the study's settings and where and how long it was computed.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import xarray as xr
+
+from .. import checks, data, files, store, training
+from ..errors import FragilityError
+from ..provenance import device_description, provenance
+
+SCHEMA = "fragility-study/1"
+KEY = ("model", "dataset", "seed")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A study setting: its default and the rule its values obey (None is always the default's "choose for me")."""
+
+    default: object
+    rule: checks.Rule
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One study unit: its key, the network it runs on and the training runs (model, dataset, seed) whose
+    checkpoints and stored responses it reads."""
+
+    key: tuple
+    model: str
+    needs: tuple = ()
+
+
+@dataclass(frozen=True)
+class Study:
+    """One related study, registered once in `fragility.studies.REGISTRY`."""
+
+    name: str
+    title: str
+    settings: dict[str, Setting]
+    units: Callable  # (profile, settings) -> list[Unit]
+    run: Callable  # (Context) -> xr.Dataset
+    variables: tuple[str, ...]  # the variables every unit file holds
+    parameters: tuple[str, ...]  # the selections its figure and summary take
+    figure: Callable
+    summary: Callable
+    claims: Callable  # (study Dataset, responses or None) -> list of claim rows
+    validate: Callable = lambda settings, profile: None  # checks against the profile
+    extra_choices: Callable = lambda ds, model, dataset: {}  # selections beyond model, dataset, seed
+    needs_responses: bool = False  # its figure and summary also read the sweep results
+
+    def check(self, raw, profile, source: str) -> dict:
+        """The study's settings with defaults filled in, every value checked; else one FragilityError."""
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise FragilityError(f"{source}: studies.{self.name} must be a mapping of its settings "
+                                 f"({', '.join(self.settings)}), or empty.")
+        unknown = [k for k in raw if k not in self.settings]
+        if unknown:
+            raise FragilityError(f"{source}: study {self.name} has unknown setting(s) {', '.join(map(str, unknown))}:"
+                                 f" its settings are {', '.join(self.settings)}.")
+        out = {k: raw.get(k, s.default) for k, s in self.settings.items()}
+        for key, value in out.items():
+            if value is not None:
+                checks.require(value, self.settings[key].rule, f"{source}: studies.{self.name}.{key}")
+        try:
+            self.validate(out, profile)
+        except FragilityError as err:
+            raise FragilityError(f"{source}: {err}") from None
+        return out
+
+    def choices(self, ds: xr.Dataset, model=None, dataset=None) -> dict[str, list]:
+        """Models, datasets and seeds stored, and the study's own selections for them."""
+        found = pairs(ds)
+        if not found:
+            raise FragilityError(f"the {self.name} study holds no results.")
+        models = list(dict.fromkeys(m for m, _ in found))
+        model = model if model in models else models[0]
+        datasets = [d for m, d in found if m == model]
+        dataset = dataset if dataset in datasets else datasets[0]
+        return {"model": models, "dataset": datasets, "seed": seeds(ds, model, dataset),
+                **self.extra_choices(ds, model, dataset)}
+
+
+def seeds(ds: xr.Dataset, model, dataset) -> list[int]:
+    """The seeds with a stored unit of (model, dataset)."""
+    have = ds["stored"].sel(model=model, dataset=dataset).fillna(False).astype(bool)
+    return [int(s) for s, ok in zip(np.atleast_1d(have["seed"].values), np.atleast_1d(have.values)) if ok]
+
+
+def pairs(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """The (model, dataset) pairs with a stored unit."""
+    return [(str(m), str(d)) for m in np.atleast_1d(ds["model"].values) for d in np.atleast_1d(ds["dataset"].values)
+            if seeds(ds, m, d)]
+
+
+def models_rule() -> checks.Rule:
+    from ..models import NAMES
+
+    return checks.items(checks.one_of(NAMES), what=f"a list of distinct models from {', '.join(NAMES)}")
+
+
+def study_path(results, study: str, label: str, dataset: str, seed: int) -> Path:
+    """results/studies/<study>/<label>__<dataset>__seed<seed>.nc"""
+    return Path(results) / "studies" / study / f"{label}__{dataset}__seed{seed}.nc"
+
+
+def write(ds: xr.Dataset, path: Path, study: str, unit: Unit, profile, settings: dict, seconds: float,
+          device) -> None:
+    """Store one unit: its key as coordinates, a `stored` flag, the study, profile, settings and provenance."""
+    label, dataset, seed = unit.key
+    ds = ds.assign_coords(model=label, dataset=dataset, seed=np.int64(seed))
+    ds["stored"] = ((), True)
+    ds.attrs.update({f"study_{k}": str(v) for k, v in settings.items()})
+    ds.attrs.update(provenance(), schema=SCHEMA, study=study, profile=profile.name, network=unit.model,
+                    classes=data.info(dataset).classes, seconds=round(seconds, 2), device=device_description(device))
+    files.atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+
+
+def read(path: Path, study) -> xr.Dataset:
+    """One stored unit, checked: the schema, the study that wrote it, its variables and that its key matches its
+    file name; else one FragilityError naming the file."""
+    try:
+        ds = store.read_netcdf(path)
+    except FragilityError:
+        raise FragilityError(f"{path} is not a {study.name} study unit (it is not a readable netCDF file): "
+                             f"{store.MOVE}.") from None
+    found = re.fullmatch(r"(.+)__(.+)__seed(\d+)", path.stem)
+    problem = (f"its schema is {ds.attrs.get('schema')!r}, not {SCHEMA!r}" if ds.attrs.get("schema") != SCHEMA else
+               f"it was written by the {ds.attrs.get('study')!r} study" if ds.attrs.get("study") != study.name else
+               f"it lacks {', '.join(v for v in study.variables if v not in ds)}"
+               if any(v not in ds for v in study.variables) else
+               "it lacks its key (model, dataset, seed)" if any(k not in ds.coords for k in KEY) else None)
+    if problem is None and (found is None or (found[1], found[2], int(found[3])) != tuple(
+            ds[k].item() for k in KEY)):
+        problem = f"its key {tuple(ds[k].item() for k in KEY)} does not match its file name"
+    if problem:
+        raise FragilityError(f"{path} is not a {study.name} study unit ({problem}): {store.MOVE}.")
+    return ds
+
+
+def combine(units: list[xr.Dataset]) -> xr.Dataset:
+    """Study units combined along model, dataset and seed (NaN where a unit or a coordinate value is missing)."""
+    if all("layer" in u.dims for u in units):  # keep every unit's forward order in the union of their layers
+        order: list = []
+        for names in ([str(n) for n in u["layer"].values] for u in units):
+            for k, n in enumerate(names):
+                if n not in order:
+                    before = [m for m in names[:k] if m in order]
+                    after = [m for m in names[k + 1:] if m in order]
+                    order.insert(order.index(before[-1]) + 1 if before else order.index(after[0]) if after
+                                 else len(order), n)
+        units = [u.reindex(layer=order) for u in units]
+    stacked = xr.concat(units, dim="unit", data_vars="all", coords="all", join="outer", fill_value=np.nan,
+                        combine_attrs="drop_conflicts")
+    return stacked.set_index(unit=list(KEY)).unstack("unit")
+
+
+@dataclass
+class Context:
+    """What one study unit runs with: the profile, results folder, the unit, its settings, data and device."""
+
+    study: str
+    profile: object
+    results: Path
+    unit: Unit
+    settings: dict
+    device: object
+    progress: bool
+    data_root: Path
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        return self.unit.key[1]
+
+    @property
+    def seed(self) -> int:
+        return self.unit.key[2]
+
+    def sets(self, dataset: str | None = None):
+        """(train set, test set) of the unit's dataset, loaded once per run."""
+        dataset = dataset or self.dataset
+        if dataset not in self.cache:
+            self.cache[dataset] = (data.load(dataset, "train", self.data_root), data.load(dataset, "test",
+                                                                                        self.data_root))
+        return self.cache[dataset]
+
+    @functools.cached_property
+    def test(self):
+        """(x, y): the test subset every sweep of the profile uses."""
+        return data.test_subset(self.sets()[1], self.profile.n_test, seed=0)
+
+    def epochs(self, model: str | None = None) -> tuple[int, ...]:
+        return self.profile.grid(model or self.unit.model).epochs
+
+    def network(self, epoch: int | None = None, model: str | None = None):
+        """The profile's checkpoint of this unit's run (the last epoch by default), in eval mode."""
+        model = model or self.unit.model
+        path = training.checkpoint_path(self.results, model, self.dataset, self.seed, epoch or self.epochs(model)[-1])
+        return training.load_checkpoint(path, self.device)[0]
+
+    def responses(self, epoch: int | None = None, model: str | None = None) -> xr.Dataset:
+        """The stored sweep of this unit's run at `epoch` (the last by default)."""
+        model = model or self.unit.model
+        return store.read_unit(store.unit_path(self.results, model, self.dataset, self.seed,
+                                               epoch or self.epochs(model)[-1]))
+
+    def folder(self, *parts) -> Path:
+        """results/studies/<study>/runs/<label>__<dataset>__seed<seed>/…: where the unit keeps its own trainings."""
+        label, dataset, seed = self.unit.key
+        return self.results.joinpath("studies", self.study, "runs", f"{label}__{dataset}__seed{seed}", *parts)
+
+
+VERDICTS = ("holds", "differs", "untestable")
+
+
+def claim_row(id: str, claim: str, rule: str, evidence: str, verdict: str, chapter: str, needs: str = "",
+              code: str = "") -> dict:
+    """One row of `fragility.claims`: a verdict of `VERDICTS`; `needs` says what would test an untestable one and
+    `code` gives the verdict under the authors' code conventions where it could differ."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
+    if verdict == "untestable" and needs:
+        evidence = f"{evidence}; needs {needs}" if evidence else f"needs {needs}"
+    return {"id": id, "claim": claim, "rule": rule, "evidence": evidence, "verdict": verdict, "code_reading": code,
+            "chapter": chapter}
+
+
+def timed(fn, *args, **kwargs):
+    """(fn(*args, **kwargs), seconds it took)."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def consumer(model, name: str, sample, types) -> str | None:
+    """The name of the first module of `types` that takes module `name`'s output as its input, or None."""
+    import torch
+
+    from ..preserve import preserved
+
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise FragilityError(f"the model has no module {name!r}.")
+    names = {m: n for n, m in modules.items() if isinstance(m, types)}
+    out, found = [], []
+    hooks = [modules[name].register_forward_hook(lambda m, i, o: out.append((o, o._version)))]
+    hooks += [m.register_forward_pre_hook(lambda m, i: found.extend(
+        [names[m]] if out and i[0] is out[-1][0] and i[0]._version == out[-1][1] else [])) for m in names]
+    try:
+        with preserved(model), torch.no_grad():
+            model.eval()(sample[:2])
+    finally:
+        for h in hooks:
+            h.remove()
+    return found[0] if found else None

@@ -1,0 +1,267 @@
+"""Fragility against depth (seed 004): one family at several depths under input and internal stress.
+
+The variants are networks of one family at several depths: the profile's own models (e.g. ResNet-18 and ResNet-50,
+their stored checkpoints and sweeps reused) and others trained here under the profile's protocol (e.g. ResNet-34,
+or smallcnn at 1, 2, 4 blocks). External stress: FGSM of magnitude ε and Gaussian noise of standard deviation σ on
+one magnitude grid in normalized input units (a sign step of size m and N(0, m²) noise add the same expected energy
+m² per input value). Internal stress: each variant's sweep with an ε that satisfies constraint 3 for that network
+(searched per variant, as the profile's ε is per model), summarized by its global and per-layer scores.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.stats import spearmanr
+
+from .. import checks, data, training
+from ..attacks import accuracy, epsilon_curve, search_epsilon
+from ..engine import filterable_layers, sweep
+from ..errors import FragilityError
+from ..preserve import preserved
+from ..scores import characterize, scores
+from . import base
+
+PERTURBATIONS = ("fgsm", "gaussian")
+
+
+def perturbation_curves(model, x, y, *, magnitudes, seed: int = 0, batch_size: int = 500) -> xr.DataArray:
+    """accuracy(perturbation ∈ {fgsm, gaussian}, magnitude): FGSM of ε = magnitude; x + magnitude · z, z ~ N(0, 1)
+    drawn once with `seed`."""
+    fgsm_curve = epsilon_curve(model, x, y, epsilons=magnitudes, batch_size=batch_size)
+    x, y = checks.examples(x, y)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
+    with preserved(model):
+        model.eval()
+        noise = [accuracy(model, x + m * z, y, batch_size) for m in fgsm_curve["epsilon"].values]
+    out = xr.DataArray(np.stack([fgsm_curve.values, noise]), name="accuracy",
+                       coords={"perturbation": list(PERTURBATIONS), "magnitude": fgsm_curve["epsilon"].values},
+                       dims=("perturbation", "magnitude"))
+    out.attrs["long_name"] = "accuracy under FGSM (ε = magnitude) or Gaussian noise (σ = magnitude)"
+    return out
+
+
+def internal_stress(sweep_ds: xr.Dataset, filter: str = "h1", tol: float = 0.02) -> xr.Dataset:
+    """A sweep's scores summarized for depth comparisons, over score ∈ {r_x, r_xe, r_e}: global_score, local_mean,
+    local_min, fragile_fraction (share of layers labelled Fr), layer_score(score, layer) and position(layer) =
+    i / (L − 1) in forward order. A sweep of the whole network alone gives NaN local summaries."""
+    if "global" not in sweep_ds["layer"].values:
+        raise FragilityError("the sweep has no 'global' unit: run it with include_global=True.")
+    table = scores(sweep_ds, filter=filter).reset_coords(drop=True).to_array("score")
+    local = table.drop_sel(layer="global")
+    n = local.sizes["layer"]
+    nothing = xr.full_like(table.sel(layer="global", drop=True), np.nan)
+    return xr.Dataset({"global_score": table.sel(layer="global", drop=True),
+                       "local_mean": local.mean("layer") if n else nothing,
+                       "local_min": local.min("layer") if n else nothing,
+                       "fragile_fraction": (characterize(local, tol) == "Fr").mean("layer") if n else nothing,
+                       "layer_score": local, "position": ("layer", np.arange(n) / max(n - 1, 1))})
+
+
+def _count_layers(model, sample) -> int:
+    with preserved(model):
+        return len(filterable_layers(model.eval(), sample))
+
+
+def depth_profile(model, x, y, *, magnitudes, sweep_ds: xr.Dataset, seed: int = 0, filter: str = "h1",
+                  tol: float = 0.02, batch_size: int = 500) -> xr.Dataset:
+    """One variant's unit: accuracy(perturbation, magnitude), base_accuracy, n_layers, n_params (filterable
+    weights), the `internal_stress` of its sweep and the sweep's ε."""
+    ds = xr.Dataset({"accuracy": perturbation_curves(model, x, y, magnitudes=magnitudes, seed=seed,
+                                                     batch_size=batch_size),
+                     "base_accuracy": ((), float(sweep_ds["base_accuracy"].sel(input="clean"))),
+                     "n_layers": ((), _count_layers(model, checks.examples(x, y)[0][:2])),
+                     "n_params": ((), int(sweep_ds["n_params"].sel(layer="global")))})
+    ds = ds.merge(internal_stress(sweep_ds, filter, tol))
+    ds["epsilon"] = ((), float(sweep_ds["epsilon"]))
+    ds.attrs.update(filter=filter, tol=tol, A=int(sweep_ds.attrs.get("A", 0)))
+    return ds
+
+
+def _variants(settings) -> list[tuple[str, str, int]]:
+    """(label, model, smallcnn depth) of every network the study compares."""
+    return [(m, m, 2) for m in settings["models"] or []] + [(f"smallcnn-d{d}", "smallcnn", d)
+                                                            for d in settings["depths"] or []]
+
+
+def _units(profile, settings):
+    seeds = settings["seeds"] or profile.grid(profile.models[0]).seeds[:1]
+    out = []
+    for label, model, _ in _variants(settings):
+        for dataset in profile.datasets:
+            for seed in seeds:
+                reused = model in profile.models and seed in profile.grid(model).seeds and model != "smallcnn"
+                out.append(base.Unit((label, dataset, seed), model, ((model, dataset, seed),) if reused else ()))
+    return out
+
+
+def _validate(settings, profile):
+    if not _variants(settings):
+        raise FragilityError("studies.depth compares nothing: list models (e.g. [resnet18, resnet34, resnet50]) "
+                             "and/or smallcnn depths (e.g. [1, 2, 4]).")
+    seeds = settings["seeds"] or []
+    grid_seeds = {s for m in profile.models for s in profile.grid(m).seeds}
+    if seeds and not set(seeds) <= grid_seeds and not settings["epochs"]:
+        raise FragilityError(f"studies.depth.seeds {seeds} are not the profile's seeds {sorted(grid_seeds)}: set "
+                             "studies.depth.epochs to train its networks for those seeds.")
+
+
+def _run(ctx: base.Context) -> xr.Dataset:
+    s, (x, y) = ctx.settings, ctx.test
+    label, dataset, seed = ctx.unit.key
+    blocks = int(re.fullmatch(r"smallcnn-d(\d+)", label)[1]) if label.startswith("smallcnn-d") else 2
+    if ctx.unit.needs:  # the profile's own checkpoint and sweep
+        net, sweep_ds = ctx.network(model=ctx.unit.model), ctx.responses(model=ctx.unit.model)
+    else:
+        meta, profile = data.info(dataset), ctx.profile
+        epochs = s["epochs"] or profile.grid(profile.models[0]).epochs[-1]
+        config = training.TrainConfig(ctx.unit.model, dataset, seed, epochs=epochs, every=epochs,
+                                      batch_size=profile.train_batch_size, lr=profile.lr, channels=meta.channels,
+                                      classes=meta.classes, depth=blocks)
+        path = training.train(config, *ctx.sets(), ctx.folder(), progress=ctx.progress, device=ctx.device)[-1]
+        net = training.load_checkpoint(path, ctx.device)[0]
+        epsilon = search_epsilon(net, x, y, ratio=profile.ratio, batch_size=profile.batch_size)
+        sweep_ds = sweep(net, x, y, A=s["A"] or profile.A, filters=("h1",), layers=None if s["local"] else [],
+                         epsilon=epsilon, batch_size=profile.batch_size, device=ctx.device, progress=ctx.progress)
+    ds = depth_profile(net, x.to(ctx.device), y.to(ctx.device), magnitudes=s["magnitudes"], sweep_ds=sweep_ds,
+                       seed=seed, batch_size=ctx.profile.batch_size)
+    return ds.assign_coords(depth=np.int64(blocks if ctx.unit.model == "smallcnn" else ds["n_layers"].item()))
+
+
+def family(name) -> str:
+    """A model's family: its name without a depth suffix (smallcnn-d4 → smallcnn, resnet50 → resnet)."""
+    return re.sub(r"(-d\d+|(?<=[a-z])\d+)$", "", str(name))
+
+
+def table(ds, dataset, seed=None) -> xr.Dataset:
+    """Per variant, mean over seeds: n_layers, n_params, base, fgsm and gaussian (the share of the clean accuracy
+    kept, averaged over the magnitudes > 0), global_score(score) and fragile_fraction (r_ε); ordered by family
+    and depth."""
+    models = [m for m, d in base.pairs(ds) if d == dataset]
+    seeds = sorted({s for m in models for s in base.seeds(ds, m, dataset)}) if seed is None else [seed]
+    sub = ds.sel(dataset=dataset, model=models, seed=seeds).load()
+    kept = (sub["accuracy"].where(sub["magnitude"] > 0, drop=True) / sub["base_accuracy"]).mean("magnitude")
+    out = xr.Dataset({"n_layers": sub["n_layers"].mean("seed"), "n_params": sub["n_params"].mean("seed"),
+                      "base": sub["base_accuracy"].mean("seed"), "global_score": sub["global_score"].mean("seed"),
+                      "fgsm": kept.sel(perturbation="fgsm", drop=True).mean("seed"),
+                      "gaussian": kept.sel(perturbation="gaussian", drop=True).mean("seed"),
+                      "fragile_fraction": sub["fragile_fraction"].sel(score="r_e", drop=True).mean("seed")})
+    return out.sortby([xr.DataArray([family(m) for m in out["model"].values], dims="model"), out["n_layers"]])
+
+
+def _spearman(a, b) -> float:
+    return float(spearmanr(a, b)[0]) if np.ptp(a) > 0 and np.ptp(b) > 0 else np.nan
+
+
+def verdict(ds, dataset, seed=None) -> tuple[str, str]:
+    """S4 per family with ≥ 2 depths: the Spearman ρ of the number of layers against the accuracy kept under FGSM
+    and under noise; holds when both are negative in every family."""
+    t = table(ds, dataset, seed)
+    parts, results = [], []
+    for fam in dict.fromkeys(family(m) for m in t["model"].values):
+        members = [m for m in t["model"].values if family(m) == fam]
+        if len(members) < 2:
+            continue
+        u = t.sel(model=members)
+        rho = {k: _spearman(u["n_layers"].values, u[k].values) for k in ("fgsm", "gaussian")}
+        results.append(all(np.isfinite(v) and v < 0 for v in rho.values()))
+        parts.append(f"{fam} ({', '.join(members)}): kept under FGSM " + ", ".join(
+            f"{float(u['fgsm'].sel(model=m)):.0%}" for m in members) + f" (ρ {rho['fgsm']:+.2f}), under noise "
+            + ", ".join(f"{float(u['gaussian'].sel(model=m)):.0%}" for m in members) + f" (ρ {rho['gaussian']:+.2f})")
+    if not results:
+        return "untestable", f"no family with two depths on {dataset}"
+    return ("holds" if all(results) else "differs"), f"on {dataset}: " + "; ".join(parts)
+
+
+def figure(ds, dataset=None, seed=None):
+    """Seed 004: accuracy against (a) FGSM ε and (b) Gaussian noise σ, a line per variant (mean ± std over seeds);
+    (c) each variant's global r_x, r_xε, r_ε; (d) each layer's r_ε against its relative position."""
+    from ..plot import draw
+    from ..selection import check_parameters
+
+    p = check_parameters(ds, dataset=dataset, seed=seed)
+    t = table(ds, p["dataset"], seed)
+    names = [str(m) for m in t["model"].values]
+    sub = ds.sel(dataset=p["dataset"], model=names)
+    sub = sub.sel(seed=[s for s in sub["seed"].values if s in (seed,) or seed is None])
+    fig = draw.figure(sub, f"Fragility against depth (seed 004) · {p['dataset']}", 7.6,
+                      line=draw.provenance_line(sub, sub["epsilon"].values, attack="fixed"))
+    axes = fig.subplots(2, 2)
+    colors = draw.colors(names)
+    for ax, kind, text in ((axes[0, 0], "fgsm", r"FGSM magnitude $\epsilon$"),
+                           (axes[0, 1], "gaussian", r"Gaussian noise $\sigma$")):
+        for m in names:
+            v = sub["accuracy"].sel(perturbation=kind, model=m).dropna("seed", how="all")
+            draw.band(ax, sub["magnitude"].values, v, "seed", colors[m], f"{m} ({int(t['n_layers'].sel(model=m))} "
+                      "layers)", "o-")
+        ax.set(xlabel=f"{text} (normalized units)", ylabel="accuracy", ylim=(0, 1.02), title=f"({'ab'[kind == 'gaussian']}) {kind}")
+        ax.legend()
+    x = np.arange(len(names))
+    for k, (key, color) in enumerate(zip(draw.SCORES, ("tab:blue", "tab:orange", "tab:red"))):
+        axes[1, 0].bar(x + (k - 1) * 0.27, t["global_score"].sel(score=key), 0.27, color=color,
+                       label=f"global {draw.SCORES[key]}")
+    axes[1, 0].axhline(0, color="0.4", lw=0.8)
+    axes[1, 0].set_xticks(x, names, rotation=15)
+    axes[1, 0].set(ylabel="score", title="(c) internal stress: whole-network scores")
+    axes[1, 0].legend()
+    for m in names:
+        unit = sub.sel(model=m).mean("seed")
+        keep = unit["position"].notnull() & unit["layer_score"].sel(score="r_e").notnull()
+        order = np.argsort(unit["position"].values[keep.values])
+        axes[1, 1].plot(unit["position"].values[keep.values][order],
+                        unit["layer_score"].sel(score="r_e").values[keep.values][order], "o-", ms=3, color=colors[m],
+                        label=m)
+    axes[1, 1].axhline(0, color="0.4", lw=0.8)
+    axes[1, 1].set(xlabel="relative layer position (0 first, 1 last)", ylabel=draw.SCORES["r_e"],
+                   title=r"(d) each layer's $r_\epsilon$")
+    axes[1, 1].legend()
+    return fig
+
+
+def summary(ds, dataset=None, seed=None) -> str:
+    """Markdown: per variant its depth, accuracy kept under FGSM and noise and global scores; the verdict of S4."""
+    from ..selection import check_parameters
+
+    p = check_parameters(ds, dataset=dataset, seed=seed)
+    t = table(ds, p["dataset"], seed)
+    rows = ["| network | layers | weights | ε (constraint 3) | clean accuracy | kept under FGSM | kept under noise "
+            "| global r_x | global r_xε | global r_ε |", "|---" * 10 + "|"]
+    eps = ds["epsilon"].sel(dataset=p["dataset"]).mean("seed")
+    for m in t["model"].values:
+        u = t.sel(model=m)
+        rows.append(f"| {m} | {int(u['n_layers'])} | {int(u['n_params'])} | {float(eps.sel(model=m)):.3g} | "
+                    f"{float(u['base']):.3f} | {float(u['fgsm']):.0%} | {float(u['gaussian']):.0%} | "
+                    + " | ".join(f"{float(u['global_score'].sel(score=k)):+.3f}" for k in ("r_x", "r_xe", "r_e"))
+                    + " |")
+    result, evidence = verdict(ds, p["dataset"], seed)
+    return "\n".join(rows + ["", "*Kept*: the share of the clean accuracy kept, averaged over the magnitudes > 0. "
+                             f"Rule of S4 (deeper variants of a family keep less under FGSM and under noise: Spearman "
+                             f"ρ < 0 for both): {evidence} — **{result}**."])
+
+
+def claims(ds, responses=None) -> list[dict]:
+    datasets = sorted({d for _, d in base.pairs(ds)})
+    found = [verdict(ds, d) for d in datasets]
+    tested = [v for v, _ in found if v != "untestable"]
+    return [base.claim_row(
+        "S4", "*as the number of layers in a neural network increases, a phenomenon known as fragility becomes more "
+              "pronounced* (seed 004)",
+        "in each family with ≥ 2 depths, Spearman ρ of the number of layers against the accuracy kept under FGSM and "
+        "under Gaussian noise (mean over magnitudes > 0) is negative for both",
+        "; ".join(e for _, e in found), "untestable" if not tested else "holds" if all(v == "holds" for v in tested)
+        else "differs", "study_depth", needs="two depths of one family in the depth study")]
+
+
+STUDY = base.Study(
+    name="depth", title="Fragility against depth (seed 004)",
+    settings={"models": base.Setting(None, base.models_rule()),
+              "depths": base.Setting(None, checks.items(checks.whole(1))),
+              "epochs": base.Setting(None, checks.whole(1)), "A": base.Setting(None, checks.whole(1)),
+              "local": base.Setting(True, checks.Rule(lambda v: isinstance(v, bool), "true or false")),
+              "magnitudes": base.Setting([0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8],
+                                         checks.items(checks.real(0), increasing=True)),
+              "seeds": base.Setting(None, checks.items(checks.whole(0)))},
+    units=_units, run=_run, variables=("accuracy", "base_accuracy", "n_layers", "global_score"),
+    parameters=("dataset", "seed"), figure=figure, summary=summary, claims=claims, validate=_validate)

@@ -1,0 +1,341 @@
+"""Fragile and robust neurons by nodal dropout, where FGSM hits, and the compress/amplify defense (seed 002).
+
+A neuron is one output channel of a Conv2d (one output unit of a Linear). Nodal dropout silences it where it leaves
+its block: at the output of the BatchNorm that follows the layer — a zeroed weight before a BatchNorm would leave
+the constant β − γμ/√(σ² + ε), not silence — and ReLU(0) = 0 keeps it silent after the activation. Without a
+following BatchNorm the layer's own output is silenced. The network is tested on clean inputs and on FGSM inputs
+crafted once against the unperturbed network (fixed mode), as in the seed.
+
+A neuron's fragility is the accuracy drop its silencing causes (on clean inputs by default; rank 0 the most
+fragile) and its label follows `characterize` on the accuracy change. Where the attack hits: per neuron, the mean
+|a(x_ε) − a(x)| of its output a at the same point (after the activation), and its Spearman correlation with the
+fragility. The defense scales each neuron's output at that point by g = c + (a − c)·q, q its position in the
+fragility order (0 the most robust, 1 the most fragile), from the compression c < 1 to the amplification a > 1.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.stats import rankdata, spearmanr
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import checks
+from ..attacks import accuracy, fgsm
+from ..errors import FragilityError
+from ..preserve import preserved
+from ..scores import characterize
+from . import base
+
+INPUTS = ("clean", "adversarial")
+NETWORKS = ("original", "defended")
+DEFENSE_INPUTS = ("clean", "adversarial", "fixed")
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish)
+CORRELATED = 0.3  # |Spearman ρ| above which the attack's effect and the fragility are related
+
+
+def silencing_point(model: nn.Module, layer: str, sample: torch.Tensor) -> tuple[str, str | None]:
+    """(the module whose output channels are the layer's neurons: the following BatchNorm, else the layer itself;
+    the activation applied to that output, or None)."""
+    modules = dict(model.named_modules())
+    if not isinstance(modules.get(layer), (nn.Conv2d, nn.Linear)):
+        known = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        raise FragilityError(f"unknown layer {layer!r}: name a Conv2d or Linear layer ({', '.join(known[:8])}…).")
+    point = base.consumer(model, layer, sample, nn.modules.batchnorm._BatchNorm) or layer
+    return point, base.consumer(model, point, sample, ACTIVATIONS)
+
+
+def _outputs(model, point: str, activation: str | None, x: torch.Tensor) -> torch.Tensor:
+    """The neurons' outputs a(x) at the silencing point, after the activation."""
+    modules, seen = dict(model.named_modules()), []
+    hook = modules[point].register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    try:
+        with torch.no_grad():
+            model(x)
+            out = seen[0]
+            return modules[activation](out.clone()) if activation else out
+    finally:
+        hook.remove()
+
+
+def nodal_dropout(model: nn.Module, x, y=None, *, epsilon: float, layer: str | None = None, batch_size: int = 500,
+                  progress: bool = True) -> xr.Dataset:
+    """Accuracy with each neuron of `layer` silenced in turn, on clean and fixed FGSM inputs (seed 002).
+
+    Args:
+        model: the network (given back as it was).
+        x, y: test inputs and labels, or a DataLoader.
+        epsilon: the FGSM magnitude (≥ 0).
+        layer: a Conv2d or Linear layer; default the first Conv2d in forward order.
+
+    Returns:
+        accuracy(neuron, input), base_accuracy(input), attack_effect(neuron) (mean |a(x_ε) − a(x)|),
+        activation(neuron) (mean |a(x)|) and epsilon; attrs name the layer and the silencing point.
+    """
+    epsilon = checks.number(epsilon, "epsilon", low=0)
+    batch_size = checks.count(batch_size, "batch_size")
+    x, y = checks.examples(x, y)
+    with preserved(model):
+        model.eval()
+        if layer is None:
+            layer = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+            if layer is None:
+                raise FragilityError("the model has no Conv2d layer: name a Linear layer to silence its units.")
+        point, activation = silencing_point(model, layer, x)
+        x_adv = fgsm(model, x, y, epsilon, batch_size=batch_size)
+        base_acc = np.array([accuracy(model, inp, y, batch_size) for inp in (x, x_adv)])
+        effect, level = _effect(model, point, activation, x, x_adv, batch_size)
+        module = dict(model.named_modules())[point]
+        correct = np.zeros((len(effect), 2))
+        for c in tqdm(range(len(effect)), desc=f"nodal dropout {layer}", unit="neuron", disable=not progress):
+            hook = module.register_forward_hook(lambda m, i, o, c=c: o.index_fill(1, torch.tensor([c], device=o.device),
+                                                                                 0))
+            try:
+                correct[c] = [accuracy(model, inp, y, batch_size) for inp in (x, x_adv)]
+            finally:
+                hook.remove()
+    ds = xr.Dataset({"accuracy": (("neuron", "input"), correct), "base_accuracy": (("input",), base_acc),
+                     "attack_effect": (("neuron",), effect), "activation": (("neuron",), level),
+                     "epsilon": ((), epsilon)},
+                    coords={"neuron": np.arange(len(effect)), "input": list(INPUTS)},
+                    attrs={"layer": layer, "point": point, "n_test": len(y)})
+    ds["accuracy"].attrs["long_name"] = "accuracy with the neuron silenced after its BatchNorm and activation"
+    ds["attack_effect"].attrs["long_name"] = "mean |a(x_ε) − a(x)| of the neuron's output"
+    return ds
+
+
+def _effect(model, point, activation, x, x_adv, batch_size) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron: mean |a(x_ε) − a(x)| and mean |a(x)| over examples and positions."""
+    change = level = 0.0
+    count = 0
+    for xb, ab in zip(x.split(batch_size), x_adv.split(batch_size)):
+        clean, adversarial = (_outputs(model, point, activation, inp).float() for inp in (xb, ab))
+        dims = [d for d in range(clean.dim()) if d != 1]
+        change = change + (adversarial - clean).abs().sum(dims)
+        level = level + clean.abs().sum(dims)
+        count += clean.numel() // clean.shape[1]
+    return (change / count).cpu().numpy(), (level / count).cpu().numpy()
+
+
+def rank_neurons(ds: xr.Dataset, by: str = "clean", tol: float = 0.02) -> xr.Dataset:
+    """change(neuron, input) = accuracy − base, fragility = the drop on input `by`, rank (0 = most fragile), label
+    (Fr/Ro/Af at tolerance tol) and correlation (Spearman, fragility against attack_effect; NaN when either is
+    constant)."""
+    checks.require(by, checks.one_of(INPUTS), "by")
+    change = ds["accuracy"] - ds["base_accuracy"]
+    fragility = -change.sel(input=by, drop=True)
+    rank = xr.apply_ufunc(lambda f: rankdata(-f, method="ordinal", axis=-1) - 1, fragility,
+                          input_core_dims=[["neuron"]], output_core_dims=[["neuron"]])
+
+    def spearman(a, b):
+        ok = np.isfinite(a) & np.isfinite(b)
+        return np.nan if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0 else spearmanr(a[ok], b[ok])[0]
+
+    correlation = xr.apply_ufunc(spearman, fragility, ds["attack_effect"], input_core_dims=[["neuron"], ["neuron"]],
+                                 vectorize=True)
+    return xr.Dataset({"change": change, "fragility": fragility, "rank": rank,
+                       "label": characterize(change.sel(input=by, drop=True), tol), "correlation": correlation})
+
+
+def defense_factors(fragility: xr.DataArray, compress: float = 0.5, amplify: float = 1.5) -> xr.DataArray:
+    """Scale factor per neuron, g = c + (a − c)·q with q the neuron's position in the fragility order."""
+    compress, amplify = checks.number(compress, "compress"), checks.number(amplify, "amplify")
+    if not 0 < compress <= 1 <= amplify:
+        raise FragilityError(f"need 0 < compress ≤ 1 ≤ amplify; got compress={compress!r}, amplify={amplify!r}.")
+    q = (rankdata(fragility.values, method="average") - 1) / max(fragility.size - 1, 1)
+    return xr.DataArray(compress + (amplify - compress) * q, coords=fragility.coords, dims="neuron", name="factor")
+
+
+def scale_channels(model: nn.Module, module: str, factors) -> nn.Module:
+    """A copy of `model` whose `module` (a Conv2d, Linear or BatchNorm) has output channel c scaled by factors[c]."""
+    kinds = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
+    if not isinstance(dict(model.named_modules()).get(module), kinds):
+        known = [n for n, m in model.named_modules() if isinstance(m, kinds)]
+        raise FragilityError(f"unknown module {module!r}: name a Conv2d, Linear or BatchNorm module "
+                             f"({', '.join(known[:8])}…).")
+    scaled = copy.deepcopy(model)
+    target = scaled.get_submodule(module)
+    f = torch.as_tensor(np.asarray(factors, dtype=float), dtype=target.weight.dtype, device=target.weight.device)
+    if f.shape != target.weight.shape[:1] or not torch.isfinite(f).all():
+        raise FragilityError(f"need {target.weight.shape[0]} finite factors for the channels of {module!r}; "
+                             f"got shape {tuple(f.shape)}.")
+    with torch.no_grad():
+        target.weight.mul_(f.view(-1, *[1] * (target.weight.dim() - 1)))
+        if target.bias is not None:
+            target.bias.mul_(f)
+    return scaled
+
+
+def defend(model: nn.Module, x, y, dropout_ds: xr.Dataset, *, by: str = "clean", compress: float = 0.5,
+           amplify: float = 1.5, batch_size: int = 500) -> xr.Dataset:
+    """The compress/amplify defense at the neurons' silencing point, at the dropout's ε: accuracy(network, input)
+    before (original) and after (defended) — adversarial: FGSM against that network; fixed: against the original —
+    and factor(neuron)."""
+    if "point" not in dropout_ds.attrs or "epsilon" not in dropout_ds:
+        raise FragilityError("dropout_ds must be a Dataset returned by nodal_dropout (its point and ε are needed).")
+    x, y = checks.examples(x, y)
+    point, epsilon = dropout_ds.attrs["point"], float(dropout_ds["epsilon"])
+    factors = defense_factors(rank_neurons(dropout_ds, by)["fragility"], compress, amplify)
+    with preserved(model):
+        model.eval()
+        defended = scale_channels(model, point, factors.values).eval()
+        fixed = fgsm(model, x, y, epsilon, batch_size=batch_size)
+        values = [[accuracy(net, inputs, y, batch_size) for inputs in (x, fgsm(net, x, y, epsilon,
+                                                                               batch_size=batch_size), fixed)]
+                  for net in (model, defended)]
+    return xr.Dataset({"defense_accuracy": (("network", "defense_input"), np.array(values)), "factor": factors},
+                      coords={"network": list(NETWORKS), "defense_input": list(DEFENSE_INPUTS)},
+                      attrs={"by": by, "compress": compress, "amplify": amplify})
+
+
+def _run(ctx: base.Context) -> xr.Dataset:
+    s, (x, y) = ctx.settings, ctx.test
+    net = ctx.network().to(ctx.device)
+    x, y = x.to(ctx.device), y.to(ctx.device)
+    epsilon = float(ctx.responses()["epsilon"])
+    dropout = nodal_dropout(net, x, y, epsilon=epsilon, layer=s["layer"], batch_size=ctx.profile.batch_size,
+                            progress=ctx.progress)
+    return dropout.merge(defend(net, x, y, dropout, by=s["by"], compress=s["compress"], amplify=s["amplify"],
+                                batch_size=ctx.profile.batch_size), combine_attrs="override")
+
+
+def _validate(settings, profile):
+    for model in settings["models"] or profile.models[:1]:
+        if model not in profile.models:
+            raise FragilityError(f"studies.neurons.models: {model} is not a model of the profile.")
+
+
+def _units(profile, settings):
+    return [base.Unit((m, d, s), m, ((m, d, s),)) for m, d, s in profile.runs()
+            if m in (settings["models"] or profile.models[:1])]
+
+
+def ranking(ds, model, dataset, seed=None, by="clean", tol=0.02) -> xr.Dataset:
+    """`rank_neurons` of one model and dataset, per seed (every stored seed, or `seed`)."""
+    seeds = base.seeds(ds, model, dataset) if seed is None else [seed]
+    ranked = []
+    for s in seeds:
+        unit = ds.sel(model=model, dataset=dataset, seed=s)[["accuracy", "base_accuracy", "attack_effect"]]
+        unit = unit.dropna("neuron", how="all", subset=["attack_effect"])
+        r = rank_neurons(unit, by, tol)
+        r["drop"], r["attack_effect"] = -r["change"], unit["attack_effect"]
+        ranked.append(r.reset_coords(drop=True))
+    return xr.concat(ranked, xr.DataArray(seeds, dims="seed"), join="outer")
+
+
+def defense(ds, model, dataset, seed=None) -> xr.DataArray:
+    """defense_accuracy(seed, network, defense_input) of one model and dataset."""
+    seeds = base.seeds(ds, model, dataset) if seed is None else [seed]
+    return ds["defense_accuracy"].sel(model=model, dataset=dataset, seed=seeds).reset_coords(drop=True)
+
+
+def verdicts(ds, model, dataset, seed=None, by="clean") -> dict[str, tuple[str, str]]:
+    """S2a (the attack's effect correlates with the fragility: mean ρ > +0.3) and S2b (the defense raises accuracy
+    under FGSM crafted against each network by more than 0.01), each as (verdict, evidence)."""
+    r, d = ranking(ds, model, dataset, seed, by), defense(ds, model, dataset, seed).mean("seed")
+    rho = float(r["correlation"].mean())
+    gain = float(d.sel(network="defended", defense_input="adversarial") - d.sel(network="original",
+                                                                               defense_input="adversarial"))
+    layer = ds.attrs.get("layer", "the first conv layer")
+    return {"S2a": ("holds" if rho > CORRELATED else "differs",
+                    f"{model} on {dataset}, `{layer}`: Spearman ρ(fragility, attack effect) = {rho:+.2f} (per seed "
+                    + ", ".join(f"{float(v):+.2f}" for v in r["correlation"].values) + ")"),
+            "S2b": ("holds" if gain > 0.01 else "differs",
+                    f"{model} on {dataset}: FGSM accuracy {float(d.sel(network='original', defense_input='adversarial')):.3f}"
+                    f" → {float(d.sel(network='defended', defense_input='adversarial')):.3f} ({gain:+.3f}); clean "
+                    f"{float(d.sel(network='original', defense_input='clean')):.3f} → "
+                    f"{float(d.sel(network='defended', defense_input='clean')):.3f}")}
+
+
+def figure(ds, model=None, dataset=None, seed=None, input="clean"):
+    """Seed 002: (a) the accuracy drop when each neuron is silenced, clean and FGSM, in fragility order; (b) the
+    attack's effect on each neuron against its fragility; (c) accuracy before and after the defense."""
+    from ..plot import draw
+    from ..selection import check_parameters
+
+    p = check_parameters(ds, model=model, dataset=dataset, seed=seed, input=input)
+    r = ranking(ds, p["model"], p["dataset"], seed, p["input"])
+    seeds = [int(s) for s in r["seed"].values]
+    shown = ds.sel(model=[p["model"]], dataset=[p["dataset"]], seed=seeds)
+    fig = draw.figure(shown, f"Nodal dropout (seed 002) · {p['model']} on {p['dataset']} · "
+                             f"{ds.attrs.get('layer', '')} · {draw.seed_text(seeds)}", 7.4,
+                      line=draw.provenance_line(shown, attack="fixed"))
+    axes = fig.subplot_mosaic([["a", "a"], ["b", "c"]])
+    order = [r.sel(seed=s)["rank"].dropna("neuron") for s in seeds]
+    drops = np.full((len(seeds), max(len(o) for o in order), 2), np.nan)
+    for i, (s, o) in enumerate(zip(seeds, order)):
+        ranked = o["neuron"].values[np.argsort(o.values, kind="stable")]
+        drops[i, :len(ranked)] = r["drop"].sel(seed=s, neuron=ranked, input=list(INPUTS)).values
+    x = np.arange(drops.shape[1])
+    for k, (name, color) in enumerate(zip(INPUTS, ("tab:blue", "tab:orange"))):
+        axes["a"].bar(x + (k - 0.5) * 0.4, np.nanmean(drops[:, :, k], 0), 0.4, color=color, label=name,
+                      yerr=np.nanstd(drops[:, :, k], 0) if len(seeds) > 1 else None, error_kw={"lw": 0.5})
+    axes["a"].axhline(0, color="0.4", lw=0.8)
+    axes["a"].set(xlabel=f"fragility rank (0 = most fragile by the {p['input']} drop)",
+                  ylabel="accuracy drop", title="(a) silencing each neuron after its BatchNorm and activation")
+    axes["a"].legend()
+    for s, color in draw.colors(seeds).items():
+        unit = r.sel(seed=s)
+        axes["b"].scatter(unit["attack_effect"], unit["fragility"], s=12, color=color,
+                          label=f"seed {s}: ρ = {float(unit['correlation']):+.2f}")
+    axes["b"].set(xlabel=r"attack effect $|a(x_\epsilon) - a(x)|$", ylabel=f"fragility ({p['input']} drop)",
+                  title="(b) where FGSM hits")
+    axes["b"].legend()
+    d = defense(ds, p["model"], p["dataset"], seed)
+    x = np.arange(d.sizes["defense_input"])
+    for k, (network, color) in enumerate(zip(NETWORKS, ("0.6", "tab:green"))):
+        v = d.sel(network=network)
+        axes["c"].bar(x + (k - 0.5) * 0.4, v.mean("seed"), 0.4, color=color, label=network,
+                      yerr=v.std("seed") if len(seeds) > 1 else None, error_kw={"lw": 0.5})
+    axes["c"].set_xticks(x, ["clean", "FGSM vs\neach net", "FGSM vs\noriginal"])
+    axes["c"].set(ylabel="accuracy", ylim=(0, 1.02), title="(c) compress/amplify defense")
+    axes["c"].legend()
+    return fig
+
+
+def summary(ds, model=None, dataset=None, seed=None, input="clean") -> str:
+    """Markdown: fragile and robust neurons, the correlation with the attack's effect and the defense, with the
+    verdicts of claims S2a and S2b."""
+    from ..selection import check_parameters
+
+    p = check_parameters(ds, model=model, dataset=dataset, seed=seed, input=input)
+    r = ranking(ds, p["model"], p["dataset"], seed, p["input"])
+    lines = []
+    for s in r["seed"].values:
+        labels = r["label"].sel(seed=s).dropna("neuron").values.tolist()
+        lines.append(f"- seed {int(s)}: {labels.count('Fr')} fragile, {labels.count('Ro')} robust, "
+                     f"{labels.count('Af')} antifragile neurons ({p['input']} accuracy drop, τ = 0.02).")
+    found = verdicts(ds, p["model"], p["dataset"], seed, p["input"])
+    lines += ["", f"Rule of S2a (the attack concentrates on the fragile neurons: mean ρ > +{CORRELATED}): "
+                  f"{found['S2a'][1]} — **{found['S2a'][0]}**.",
+              f"Rule of S2b (the defense raises FGSM accuracy by more than 0.01): {found['S2b'][1]} — "
+              f"**{found['S2b'][0]}**."]
+    return "\n".join(lines)
+
+
+def claims(ds, responses=None) -> list[dict]:
+    found = [verdicts(ds, m, d) for m, d in base.pairs(ds)]
+    texts = {"S2a": "*Our method identifies the specific neurons of a network that are most affected by the "
+                    "adversarial attack being applied* (seed 002, fragile neurons by nodal dropout)",
+             "S2b": "*We propose to make fragile neurons more robust against these attacks by compressing features "
+                    "within robust neurons and amplifying the fragile neurons proportionally* (seed 002)"}
+    rules = {"S2a": f"mean Spearman ρ between a neuron's fragility and the attack's effect on it > +{CORRELATED}",
+             "S2b": "the defense raises accuracy under FGSM crafted against each network by more than 0.01"}
+    return [base.claim_row(k, texts[k], rules[k], "; ".join(f[k][1] for f in found),
+                           "holds" if found and all(f[k][0] == "holds" for f in found) else "differs",
+                           "study_neurons") for k in ("S2a", "S2b")]
+
+
+STUDY = base.Study(
+    name="neurons", title="Fragile neurons by nodal dropout (seed 002)",
+    settings={"models": base.Setting(None, base.models_rule()),
+              "layer": base.Setting(None, checks.Rule(lambda v: isinstance(v, str), "a layer name")),
+              "by": base.Setting("clean", checks.one_of(INPUTS)),
+              "compress": base.Setting(0.5, checks.real(0, 1, open_low=True)),
+              "amplify": base.Setting(1.5, checks.real(1))},
+    units=_units, run=_run, variables=("accuracy", "base_accuracy", "attack_effect", "defense_accuracy"),
+    parameters=("model", "dataset", "seed", "input"), figure=figure, summary=summary, claims=claims,
+    extra_choices=lambda ds, model, dataset: {"input": list(INPUTS)}, validate=_validate)

@@ -1,0 +1,290 @@
+"""Random removal of a fraction p of one layer's weights (seed 003), beside systematic synaptic filtering.
+
+Seed 003 reports that CNNs lose less than 30 % of their accuracy when over 70 % of a top layer's weights are removed
+at random, while the same removal in the first layer brings them to chance. For each layer, draw d fixes a random
+order of the layer's n weights (seeded by seed, layer name and d); fraction p sets the first round(p·n) of that order
+to 0 (halves round up), so within a draw the removed sets grow with p. As in the sweep only the layer's weight is
+touched, adversarial inputs are crafted once against the unperturbed network, and what does not depend on the layer
+runs once per batch (the engine's graph cut).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .. import checks, data
+from ..attacks import accuracy
+from ..engine import INPUTS, _trace, count_correct, prepare
+from ..errors import FragilityError
+from ..preserve import preserved
+from ..selection import choices as response_choices
+from ..store import layer_order
+from . import base
+
+AT, KEEP = 0.7, 0.3  # seed 003: > 70 % removed, < 30 % accuracy decrease
+TOP_LAYERS = 2  # seed 003's "top convolutional or dense layers": the last two layers in forward order
+CHANCE = 0.1  # the first layer "at chance": it keeps < 10 % of its above-chance accuracy
+
+
+def removal_count(n: int, p: float) -> int:
+    """Weights removed from n at fraction p: round(p·n), halves rounded up."""
+    return math.floor(p * n + 0.5)
+
+
+def fractions(p) -> np.ndarray:
+    """Distinct fractions in [0, 1]."""
+    ps = np.atleast_1d(np.asarray(p, dtype=float)) if not isinstance(p, (str, bytes)) else np.array([np.nan])
+    if ps.ndim != 1 or ps.size == 0 or not np.all((ps >= 0) & (ps <= 1)) or len(np.unique(ps)) != ps.size:
+        raise FragilityError(f"p must be distinct fractions in [0, 1]; got {p!r}.")
+    return ps
+
+
+def _order(n: int, seed: int, layer: str, draw: int) -> torch.Tensor:
+    """The random removal order of draw `draw` of a layer of n weights, from (seed, layer, draw) alone."""
+    key = hashlib.blake2b(f"{seed}/{layer}/{draw}".encode(), digest_size=8).digest()
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int.from_bytes(key, "little") >> 1))
+
+
+def random_mask(shape, p: float, *, seed: int = 0, layer: str = "", draw: int = 0) -> torch.Tensor:
+    """Keep-mask (True = kept) of `random_removal`'s draw `draw` at fraction p for a weight of this shape and layer."""
+    (p,) = fractions(p)
+    n = math.prod(shape)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[_order(n, seed, layer, draw)[:removal_count(n, p)]] = False
+    return keep.view(tuple(shape))
+
+
+def random_removal(model, x, y=None, *, layers=None, p=np.linspace(0, 1, 11), draws: int = 5, seed: int = 0,
+                   epsilon=None, batch_size: int = 500, device=None, progress: bool = True) -> xr.Dataset:
+    """Accuracy with a random fraction p of one layer's weights set to zero, per layer, fraction and draw.
+
+    Args:
+        model, x, y: the network and its test inputs and labels (or a DataLoader).
+        layers: Conv2d/Linear layers (None: all). p: the fractions. draws: random orders per layer.
+        seed: seeds the orders. epsilon: None (clean inputs only), a number or "auto" (adds fixed FGSM inputs).
+
+    Returns:
+        accuracy(layer, p, draw, input), base_accuracy(input), n_removed(layer, p), n_params(layer), epsilon.
+    """
+    ps = fractions(p)
+    draws, seed = checks.count(draws, "draws"), checks.count(seed, "seed", 0)
+    adversarial = epsilon is not None
+    inputs = INPUTS if adversarial else INPUTS[:1]
+    with preserved(model):
+        stress = prepare(model, x, y, layers=layers, include_global=False, epsilon=0.0 if epsilon is None else epsilon,
+                         batch_size=batch_size, device=device, progress=progress)
+        base_acc = np.array([accuracy(stress.model, inp, stress.y, batch_size)
+                             for inp in (stress.x, stress.x_adv)[:len(inputs)]])
+        graph = _trace(stress.model)
+        acc = np.zeros((len(stress.layers), len(ps), draws, len(inputs)))
+        n_removed = np.zeros((len(stress.layers), len(ps)), dtype=np.int64)
+        for li, layer in enumerate(tqdm(stress.layers, desc="random removal", unit="layer", disable=not progress)):
+            w = stress.weights[layer]
+            n_removed[li] = [removal_count(w.numel(), q) for q in ps]
+            orders = [_order(w.numel(), seed, layer, d).to(w.device) for d in range(draws)]
+            cells = [(j, d) for j in range(len(ps)) for d in range(draws) if n_removed[li, j] > 0]
+            acc[li] = base_acc  # nothing removed: the unperturbed network
+            weights = [lambda j=j, d=d: {layer: w.flatten().index_fill(0, orders[d][:n_removed[li, j]], 0).view_as(w)}
+                       for j, d in cells]
+            for (j, d), correct in zip(cells, count_correct(stress, graph, layer, weights, clean_only=not adversarial)):
+                acc[li, j, d] = correct / len(stress.y)
+    ds = xr.Dataset(
+        {"accuracy": (("layer", "p", "draw", "input"), acc), "base_accuracy": (("input",), base_acc),
+         "n_removed": (("layer", "p"), n_removed),
+         "n_params": (("layer",), np.array([stress.weights[n].numel() for n in stress.layers], dtype=np.int64))},
+        coords={"layer": stress.layers, "p": ps, "draw": np.arange(draws), "input": list(inputs)},
+        attrs={"draws": draws, "n_test": len(stress.y)})
+    if adversarial:
+        ds["epsilon"] = ((), stress.epsilon)
+    ds["accuracy"].attrs["long_name"] = "accuracy with a random fraction p of the layer's weights set to zero"
+    return ds
+
+
+def _interpolate(q: np.ndarray, fraction: np.ndarray, acc: np.ndarray, base_acc: float) -> np.ndarray:
+    """The filtered accuracy at removed fractions q, linear between the sweep's fractions (0 removed: base)."""
+    xs, first = np.unique(np.concatenate([[0.0], fraction]), return_index=True)  # equal fractions: the same mask
+    return np.interp(q, xs, np.concatenate([[base_acc], acc])[first])
+
+
+def compare_with_filtering(removal: xr.Dataset, sweep: xr.Dataset, filter: str = "h1", tol: float = 0.02):
+    """Random removal beside `filter` (h1 or h2) synaptic filtering of the same fraction of the same layer: the
+    sweep's accuracy interpolated at each random removal's removed share. Returns fraction, random_mean,
+    random_std (over draws), filtered, difference = filtered − random_mean and agree = |difference| ≤ tol."""
+    checks.require(filter, checks.one_of(("h1", "h2")), "filter (its removed share grows with α)")
+    if filter not in sweep["filter"].values:
+        raise FragilityError(f"filter {filter!r} is not in this sweep: it has {', '.join(sweep['filter'].values)}.")
+    layers = [n for n in removal["layer"].values if n in sweep["layer"].values]
+    inputs = [i for i in removal["input"].values if i in sweep["input"].values]
+    if not layers:
+        raise FragilityError("the removal and the sweep share no layer: run them on the same model.")
+    removal, swept = removal.sel(layer=layers, input=inputs), sweep.sel(layer=layers, input=inputs, filter=filter,
+                                                                        drop=True)
+    if not (removal["n_params"] == swept["n_params"]).all():
+        raise FragilityError("the removal and the sweep count different weights in the same layer: run them on the "
+                             "same model.")
+    if "adversarial" in inputs and not np.allclose(removal["epsilon"], swept["epsilon"]):
+        raise FragilityError("the removal and the sweep used different ε: pass the sweep's epsilon to random_removal.")
+    fraction = (removal["n_removed"] / removal["n_params"]).rename("fraction")
+    filtered = xr.apply_ufunc(_interpolate, fraction, swept["n_filtered"] / swept["n_params"], swept["accuracy"],
+                              swept["base_accuracy"], input_core_dims=[["p"], ["alpha"], ["alpha"], []],
+                              output_core_dims=[["p"]], vectorize=True)
+    mean = removal["accuracy"].mean("draw")
+    out = xr.Dataset({"fraction": fraction, "random_mean": mean, "random_std": removal["accuracy"].std("draw"),
+                      "filtered": filtered.transpose(*mean.dims), "difference": (filtered - mean).transpose(*mean.dims)})
+    out["agree"] = abs(out["difference"]) <= tol
+    return out
+
+
+def _run(ctx: base.Context) -> xr.Dataset:
+    s, (x, y) = ctx.settings, ctx.test
+    sweep = ctx.responses(s["epoch"])
+    ds = random_removal(ctx.network(s["epoch"]), x, y, layers=s["layers"], p=s["p"], draws=s["draws"], seed=ctx.seed,
+                        epsilon=float(sweep["epsilon"]), batch_size=ctx.profile.batch_size, device=ctx.device,
+                        progress=ctx.progress)
+    ds.attrs.update(epoch=s["epoch"] or ctx.epochs()[-1])
+    return ds
+
+
+def _validate(settings, profile):
+    for model in settings["models"] or profile.models[:1]:
+        if model not in profile.models:
+            raise FragilityError(f"studies.removal.models: {model} is not a model of the profile.")
+        if settings["epoch"] is not None and settings["epoch"] not in profile.grid(model).epochs:
+            raise FragilityError(f"studies.removal.epoch {settings['epoch']} is not a checkpoint of {model}.")
+
+
+def _units(profile, settings):
+    return [base.Unit((m, d, s), m, ((m, d, s),)) for m, d, s in profile.runs()
+            if m in (settings["models"] or profile.models[:1])]
+
+
+def curves(ds, model, dataset, seed=None, input="clean", results=None) -> xr.Dataset:
+    """mean and std (over draws and seeds) of accuracy(layer, p), base, fraction removed and n_params; layers in
+    forward order when the sweep `results` are given."""
+    seeds = base.seeds(ds, model, dataset) if seed is None else [seed]
+    sub = ds.sel(model=model, dataset=dataset, seed=seeds).dropna("layer", how="all", subset=["n_params"])
+    if results is not None and model in np.atleast_1d(results["model"].values):
+        order = [n for n in layer_order(results, model) if n in sub["layer"].values]
+        sub = sub.sel(layer=order + [n for n in sub["layer"].values if n not in order])
+    acc = sub["accuracy"].sel(input=input).dropna("p", how="all")
+    return xr.Dataset({"mean": acc.mean(["seed", "draw"]), "std": acc.std(["seed", "draw"]),
+                       "base": sub["base_accuracy"].sel(input=input).mean("seed"),
+                       "fraction": (sub["n_removed"] / sub["n_params"]).sel(p=acc["p"]).mean("seed"),
+                       "n_params": sub["n_params"].max("seed")}).reset_coords(drop=True)
+
+
+def vs_filtering(ds, results, model, dataset, seed=None, input="clean", filter="h1") -> xr.Dataset:
+    """`compare_with_filtering` per seed, at the checkpoint the removal ran on."""
+    seeds = base.seeds(ds, model, dataset) if seed is None else [seed]
+    epoch = int(ds.attrs.get("epoch", response_choices(results, model, dataset)["epoch"][-1]))
+    out = []
+    for s in seeds:
+        removal = ds.sel(model=model, dataset=dataset, seed=s).reset_coords(drop=True)
+        removal = removal[["accuracy", "n_removed", "n_params"]].dropna("layer", how="all", subset=["n_params"])
+        removal = removal.dropna("p", how="all", subset=["accuracy"]).dropna("draw", how="all", subset=["accuracy"])
+        sweep = results.sel(model=model, dataset=dataset, seed=s, epoch=epoch).reset_coords(drop=True).load()
+        out.append(compare_with_filtering(removal.sel(input=[input]), sweep, filter).sel(input=input, drop=True))
+    return xr.concat(out, xr.DataArray(seeds, dims="seed"))
+
+
+def verdicts(ds, model, dataset, seed=None) -> dict[str, tuple[str, str]]:
+    """S3a: the top layers lose < 30 % of their accuracy at p = 0.7; S3b: the first layer falls to chance there
+    (keeps < 10 % of its above-chance accuracy). Clean inputs, linear between the stored fractions."""
+    c = curves(ds, model, dataset, seed)
+    at = lambda name: float(c["mean"].sel(layer=name).interp(p=AT))  # noqa: E731
+    layers, base_acc = [str(n) for n in c["layer"].values], float(c["base"])
+    top, first = layers[-TOP_LAYERS:], layers[0]
+    loss = {n: 1 - at(n) / base_acc for n in top}
+    chance = 1 / data.info(dataset).classes
+    kept = (at(first) - chance) / (base_acc - chance)
+    return {"S3a": ("holds" if all(v < KEEP for v in loss.values()) else "differs",
+                    f"{model} on {dataset}: accuracy lost at p = {AT} — " + ", ".join(
+                        f"`{n}` {v:.0%}" for n, v in loss.items())),
+            "S3b": ("holds" if kept < CHANCE else "differs",
+                    f"{model} on {dataset}: `{first}` at p = {AT} keeps {kept:.0%} of its above-chance accuracy "
+                    f"({at(first):.3f}, chance {chance:.2f})")}
+
+
+def figure(ds, results=None, model=None, dataset=None, seed=None, layer=None, input="clean", filter="h1"):
+    """Seed 003: (a) mean accuracy, layer × removed fraction p; (b) one layer's random removal (mean ± std over
+    draws and seeds) beside `filter` filtering of the same share (with the sweep `results`)."""
+    from ..plot import draw
+    from ..selection import check_parameters
+
+    p = check_parameters(ds, model=model, dataset=dataset, seed=seed, layer=layer, input=input, filter=filter)
+    c = curves(ds, p["model"], p["dataset"], seed, p["input"], results)
+    layers = [str(n) for n in c["layer"].values]
+    name = p["layer"] if layer is not None else layers[0]
+    shown = ds.sel(model=[p["model"]], dataset=[p["dataset"]])
+    fig = draw.figure(shown, f"Random weight removal (seed 003) · {p['model']} on {p['dataset']} · {p['input']}",
+                      1.2 + max(4.0, 0.16 * len(layers)), line=draw.provenance_line(shown, attack="fixed"))
+    ax, bx = fig.subplots(1, 2, width_ratios=(1.3, 1))
+    draw.grid(fig, ax, c["mean"].transpose("layer", "p").values, layers, c["p"].values,
+              "(a) mean accuracy, random removal", "accuracy", xlabel="share p of the layer's weights removed",
+              marks=np.full((len(layers), c.sizes["p"]), ""))
+    frac = c["fraction"].sel(layer=name)
+    bx.plot(frac, c["mean"].sel(layer=name), "o-", color="tab:purple", label="random removal (mean ± std)")
+    bx.fill_between(frac, c["mean"].sel(layer=name) - c["std"].sel(layer=name),
+                    c["mean"].sel(layer=name) + c["std"].sel(layer=name), color="tab:purple", alpha=0.2, lw=0)
+    if results is not None:
+        cmp = vs_filtering(ds, results, p["model"], p["dataset"], seed, p["input"], p["filter"]).sel(layer=name)
+        bx.plot(cmp["fraction"].mean("seed"), cmp["filtered"].mean("seed"), "s--", color="tab:blue", ms=4,
+                label=f"{p['filter']} filtering of the same share")
+    bx.axhline(1 / int(ds.attrs.get("classes", 10)), color="0.4", ls="--", lw=0.8, label="chance")
+    bx.set(xlabel="share of the layer's weights removed", ylabel="accuracy", ylim=(0, 1.02),
+           title=f"(b) {name}")
+    bx.legend()
+    return fig
+
+
+def summary(ds, results=None, model=None, dataset=None, seed=None, layer=None, input="clean", filter="h1") -> str:
+    """Markdown: the accuracy each layer keeps at p = 0.7, and the verdicts of S3a and S3b."""
+    from ..selection import check_parameters
+
+    p = check_parameters(ds, model=model, dataset=dataset, seed=seed, input=input, filter=filter)
+    c = curves(ds, p["model"], p["dataset"], seed, "clean", results)
+    found = verdicts(ds, p["model"], p["dataset"], seed)
+    rows = ["| layer | weights | accuracy at p = 0.7 | at p = 1 |", "|---|---|---|---|"]
+    rows += [f"| `{n}` | {int(c['n_params'].sel(layer=n))} | {float(c['mean'].sel(layer=n).interp(p=AT)):.3f} | "
+             f"{float(c['mean'].sel(layer=n).isel(p=-1)):.3f} |" for n in c["layer"].values]
+    return "\n".join(rows + ["", f"Unperturbed accuracy {float(c['base']):.3f}. Rule of S3a (the top {TOP_LAYERS} "
+                             f"layers lose < {KEEP:.0%} at p = {AT}): {found['S3a'][1]} — **{found['S3a'][0]}**. "
+                             f"Rule of S3b (the first layer keeps < {CHANCE:.0%} of its above-chance accuracy at "
+                             f"p = {AT}): {found['S3b'][1]} — **{found['S3b'][0]}**."])
+
+
+def claims(ds, responses=None) -> list[dict]:
+    found = [verdicts(ds, m, d) for m, d in base.pairs(ds)]
+    texts = {"S3a": "*Alexnet shows less than a 30% decrease in classification performance when randomly removing "
+                    "over 70% of weight connections in the top convolutional or dense layers* (seed 003)",
+             "S3b": "*but performance is almost at chance with the same perturbation in the first convolutional "
+                    "layer* (seed 003)"}
+    rules = {"S3a": f"each of the last {TOP_LAYERS} layers loses < {KEEP:.0%} of the clean accuracy with a random "
+                    f"{AT:.0%} of its weights removed (mean over draws and seeds)",
+             "S3b": f"the first layer keeps < {CHANCE:.0%} of its above-chance accuracy with {AT:.0%} removed"}
+    return [base.claim_row(k, texts[k], rules[k], "; ".join(f[k][1] for f in found),
+                           "holds" if found and all(f[k][0] == "holds" for f in found) else "differs",
+                           "study_removal") for k in ("S3a", "S3b")]
+
+
+def _choices(ds, model, dataset):
+    have = ds["n_params"].sel(model=model, dataset=dataset).notnull()
+    return {"layer": [str(n) for n, ok in zip(have["layer"].values, have.any("seed").values) if ok],
+            "input": [str(i) for i in ds["input"].values], "filter": ["h1", "h2"]}
+
+
+STUDY = base.Study(
+    name="removal", title="Random weight removal (seed 003)",
+    settings={"models": base.Setting(None, base.models_rule()), "epoch": base.Setting(None, checks.whole(1)),
+              "p": base.Setting([round(0.1 * k, 1) for k in range(11)],
+                                checks.items(checks.real(0, 1), what="a list of distinct fractions in [0, 1]")),
+              "draws": base.Setting(3, checks.whole(1)),
+              "layers": base.Setting(None, checks.items(checks.Rule(lambda v: isinstance(v, str), "a layer name")))},
+    units=_units, run=_run, variables=("accuracy", "base_accuracy", "n_removed", "n_params"),
+    parameters=("model", "dataset", "seed", "layer", "input", "filter"), figure=figure, summary=summary,
+    claims=claims, extra_choices=_choices, needs_responses=True, validate=_validate)

@@ -1,0 +1,310 @@
+"""Selective backpropagation (the paper's Fig. 12, Sec. 5): continue training with chosen layers frozen, against
+regular training continued from the same checkpoint for the same epochs and seed.
+
+Which layers the paper freezes is contradictory in its text, so every reading runs side by side, each against the
+same regular training, from per-layer scores of the starting checkpoint (r_ε of h1 by default, tolerance τ):
+
+- ``prose`` (default; the paper's stated intent): the layers whose filtering degrades the clean response more than
+  the adversarial one, β̄_ε above β̄, i.e. r_ε > +τ with Eq. 16 as printed (the prose calls them "negative");
+- ``equation``: r_ε < −τ with Eq. 16 as printed;
+- ``random``: as many layers as ``prose`` freezes, drawn at random (seeded): does the choice of layers matter?
+
+Frozen layers leave the optimizer (zeroing their gradients would not freeze them under Adam, whose momentum keeps
+moving them); their BatchNorm statistics, being buffers, still follow the data. Each continued checkpoint is tested
+under FGSM from ε = 0 to ε_E, the largest ε at which the starting checkpoint stays above chance (Definition 8).
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .. import checks
+from ..attacks import epsilon_curve, largest_epsilon
+from ..errors import FragilityError
+from ..scores import characterize, scores
+from ..training import TrainConfig, checkpoint_path, load_checkpoint, train
+from . import base
+
+READINGS = ("prose", "equation", "random")
+TRAININGS = ("regular",) + READINGS
+MARGIN = 0.01  # accuracy: a gain within ±0.01 is no effect
+COLORS = {"regular": "tab:orange", "prose": "teal", "equation": "tab:purple", "random": "0.45"}
+
+
+def frozen_layers(table: xr.Dataset, reading: str, score: str = "r_e", tol: float = 0.02, seed: int = 0,
+                  count: int | None = None) -> list[str]:
+    """The layers a reading freezes, from one checkpoint's per-layer scores (dim `layer`; `global` is ignored).
+
+    prose: score > +tol; equation: score < −tol; random: `count` layers drawn with `seed`.
+    """
+    checks.require(reading, checks.one_of(READINGS), "reading")
+    values = table[score].drop_sel(layer="global", errors="ignore")
+    labels = characterize(values, tol).values
+    names = [str(n) for n in values["layer"].values]
+    if reading == "random":
+        picked = np.random.default_rng(seed).choice(len(names), size=count or 0, replace=False)
+        return [names[i] for i in sorted(picked)]
+    wanted = "Af" if reading == "prose" else "Fr"
+    return [n for n, label in zip(names, labels) if label == wanted]
+
+
+def continue_training(checkpoint, train_set, test_set, root, epochs: int, every: int | None = None,
+                      freeze: Sequence[str] = (), progress: bool = True, device=None) -> list[Path]:
+    """Train the checkpoint's run for `epochs` more epochs into `root` (checkpoints every `every`, default the
+    run's own), with the modules in `freeze` frozen, a fresh Adam optimizer and shuffling generator."""
+    epochs = checks.count(epochs, "epochs")
+    model, meta = load_checkpoint(checkpoint)
+    config = TrainConfig(**{**meta["config"], "epochs": meta["epoch"] + epochs,
+                            "every": every or meta["config"]["every"]})
+    start = {"state_dict": model.state_dict(), "epoch": meta["epoch"]}
+    return train(config, train_set, test_set, root, progress=progress, freeze=freeze, start=start, device=device)
+
+
+def selective_backprop(checkpoint, train_set, test_set, root, epochs: int, *, x, y, sweep_ds: xr.Dataset,
+                       filter: str = "h1", score: str = "r_e", tol: float = 0.02, readings=READINGS, every=None,
+                       levels: int = 11, seed: int = 0, batch_size: int = 500, device=None,
+                       progress: bool = True) -> xr.Dataset:
+    """Fig. 12 for one (model, dataset, seed): every reading's continued training against regular training.
+
+    Args:
+        checkpoint: the starting checkpoint (a `fragility.training` file).
+        train_set, test_set: the data sets of the run.
+        root: the folder the continued trainings are written to.
+        epochs: epochs to continue for; every: their checkpoint interval (default the run's).
+        x, y: the test inputs of the curves; sweep_ds: the starting checkpoint's local sweep (its scores decide).
+        filter, score, tol: the score that decides (r_e of h1 by default) and the tolerance τ.
+        readings: some of "prose", "equation", "random".
+        levels: points of the ε grid from 0 to ε_E.
+        seed: seeds the random reading's draw.
+
+    Returns:
+        accuracy(training, epoch, level), start_accuracy(level), epsilon(level) = level · ε_E, epsilon_E,
+        score(layer), frozen(training, layer).
+    """
+    readings = checks.names(readings, "readings", READINGS)
+    levels = checks.count(levels, "levels", 2)
+    model, meta = load_checkpoint(checkpoint, map_location=device or "cpu")
+    table = scores(sweep_ds, filter=filter).reset_coords(drop=True)
+    sets = {"regular": []}
+    for reading in readings:
+        sets[reading] = frozen_layers(table, reading, score, tol, seed=seed, count=len(
+            frozen_layers(table, "prose", score, tol)))
+    epsilon_e = largest_epsilon(model, x, y, batch_size=batch_size)
+    grid = np.linspace(0, 1, levels)
+    curves, trained = {}, {}
+    for training, frozen in sets.items():
+        if tuple(frozen) not in trained:  # readings that freeze the same layers share one training
+            paths = continue_training(checkpoint, train_set, test_set, Path(root) / training, epochs, every,
+                                      frozen, progress, device)
+            trained[tuple(frozen)] = xr.concat([_curve(p, x, y, grid * epsilon_e, batch_size, device)
+                                                for p in paths], "epoch")
+        curves[training] = trained[tuple(frozen)]
+    layers = [str(n) for n in table["layer"].values if n != "global"]
+    start = epsilon_curve(model, x, y, epsilons=grid * epsilon_e, batch_size=batch_size)
+    ds = xr.Dataset({
+        "accuracy": xr.concat(list(curves.values()), "training").assign_coords(training=list(curves)),
+        "start_accuracy": start,
+        "score": table[score].sel(layer=layers),
+        "frozen": (("training", "layer"), [[n in sets[t] for n in layers] for t in curves]),
+        "epsilon_E": ((), epsilon_e),
+    }).rename(epsilon="level").assign_coords(level=grid)
+    ds["epsilon"] = ("level", grid * epsilon_e)
+    ds.attrs.update(start_epoch=meta["epoch"], epochs=epochs, filter=filter, score=score, tol=tol, n_test=len(y))
+    ds["accuracy"].attrs["long_name"] = "accuracy of the continued network under FGSM of magnitude ε"
+    ds["frozen"].attrs["long_name"] = "layer frozen in that training"
+    ds["epsilon_E"].attrs["long_name"] = "ε_E: largest ε with the starting checkpoint above chance (Definition 8)"
+    return ds
+
+
+def _curve(path, x, y, epsilons, batch_size, device) -> xr.DataArray:
+    net, meta = load_checkpoint(path, device or "cpu")
+    return epsilon_curve(net, x, y, epsilons=epsilons, batch_size=batch_size).assign_coords(epoch=meta["epoch"])
+
+
+def _validate(settings, profile):
+    for model in settings["models"] or profile.models[:1]:
+        if model not in profile.models:
+            raise FragilityError(f"studies.selective.models: {model} is not a model of the profile "
+                                 f"({', '.join(profile.models)}).")
+        if settings["epoch"] is not None and settings["epoch"] not in profile.grid(model).epochs:
+            raise FragilityError(f"studies.selective.epoch {settings['epoch']} is not a checkpoint of {model}: "
+                                 f"choose from {list(profile.grid(model).epochs)}.")
+
+
+def _start(ctx) -> int:
+    epochs = ctx.epochs()
+    return ctx.settings["epoch"] or epochs[max(len(epochs) // 2 - 1, 0)]
+
+
+def _units(profile, settings):
+    return [base.Unit((m, d, s), m, ((m, d, s),)) for m, d, s in profile.runs()
+            if m in (settings["models"] or profile.models[:1])]
+
+
+def _run(ctx: base.Context) -> xr.Dataset:
+    s, start = ctx.settings, _start(ctx)
+    grid = ctx.profile.grid(ctx.unit.model)
+    x, y = ctx.test
+    model, dataset, seed = ctx.unit.key
+    return selective_backprop(
+        checkpoint_path(ctx.results, model, dataset, seed, start), *ctx.sets(), ctx.folder(),
+        s["epochs"] or max(grid.epochs[-1] - start, grid.every), x=x, y=y, sweep_ds=ctx.responses(start),
+        filter=s["filter"], score=s["score"], tol=s["tol"], readings=s["readings"], every=s["every"],
+        levels=s["levels"], seed=zlib.crc32(f"{model}/{dataset}/{seed}".encode()),
+        batch_size=ctx.profile.batch_size, device=ctx.device, progress=ctx.progress)
+
+
+# Derived quantities, the figure and the claims
+
+
+def curves(ds: xr.Dataset, model, dataset, seed=None) -> xr.Dataset:
+    """One model and dataset's curves per seed (every seed, or `seed`): accuracy(seed, training, epoch, level),
+    start_accuracy, epsilon(seed, level), frozen(seed, training, layer)."""
+    seeds = base.seeds(ds, model, dataset) if seed is None else [seed]
+    sub = ds.sel(model=model, dataset=dataset, seed=seeds)[["accuracy", "start_accuracy", "epsilon", "frozen", "epsilon_E"]].load()
+    return sub.dropna("epoch", how="all", subset=["accuracy"]).dropna("training", how="all", subset=["accuracy"])
+
+
+def gains(c: xr.Dataset) -> xr.DataArray:
+    """gain(training, seed): accuracy minus regular training's, averaged over ε ∈ (0, ε_E] and the continued
+    checkpoints."""
+    attacked = c["accuracy"].where(c["level"] > 0, drop=True)
+    return (attacked - attacked.sel(training="regular")).mean(["epoch", "level"])
+
+
+def verdict(c: xr.Dataset, reading: str = "prose") -> tuple[str, str]:
+    """(verdict, evidence) of the claim that `reading` beats regular training (P8): its mean gain over seeds
+    exceeds +0.01 accuracy and is positive in most seeds; nothing frozen makes it untestable."""
+    g = gains(c)
+    if not bool(c["frozen"].sel(training=reading).any()):
+        return "untestable", f"the {reading} reading froze no layer in any seed, so it is regular training"
+    mean, wins = float(g.sel(training=reading).mean()), int((g.sel(training=reading) > 0).sum())
+    parts = [f"{t}: {float(g.sel(training=t).mean()):+.3f} ± {float(g.sel(training=t).std()):.3f}"
+             for t in READINGS if t in g["training"].values]
+    control = ""
+    if "random" in g["training"].values and reading != "random":
+        diff = float((g.sel(training=reading) - g.sel(training="random")).mean())
+        control = f"; {reading} − random control {diff:+.3f} ({'beats' if diff > MARGIN else 'does not beat'} it)"
+    evidence = (f"gain over regular training, mean ± std over {g.sizes['seed']} seeds — " + ", ".join(parts)
+                + f"; {reading} positive in {wins}/{g.sizes['seed']} seeds" + control)
+    holds = mean > MARGIN and wins > g.sizes["seed"] / 2
+    return ("holds" if holds else "differs"), evidence
+
+
+def figure(ds, model=None, seed=None, datasets=None):
+    """Fig. 12: accuracy against FGSM ε from 0 to ε_E after continued training — regular (orange) and each reading
+    (prose teal, equation purple, random grey) — mean ± std over the continued checkpoints and seeds, a panel per
+    dataset; the starting checkpoint dotted."""
+    from ..plot import draw
+    from ..selection import check_parameters
+
+    p = check_parameters(ds, model=model, seed=seed)
+    names = [check_parameters(ds, model=p["model"], dataset=d)["dataset"]
+             for d in ([datasets] if isinstance(datasets, str) else datasets or _datasets(ds, p["model"]))]
+    shown = ds.sel(model=[p["model"]], dataset=names)
+    panels = [curves(ds, p["model"], name, seed) for name in names]
+    seeds = sorted({int(s) for c in panels for s in c["seed"].values})
+    fig = draw.figure(shown, f"Fig. 12 · {p['model']} · selective backpropagation from epoch "
+                             f"{ds.attrs.get('start_epoch', '?')} · {draw.seed_text(seeds)}", 4.6,
+                      line=draw.provenance_line(shown.sel(seed=seeds), np.concatenate(
+                          [c["epsilon_E"].values.ravel() for c in panels])))
+    axes = fig.subplots(1, len(names), squeeze=False, sharey=True)[0]
+    for ax, name, c in zip(axes, names, panels):
+        x = c["epsilon"].mean("seed").values
+        for training in [t for t in c["training"].values if t != "regular"] + ["regular"]:
+            frozen = c["frozen"].sel(training=training)
+            same = [str(t) for t in c["training"].values[:list(c["training"].values).index(training)]
+                    if bool((c["frozen"].sel(training=t) == frozen).all())]
+            text = "regular" if training == "regular" else (
+                f"{training} ({int(frozen.sum('layer').max())} layers frozen" + (f", = {same[0]}" if same else "")
+                + ")")
+            draw.band(ax, x, c["accuracy"].sel(training=training), ["seed", "epoch"], COLORS[str(training)], text,
+                      "--" if training == "regular" else "-")
+        ax.plot(x, c["start_accuracy"].mean("seed"), ":", color="k", lw=1.2, label="starting checkpoint")
+        ax.set(title=f"{name}: ε_E {draw.value_range(c['epsilon_E'].values)}",
+               xlabel=r"FGSM magnitude $\epsilon$ (the seeds' grids 0 … $\epsilon_E$, averaged)",
+               ylabel="accuracy", ylim=(0, 1.02))
+        ax.legend()
+    return fig
+
+
+def _datasets(ds, model) -> list[str]:
+    from . import REGISTRY
+
+    return REGISTRY["selective"].choices(ds, model)["dataset"]
+
+
+def summary(ds, model=None, seed=None, datasets=None) -> str:
+    """Markdown: per dataset, what each reading froze and its gain over regular training, with the verdict of the
+    rule of claim P8."""
+    from ..selection import check_parameters
+
+    p = check_parameters(ds, model=model, seed=seed)
+    lines = []
+    for name in [datasets] if isinstance(datasets, str) else datasets or _datasets(ds, p["model"]):
+        c = curves(ds, p["model"], name, seed)
+        frozen = {t: sorted({str(n) for n in c["layer"].values[c["frozen"].sel(training=t).any("seed").values]})
+                  for t in READINGS if t in c["training"].values}
+        result, evidence = verdict(c)
+        lines += [f"**{p['model']} on {name}** (continued from epoch {ds.attrs.get('start_epoch', '?')}, ε_E "
+                  f"{', '.join(f'{v:.3g}' for v in c['epsilon_E'].values)}):", ""]
+        lines += [f"- {t} froze {', '.join(f'`{n}`' for n in f) or 'nothing'}" for t, f in frozen.items()]
+        lines += ["", f"Gain in accuracy under attack over regular training: {evidence}. Rule of claim P8: a reading "
+                      f"beats regular training when its mean gain exceeds +{MARGIN} and is positive in most seeds — "
+                      f"for the prose reading: **{result}**."]
+    return "\n".join(lines)
+
+
+def claims(ds, responses=None) -> list[dict]:
+    """P8 on every (model, dataset) of the study, and P9 (the gain is larger on CIFAR-10 and Tiny ImageNet)."""
+    rows = []
+    pairs = base.pairs(ds)
+    results = {(m, d): verdict(curves(ds, m, d)) for m, d in pairs}
+    verdicts = {v for v, _ in results.values()}
+    rows.append(base.claim_row(
+        "P8", "*Our proposed method [...] outperforms the networks trained using regular backpropagation training "
+              "[...] when considering robustness to adversarial attacks* (Sec. 5, Fig. 12); *on all evaluated "
+              "datasets and network architectures* (Sec. 6)",
+        f"mean gain of the prose reading over regular training, over ε ∈ (0, ε_E], continued checkpoints and "
+        f"seeds, > +{MARGIN} accuracy and positive in most seeds, for every (model, dataset) run; the equation "
+        "reading and the random control beside it",
+        "; ".join(f"{m} on {d}: {e}" for (m, d), (_, e) in results.items()),
+        "differs" if "differs" in verdicts else "holds" if verdicts == {"holds"} else "untestable",
+        "fig12_selective"))
+    have = {d for _, d in pairs}
+    rows.append(base.claim_row(
+        "P9", "*Our proposed method shows to improve network robustness better on the CIFAR10 (Fig. 12b) and "
+              "ImageNet Tiny (Fig. 12c) dataset compared to the MNIST (Fig. 12a) dataset* (Sec. 5)",
+        "the P8 gain on cifar10 and on tiny-imagenet each larger than on mnist",
+        f"the study ran on {', '.join(sorted(have))}",
+        "untestable" if not {"mnist", "cifar10", "tiny-imagenet"} <= have else
+        ("holds" if all(_mean_gain(ds, m, d) > _mean_gain(ds, m, "mnist") for m in ds["model"].values
+                        for d in ("cifar10", "tiny-imagenet")) else "differs"),
+        "fig12_selective", needs="the mnist, cifar10 and tinyimagenet profiles (or paper) with the selective study"))
+    return rows
+
+
+def _mean_gain(ds, model, dataset) -> float:
+    return float(gains(curves(ds, model, dataset)).sel(training="prose").mean())
+
+
+def _choices(ds, model, dataset):
+    have = ds["score"].sel(model=model, dataset=dataset).notnull()
+    return {"layer": [str(n) for n, ok in zip(have["layer"].values, have.any("seed").values) if ok]}
+
+
+STUDY = base.Study(
+    name="selective", title="Selective backpropagation (Fig. 12)",
+    settings={"models": base.Setting(None, base.models_rule()),
+              "epoch": base.Setting(None, checks.whole(1)), "epochs": base.Setting(None, checks.whole(1)),
+              "every": base.Setting(None, checks.whole(1)), "filter": base.Setting("h1", checks.one_of(
+                  ("h1", "h2", "h3", "combined"))), "score": base.Setting("r_e", checks.one_of(("r_x", "r_xe", "r_e"))),
+              "tol": base.Setting(0.02, checks.real(0)), "levels": base.Setting(11, checks.whole(2)),
+              "readings": base.Setting(list(READINGS), checks.items(checks.one_of(READINGS)))},
+    units=_units, run=_run, variables=("accuracy", "start_accuracy", "epsilon", "frozen", "score", "epsilon_E"),
+    parameters=("model", "dataset", "seed"), figure=figure, summary=summary, claims=claims, validate=_validate,
+    extra_choices=_choices)

@@ -1,0 +1,233 @@
+"""The book's figures on small stored results: what each panel draws, the provenance line, the paper's defaults,
+and (slow) the figures of Fig. 11, Fig. 12 and the related studies on a tiny pipeline run."""
+import inspect
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from matplotlib.figure import Figure
+
+import fragility as fr
+from fragility import FragilityError, findings, models, store
+from fragility.chapters import CHAPTERS
+from fragility.plot import draw, responses, scores
+from fragility.scores import curves, layer_scores
+from fragility.selection import check_parameters, choices, paper_defaults
+
+A = 3
+EPOCHS = (1, 2)
+SEEDS = (0, 1)
+LAYERS = ["blocks.0.conv", "blocks.1.conv", "fc", "global"]
+
+
+def perturbed(model, seed):
+    """A copy of `model` with its weights jittered by seeded noise: a stand-in for another seed or epoch."""
+    gen = torch.Generator().manual_seed(seed)
+    copy = models.build("smallcnn", 1, 10, depth=2)
+    copy.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in copy.parameters():
+            p.add_(0.05 * p.abs().mean() * torch.randn(p.shape, generator=gen))
+    return copy.eval()
+
+
+@pytest.fixture(scope="module")
+def ds(trained_cnn, digits, tmp_path_factory):
+    """Stored results: smallcnn on digits, 2 seeds × 2 epochs, and one unit of a model "other" with other layers."""
+    folder = tmp_path_factory.mktemp("results")
+    x, y = digits[2][:40], digits[3][:40]
+    for seed in SEEDS:
+        for epoch in EPOCHS:
+            sweep = fr.sweep(perturbed(trained_cnn, 10 * seed + epoch), x, y, A=A, epsilon=0.1, progress=False)
+            unit = store.as_unit(sweep, "smallcnn", "digits", seed, epoch, profile="test")
+            store.write_unit(unit, store.unit_path(folder, "smallcnn", "digits", seed, epoch))
+    other = sweep.isel(layer=[1, 2, 3]).assign_coords(layer=["features.0", "classifier", "global"])
+    store.write_unit(store.as_unit(other, "other", "digits", 0, 2, profile="test"),
+                     store.unit_path(folder, "other", "digits", 0, 2))
+    return store.open_results(folder)
+
+
+def foot(fig) -> str:
+    return next(t.get_text() for t in fig.texts if t.get_text().startswith("profile "))
+
+
+def test_selections_defaults_and_one_clear_message(ds):
+    p = check_parameters(ds, model=None, dataset=None, layer=None, epoch=None, seed=None, filter=None)
+    assert p == dict(model="other", dataset="digits", layer="features.0", epoch=2, seed=None, filter="h1")
+    assert choices(ds, "smallcnn")["layer"] == LAYERS
+    bad = [(dict(model="smallcnn", layer="conv9"), "unknown layer 'conv9' of smallcnn: choose from "
+                                                   "blocks.0.conv, blocks.1.conv, fc, global."),
+           (dict(model="resnet18"), "unknown model 'resnet18' in these results: choose from other, smallcnn."),
+           (dict(model="other", epoch=1), "unknown epoch 1 stored for other on digits: choose from 2."),
+           (dict(model="smallcnn", seed=7), "unknown seed 7 stored for smallcnn on digits: choose from 0, 1."),
+           (dict(filter="h4"), "unknown filter 'h4': choose from h1, h2, h3, combined."),
+           (dict(model="smallcnn", layers="fc"), "layers must be a non-empty list of layer names of smallcnn"),
+           (dict(colour="red"), "unknown parameter(s) colour")]
+    for params, message in bad:
+        with pytest.raises(FragilityError) as err:
+            check_parameters(ds, **params)
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_paper_defaults_take_the_nearest_that_exists(ds):
+    chosen, notes = paper_defaults(ds, dict(model="resnet18", dataset="mnist", epoch=100, layer="layer3.0.conv2"))
+    assert chosen == dict(model="other", dataset="digits", epoch=2, layer="features.0")
+    assert notes == ["model other (the paper: resnet18)", "dataset digits (the paper: mnist)",
+                     "epoch 2 (the paper: 100)", "layer features.0 (the paper: layer3.0.conv2)"]
+    chosen, notes = paper_defaults(ds, dict(model="smallcnn", epoch=1, layer="fc"))
+    assert chosen == dict(model="smallcnn", epoch=1, layer="fc") and notes == []
+
+
+def test_provenance_line(ds):
+    line = draw.provenance_line(ds.sel(model=["smallcnn"]))
+    eps = float(ds["epsilon"].sel(model="smallcnn").max())
+    for part in ("profile test", "model smallcnn", "data digits", "seeds 0, 1", "n_test 40", f"A {A}",
+                 f"ε {eps:g}", "attack fixed", f"commit {ds.attrs['git_commit'][:10]}"):
+        assert part in line
+
+
+def test_curves_average_scaled_responses_over_seeds(ds):
+    c = curves(ds, "smallcnn", "digits")
+    sub = ds.sel(model="smallcnn", dataset="digits", layer=LAYERS)
+    per_seed = fr.scaled(sub)
+    np.testing.assert_allclose(c["response"].sel(filter="h2"), per_seed.sel(filter="h2").mean("seed"))
+    np.testing.assert_allclose(c["response"].sel(filter="combined"), fr.combined(sub).mean("seed"))
+    np.testing.assert_allclose(c["accuracy"].sel(filter="combined"), sub["accuracy"].mean(["seed", "filter"]))
+    one = curves(ds, "smallcnn", "digits", seed=1)
+    np.testing.assert_allclose(one["response"].sel(filter="h1"), per_seed.sel(filter="h1", seed=1))
+
+
+FIGURES = [responses.fig04_baseline, responses.fig05_targeted, responses.fig06_filters, responses.fig07_landscape,
+           responses.fig08_scores, scores.fig09_global, scores.fig10_local]
+
+
+@pytest.mark.parametrize("fn", FIGURES, ids=lambda f: f.__name__)
+def test_every_figure_has_its_provenance_line_and_book_width(ds, fn):
+    fig = fn(ds, model="smallcnn") if "model" in inspect.signature(fn).parameters else fn(ds)
+    assert isinstance(fig, Figure) and fig.get_figwidth() <= draw.WIDTH
+    assert "smallcnn" in foot(fig) and "n_test 40" in foot(fig)
+    assert fig.get_suptitle().startswith(f"Fig. {int(fn.__name__[3:5])} ")
+    texts = [t for ax in fig.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+    assert min(t.get_fontsize() for t in texts if t.get_text()) >= 9  # readable at the book's width
+
+
+def test_fig04_baseline_and_scaled_response(ds):
+    fig = responses.fig04_baseline(ds, model="smallcnn", layer="fc")
+    ax, bx, twin = fig.axes
+    c = curves(ds, "smallcnn", "digits").sel(layer="fc", epoch=2, filter="h1")
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), c["baseline"])
+    np.testing.assert_allclose(twin.lines[0].get_ydata(), c["n_filtered"])
+    np.testing.assert_allclose(bx.lines[2].get_ydata(), c["response"].sel(input="clean"))
+    r = layer_scores(ds, "smallcnn", "digits")["r_x"].sel(layer="fc", epoch=2)
+    assert f"{float(r):+.3f}" in bx.get_title()
+
+
+def test_fig05_shows_accuracy_not_scaled_responses(ds):
+    fig = responses.fig05_targeted(ds, model="smallcnn", layer="blocks.1.conv", seed=0, filter="h2")
+    images = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    assert [im.shape for im in images] == [(len(EPOCHS), A + 1)] * 3
+    sub = ds.sel(model="smallcnn", dataset="digits", seed=0, layer="blocks.1.conv", filter="h2")["accuracy"]
+    np.testing.assert_allclose(images[0], sub.sel(input="clean").transpose("epoch", "alpha"))
+    np.testing.assert_allclose(images[2], images[0] - images[1])
+
+
+def test_fig06_in_three_rows(ds):
+    fig = responses.fig06_filters(ds, model="smallcnn", layer="blocks.0.conv")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[:3] == ["h1 (high-pass)", "h2 (low-pass)", "h3 (pulse wave)"]
+    assert [t.split(":")[0] for t in titles[3:6]] == ["h1", "h2", "h3"] and titles[6].startswith("combined")
+    c = curves(ds, "smallcnn", "digits").sel(layer="blocks.0.conv", input="clean", epoch=2)
+    share = fig.axes[0].lines[0].get_ydata()
+    np.testing.assert_allclose(share, c["n_filtered"].sel(filter="h1") / c["n_params"])
+    assert share[-1] == 1  # h1 removes every weight at α = 1
+    rows = [ax for ax in fig.axes if ax.get_title().endswith(": accuracy")]
+    assert all(len(ax.lines) == len(EPOCHS) for ax in rows)
+
+
+def test_fig07_local_responses_at_every_epoch(ds):
+    fig = responses.fig07_landscape(ds, model="smallcnn")
+    images = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    assert [im.shape for im in images] == [(3, A + 1)] * len(EPOCHS) + [(len(EPOCHS), A + 1)]
+    c = curves(ds, "smallcnn").sel(filter="combined", input="clean", dataset="digits")
+    np.testing.assert_allclose(images[0], c["response"].sel(epoch=1).drop_sel(layer="global")
+                               .transpose("layer", "alpha"))
+
+
+def test_fig08_areas_carry_the_scores(ds):
+    fig = responses.fig08_scores(ds, model="smallcnn", layer="fc", epoch=1)
+    r = layer_scores(ds, "smallcnn", "digits").sel(layer="fc", epoch=1)
+    titles = [ax.get_title() for ax in fig.axes]
+    for key, title in (("r_x", titles[0]), ("r_e", titles[1]), ("r_xe", titles[2]), ("r_e", titles[3])):
+        assert f"{float(r[key]):+.3f} ({fr.characterize(r[key]).item()})" in title
+
+
+def test_fig09_display_normalized_a_row_per_model(ds):
+    fig = scores.fig09_global(ds)
+    assert len(fig.axes) == 2 * 3 and fig.axes[3].get_title().startswith("(b) smallcnn")
+    raw = scores.global_scores(ds, normalized=False)
+    shown = fr.display_normalize(raw)
+    np.testing.assert_allclose(fig.axes[3].lines[0].get_ydata(),
+                               shown["r_x"].sel(model="smallcnn", dataset="digits").mean("seed"))
+    assert max(np.abs(np.asarray(line.get_ydata())).max() for ax in fig.axes for line in ax.lines[:1]) <= 0.5 + 1e-12
+    peak = max(float(abs(raw[k]).max()) for k in ("r_x", "r_xe"))
+    np.testing.assert_allclose(shown["r_xe"], raw["r_xe"] / (2 * peak))  # r_x and r_xε scaled together
+    fig = scores.fig09_global(ds, normalized=False)
+    np.testing.assert_allclose(fig.axes[3].lines[0].get_ydata(),
+                               raw["r_x"].sel(model="smallcnn", dataset="digits").mean("seed"))
+
+
+def test_fig10_a_panel_per_model_and_which_response_is_greater(ds):
+    fig = scores.fig10_local(ds, models=["smallcnn"])
+    r = layer_scores(ds, "smallcnn").drop_sel(layer="global").sel(dataset="digits")
+    axes = [ax for ax in fig.axes if ax.images]
+    for ax, key in zip(axes, ("r_x", "r_xe", "r_e")):
+        labels = fr.characterize(r[key]).transpose("layer", "epoch").values.ravel().tolist()
+        if key == "r_e":
+            labels = [scores.GREATER[v] for v in labels]
+        assert [t.get_text() for t in ax.texts] == labels
+        assert np.nanmax(np.abs(ax.images[0].get_array())) <= 0.5 + 1e-12
+    full = scores.fig10_local(ds)
+    assert [sf._suptitle.get_text() for sf in full.subfigs] == ["(a) other", "(b) smallcnn"]
+
+
+def test_findings_follow_the_claims_rules(ds):
+    text = findings.fig08_scores(ds, model="smallcnn", layer="blocks.0.conv", epoch=2)
+    r = layer_scores(ds, "smallcnn", "digits").sel(layer="blocks.0.conv", epoch=2)
+    assert f"r_x = {float(r['r_x']):+.3f}" in text
+    fragile = float(r["r_x"]) < -0.02 and float(r["r_xe"]) < -0.02
+    assert ("**as claimed**" if fragile else "**not here**") in text  # the rule of P5 on the first layer
+    text = findings.fig04_baseline(ds, model="smallcnn", layer="fc", input="adversarial")
+    value = float(layer_scores(ds, "smallcnn", "digits")["r_xe"].sel(layer="fc", epoch=2))
+    assert f"r_xe = {value:+.3f}" in text and findings.WORDS[fr.characterize(xr.DataArray(value)).item()] in text
+
+
+def test_every_chapter_is_registered_with_its_notebook():
+    from pathlib import Path
+
+    notebooks = {p.stem for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")}
+    assert notebooks == set(CHAPTERS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n, c in CHAPTERS.items() if c.study])
+def test_study_chapters_draw_and_summarize(tiny_run, name):
+    from fragility import book
+
+    _, results = tiny_run
+    page = book.load(name, results, "tiny")
+    assert not page.missing
+    fig = page.call(page.chapter.figure)
+    assert isinstance(fig, Figure) and fig.get_figwidth() <= draw.WIDTH and "profile tiny" in foot(fig)
+    text = page.call(page.chapter.summary)
+    assert isinstance(text, str) and "**" in text  # a verdict in bold
+
+
+@pytest.mark.slow
+def test_fig12_draws_every_reading_against_regular_training(tiny_run):
+    _, results = tiny_run
+    study = fr.open_study(results, "selective")
+    fig = CHAPTERS["fig12_selective"].figure(study)
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels[-2] == "regular" and labels[-1] == "starting checkpoint"
+    assert {label.split()[0] for label in labels[:-2]} == {"prose", "equation", "random"}
