@@ -101,7 +101,7 @@ def search_epsilon(model, x: torch.Tensor, y: torch.Tensor, ratio: float = 0.5, 
     ratio = checks.number(ratio, "ratio", 0, 1, open_low=True, open_high=True)
     tol = checks.number(tol, "tol", low=0)
     max_epsilon = checks.number(max_epsilon, "max_epsilon", low=0, open_low=True)
-    steps = checks.count(steps, "steps")
+    steps = int(checks.require(steps, checks.whole(1, 1000), "steps"))
     x, y, batch_size = _prepared(model, x, y, batch_size)
     with preserved(model):
         model.eval()
@@ -147,7 +147,8 @@ def largest_epsilon(model, x: torch.Tensor, y: torch.Tensor, max_epsilon: float 
         FragilityError: the clean accuracy is already at chance, or FGSM never reaches chance up to max_epsilon.
     """
     max_epsilon = checks.number(max_epsilon, "max_epsilon", low=0, open_low=True)
-    grid, steps = checks.count(grid, "grid"), checks.count(steps, "steps")
+    grid = int(checks.require(grid, checks.whole(1, 10_000), "grid"))
+    steps = int(checks.require(steps, checks.whole(1, 1000), "steps"))
     x, y, batch_size = _prepared(model, x, y, batch_size)
     with preserved(model):
         model.eval()

@@ -9,7 +9,8 @@ In a notebook::
 
 From the shell::
 
-    python -m fragility.book execute --results results/reference --profile reference [--only fig06_filters] [-p layer fc]
+    python -m fragility.book execute --results results/reference --profile reference [--only fig06_filters]
+                                     [-p layer fc]
 
 writes the executed notebooks to book/_executed/ (and the figures' views beside them), which `jupyter-book build .`
 renders. A bad parameter stops everything with one message naming the valid choices before any kernel starts, and

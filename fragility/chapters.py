@@ -3,7 +3,7 @@ paper's own selections (its defaults) and the controls a reader can switch in th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from . import findings, verdicts
 from .plot import responses, scores

@@ -11,7 +11,7 @@ import numbers
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class Rule:
 
 
 def _shown(value) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())
     return text if len(text) <= 80 else text[:77] + "…"
 
 
@@ -148,6 +148,23 @@ def folder(path, name: str, create: bool = False) -> Path:
     return path
 
 
+def inputs(x, name: str = "x"):
+    """`x`, a batch (n, …), n ≥ 1, of finite floating-point inputs."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise FragilityError(f"{name} must be a tensor of inputs; got {type(x).__name__}.")
+    if x.dim() < 2 or len(x) == 0:
+        raise FragilityError(f"{name} must hold a batch of examples, shape (n, …) with n ≥ 1; got shape "
+                             f"{tuple(x.shape)}.")
+    if not x.dtype.is_floating_point:
+        raise FragilityError(f"{name} must hold floating-point inputs (normalized images); got dtype {x.dtype}.")
+    if not bool(torch.isfinite(x).all()):
+        raise FragilityError(f"{name} holds {int((~torch.isfinite(x)).sum())} NaN or infinite value(s): clean the "
+                             "inputs first; a sweep of them would be meaningless.")
+    return x
+
+
 def examples(x, y=None, classes: int | None = None):
     """(x, y) as tensors: x (n, …) of finite floats, y (n,) of integer labels in 0..classes−1, from tensors or from
     an iterable of (x, y) batches such as a DataLoader."""
@@ -173,14 +190,11 @@ def examples(x, y=None, classes: int | None = None):
         x, y = torch.cat(xs), torch.cat(ys)
     if y is None:
         raise FragilityError("labels y are missing: pass y with a tensor x, or pass a DataLoader of (x, y).")
-    y = torch.as_tensor(y)
-    if x.dim() < 2 or len(x) == 0:
-        raise FragilityError(f"x must hold a batch of examples, shape (n, …) with n ≥ 1; got shape {tuple(x.shape)}.")
-    if not x.dtype.is_floating_point:
-        raise FragilityError(f"x must hold floating-point inputs (normalized images); got dtype {x.dtype}.")
-    if not bool(torch.isfinite(x).all()):
-        raise FragilityError(f"x holds {int((~torch.isfinite(x)).sum())} NaN or infinite value(s): clean the inputs "
-                             "first; a sweep of them would be meaningless.")
+    try:
+        y = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError):
+        raise FragilityError(f"y must be a 1-D tensor of {len(x)} integer class labels; got {_shown(y)}.") from None
+    x = inputs(x)
     if y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool or len(y) != len(x):
         raise FragilityError(f"y must be a 1-D tensor of {len(x)} integer class labels (one per input); got dtype "
                              f"{y.dtype}, shape {tuple(y.shape)}.")

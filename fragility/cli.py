@@ -114,7 +114,8 @@ def main(argv=None) -> int:
         if args.command == "status":
             print_status(pipeline.status(profile, args.results), pipeline.study_status(profile, args.results))
             return 0
-        checks.device(args.device)
+        if getattr(args, "scheduler", None) is None:
+            checks.device(args.device)  # on a running cluster the workers, not this machine, run the device
         options = dict(data_dir=args.data, device=args.device, progress=not args.quiet)
         if args.command == "verify":
             found = pipeline.verify(profile, args.units, args.results, args.scratch, **options)

@@ -1,4 +1,4 @@
-"""Datasets of the paper as uint8 image tensors with their normalization (SPEC §7).
+"""Datasets of the paper as uint8 image tensors with their normalization (the paper's Sec. 4.3).
 
 ``digits`` is scikit-learn's 8×8 digits made to look like MNIST (offline, always available);
 ``mnist`` and ``cifar10`` come through torchvision with their standard splits; ``tiny-imagenet``

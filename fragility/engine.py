@@ -1,9 +1,10 @@
-"""The sweep engine: every layer × filter × threshold, on clean and adversarial inputs, into one xarray Dataset (SPEC §5).
+"""The sweep engine: every layer × filter × threshold, on clean and adversarial inputs, into one xarray Dataset.
 
 Speed comes from cutting the model's FX graph at the filtered layer: the part that does not depend on the layer
 runs once per batch and its values are reused for every mask; only the layer and what depends on it (residual
-branches included) is recomputed. Masks that leave the layer unchanged, or repeat an earlier mask, are not evaluated
-again. `fragility.naive` keeps the plain per-threshold loop as the oracle this engine is tested against.
+branches included) is recomputed, for K masks in one pass (`fragility.passes`). Masks that leave the layer
+unchanged, or repeat an earlier mask, are not evaluated again. `fragility.naive` keeps the plain per-threshold loop
+as the oracle this engine is tested against.
 """
 from __future__ import annotations
 
@@ -12,42 +13,29 @@ import functools
 import hashlib
 import copy
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.fx as fx
-import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import checks
 from .attacks import fgsm, search_epsilon
 from .errors import FragilityError
-from .filters import FILTERS, check_filter, check_intervals, check_weights, keep_mask, thresholds
+from .filters import FILTERS, check_intervals, check_weights, keep_mask, thresholds
+from .passes import _trace, count_correct, evaluate, resolve  # noqa: F401 (the studies import count_correct here)
+from .preserve import preserved
 from .provenance import provenance
 
 ATTACKS = ("fixed", "adaptive")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "tf32", "bfloat16")
 INPUTS = ("clean", "adversarial")
 
 
-def as_tensors(x, y=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tensors x, y from tensors or from any iterable of (x, y) batches such as a DataLoader."""
-    if isinstance(x, torch.Tensor):
-        if y is None:
-            raise FragilityError("labels y are missing: pass y with a tensor x, or pass a DataLoader of (x, y).")
-        return x, torch.as_tensor(y)
-    try:
-        xs, ys = zip(*((b[0], b[1]) for b in x))
-    except (TypeError, IndexError, ValueError) as err:
-        raise FragilityError(f"x must be a tensor or an iterable of (x, y) batches such as a DataLoader ({err}).") from None
-    return torch.cat(xs), torch.cat([torch.as_tensor(b) for b in ys])
-
-
 def filterable_layers(model: nn.Module, sample: torch.Tensor) -> list[str]:
-    """Names of the Conv2d and Linear modules in the order the forward pass first calls them (SPEC §1)."""
+    """Names of the Conv2d and Linear modules in the order the forward pass first calls them."""
     modules = {m: name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     if not modules:
         raise FragilityError("the model has no Conv2d or Linear layer: there are no weights to filter.")
@@ -57,20 +45,14 @@ def filterable_layers(model: nn.Module, sample: torch.Tensor) -> list[str]:
         with torch.no_grad():
             out = model(sample)
     except Exception as err:  # the model's own complaint about the input, reported in one line
-        raise FragilityError(f"the model rejects inputs of shape {tuple(sample.shape[1:])}: {err}".splitlines()[0]) from None
+        raise FragilityError(f"the model rejects inputs of shape {tuple(sample.shape[1:])}: {err}"
+                             .splitlines()[0]) from None
     finally:
         for h in hooks:
             h.remove()
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise FragilityError("the model must return class scores of shape (batch, classes).")
     return list(dict.fromkeys(order))
-
-
-def forward_with_weight(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The layer's forward with `weight` in place of its own."""
-    if isinstance(module, nn.Conv2d):
-        return module._conv_forward(x, weight, module.bias)
-    return F.linear(x, weight, module.bias)
 
 
 @dataclass(eq=False)
@@ -92,6 +74,8 @@ class Stress:
     epsilon: float = 0.0
     x_adv: torch.Tensor | None = None
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    masks_per_pass: int | str = "auto"
+    _ranges: dict = field(default_factory=dict)
 
     @property
     def units(self) -> list[str]:
@@ -101,11 +85,12 @@ class Stress:
     def _theta64(self) -> dict[str, torch.Tensor]:
         return {n: w.to(torch.float64) for n, w in self.weights.items()}
 
-    @functools.cache
     def range(self, unit: str) -> tuple[float, float]:
         """(lo, hi) of θ: the layer's own, or over every filterable weight for `global`."""
-        thetas = self.weights.values() if unit == "global" else [self.weights[unit]]
-        return min(float(t.min()) for t in thetas), max(float(t.max()) for t in thetas)
+        if unit not in self._ranges:
+            thetas = self.weights.values() if unit == "global" else [self.weights[unit]]
+            self._ranges[unit] = min(float(t.min()) for t in thetas), max(float(t.max()) for t in thetas)
+        return self._ranges[unit]
 
     def members(self, unit: str) -> list[str]:
         return list(self.weights) if unit == "global" else [unit]
@@ -129,33 +114,60 @@ class Stress:
                    self.x_adv.split(self.batch_size) if self.x_adv is not None else [None] * len(self.x))
 
 
+def tf32_flags() -> list[tuple[object, str]]:
+    """The CUDA matmul and cuDNN convolution TF32 flags as (owner, attribute): torch ≥ 2.9's fp32_precision ones
+    (beside which setting the legacy ones fails), else allow_tf32."""
+    if hasattr(torch.backends.cudnn, "conv"):
+        return [(torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn.conv, "fp32_precision")]
+    return [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+
+
+@contextlib.contextmanager
+def tf32(on: bool):
+    """TF32 on or off for CUDA matmuls and cuDNN convolutions while inside; the caller's flags are restored after."""
+    flags = tf32_flags()
+    before = [getattr(owner, name) for owner, name in flags]
+    for owner, name in flags:
+        setattr(owner, name, on if name == "allow_tf32" else "tf32" if on else "ieee")
+    try:
+        yield
+    finally:
+        for (owner, name), value in zip(flags, before):
+            setattr(owner, name, value)
+
+
 def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=None, include_global: bool = True,
             epsilon="auto", attack: str = "fixed", ratio: float = 0.5, batch_size: int = 500, device=None,
-            precision: str = "float32", progress: bool = True) -> Stress:
-    """Validate every argument of a sweep and compute what all units share (ε, fixed adversarial inputs)."""
-    check_intervals(A)
-    filters = tuple(filters)
-    if not filters:
-        raise FragilityError("filters is empty: pass some of h1, h2, h3.")
-    for kind in filters:
-        check_filter(kind)
-    if attack not in ATTACKS:
-        raise FragilityError(f"unknown attack mode {attack!r}: choose 'fixed' (the paper) or 'adaptive' (the authors' code).")
-    if precision not in PRECISIONS:
-        raise FragilityError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise FragilityError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}.")
-    x, y = as_tensors(x, y)
-    if len(x) == 0 or len(x) != len(y):
-        raise FragilityError(f"x and y must hold the same, non-zero number of examples (got {len(x)} and {len(y)}).")
-    if y.dtype.is_floating_point or y.dim() != 1:
-        raise FragilityError("y must be a 1-D tensor of integer class labels.")
+            precision: str = "float32", progress: bool = True, masks_per_pass="auto") -> Stress:
+    """Validate every argument of a sweep and compute what all units share (ε, fixed adversarial inputs).
+
+    The caller's model is not moved: a model on another device than `device` is copied there.
+    """
+    A = check_intervals(A)
+    filters = checks.names(filters, "filters", FILTERS)
+    attack = checks.require(attack, checks.Rule(lambda v: v in ATTACKS, "'fixed' (the paper) or 'adaptive' (the "
+                                                                        "authors' code)"), "attack")
+    precision = checks.require(precision, checks.one_of(PRECISIONS), "precision")
+    batch_size = checks.count(batch_size, "batch_size")
+    ratio = checks.number(ratio, "ratio", 0, 1, open_low=True, open_high=True)
+    if not (isinstance(masks_per_pass, str) and masks_per_pass == "auto"):
+        masks_per_pass = int(checks.require(masks_per_pass, checks.Rule(
+            lambda v: checks.is_whole(v) and v >= 1, "a whole number ≥ 1, or 'auto'"), "masks_per_pass"))
+    if not (isinstance(epsilon, str) and epsilon == "auto"):
+        epsilon = float(checks.require(epsilon, checks.real(0, what="a finite number ≥ 0, or 'auto'"), "epsilon"))
+    if not isinstance(model, nn.Module):
+        raise FragilityError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    x, y = checks.examples(x, y)
+    target = checks.device(device) if device is not None else None
     params = list(model.parameters())
-    target = torch.device(device) if device is not None else (params[0].device if params else torch.device("cpu"))
-    if params and params[0].device != target:
+    if not params:
+        raise FragilityError("the model has no Conv2d or Linear layer (no parameters at all): there are no weights "
+                             "to filter.")
+    target = target or params[0].device
+    if params[0].device != target:
         model = copy.deepcopy(model).to(target)
     model.eval()
-    x, y = x.to(target, torch.float32), y.to(target, torch.long)
+    x, y = x.to(target, params[0].dtype), y.to(target)  # a float64 model gets float64 inputs
     found = filterable_layers(model, x[:2])
     with torch.no_grad():
         classes = model(x[:1]).shape[1]
@@ -165,7 +177,13 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
     if layers is None:
         layers = found
     else:
-        layers = [layers] if isinstance(layers, str) else list(layers)
+        layers = [layers] if isinstance(layers, str) else layers
+        if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers) \
+                or len(set(layers)) != len(layers):
+            raise FragilityError(f"layers must be None (every layer), a layer name or a list of distinct layer names "
+                                 f"(possibly empty: the global unit only); got {layers!r}.")
+        if not layers and not include_global:
+            raise FragilityError("nothing to sweep: layers is empty and include_global is False.")
         unknown = [n for n in layers if n not in found]
         if unknown:
             raise FragilityError(f"unknown layer(s) {', '.join(map(repr, unknown))}: the filterable layers are "
@@ -176,15 +194,10 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
     for n in found if include_global else layers:
         check_weights(weights[n], f"the weights of layer {n!r}")
     stress = Stress(model, x, y, layers, include_global, filters, A, attack, ratio, batch_size, precision, progress,
-                    weights={n: weights[n] for n in (found if include_global else layers)})
-    if isinstance(epsilon, str):
-        if epsilon != "auto":
-            raise FragilityError(f"epsilon must be a number ≥ 0 or 'auto', got {epsilon!r}.")
-        stress.epsilon = search_epsilon(model, x, y, ratio=ratio, batch_size=batch_size)
-    elif not (isinstance(epsilon, (int, float)) and np.isfinite(epsilon) and epsilon >= 0):
-        raise FragilityError(f"epsilon must be a number ≥ 0 or 'auto', got {epsilon!r}.")
-    else:
-        stress.epsilon = float(epsilon)
+                    weights={n: weights[n] for n in (found if include_global else layers)},
+                    masks_per_pass=masks_per_pass)
+    stress.epsilon = search_epsilon(model, x, y, ratio=ratio, batch_size=batch_size) if epsilon == "auto" \
+        else epsilon
     if attack == "fixed":
         stress.x_adv = fgsm(model, x, y, stress.epsilon, batch_size=batch_size)
     return stress
@@ -216,8 +229,9 @@ def base_correct(stress: Stress) -> np.ndarray:
                          for inp in (stress.x, x_adv)])
 
 
-def to_dataset(stress: Stress, correct: np.ndarray, n_filtered: np.ndarray, base: np.ndarray, engine: str) -> xr.Dataset:
-    """The SPEC §5 Dataset from correct and filtered counts of shape (unit, filter, alpha[, input])."""
+def to_dataset(stress: Stress, correct: np.ndarray, n_filtered: np.ndarray, base: np.ndarray,
+               engine: str) -> xr.Dataset:
+    """The sweep's Dataset from correct and filtered counts of shape (unit, filter, alpha[, input])."""
     units, A, n = stress.units, stress.A, len(stress.y)
     thr = np.array([[thresholds(kind, A, *stress.range(unit)).numpy() for kind in stress.filters] for unit in units])
     coords = {"layer": units, "filter": list(stress.filters), "alpha": np.arange(A + 1) / A, "input": list(INPUTS)}
@@ -232,62 +246,11 @@ def to_dataset(stress: Stress, correct: np.ndarray, n_filtered: np.ndarray, base
         },
         coords=coords,
         attrs={"A": A, "attack": stress.attack, "ratio": stress.ratio, "n_test": n, "precision": stress.precision,
-               "engine": engine, **provenance()},
+               "masks_per_pass": stress.masks_per_pass, "engine": engine, **provenance()},
     )
     ds["accuracy"].attrs["long_name"] = "accuracy β of the filtered network"
     ds["epsilon"].attrs["long_name"] = "FGSM magnitude ε (normalized input units)"
     return ds
-
-
-class _Graph(fx.Interpreter):
-    """The traced model, run node by node, with chosen layers' weights replaced."""
-
-    def __init__(self, gm: fx.GraphModule):
-        super().__init__(gm, garbage_collect_values=False)
-        self.nodes = list(gm.graph.nodes)
-        self.override: dict[str, torch.Tensor] = {}
-
-    def call_module(self, target, args, kwargs):
-        if target in self.override:
-            return forward_with_weight(self.submodules[target], args[0], self.override[target])
-        return super().call_module(target, args, kwargs)
-
-    def cut(self, layer: str) -> tuple[list[fx.Node], list[fx.Node], list[fx.Node]] | None:
-        """(upstream nodes, frontier, downstream nodes) of `layer`, or None when the graph never calls it."""
-        calls = {n for n in self.nodes if n.op == "call_module" and n.target == layer}
-        if not calls:
-            return None
-        down = set(calls)
-        for n in self.nodes:
-            if n.op == "output" or any(a in down for a in n.all_input_nodes):
-                down.add(n)
-        frontier = list(dict.fromkeys(a for n in self.nodes if n in down for a in n.all_input_nodes if a not in down))
-        need = set(frontier)
-        for n in reversed(self.nodes):
-            if n in need:
-                need.update(n.all_input_nodes)
-        return ([n for n in self.nodes if n in need and n.op != "placeholder"], frontier,
-                [n for n in self.nodes if n in down])
-
-    def evaluate(self, nodes: list[fx.Node], env: dict) -> object:
-        """Run `nodes` in order over `env` (node → value) and return the last one's value."""
-        self.env = env
-        for n in nodes:
-            env[n] = self.run_node(n)
-        return env[nodes[-1]] if nodes else None
-
-
-def _trace(model: nn.Module) -> _Graph | None:
-    try:
-        return _Graph(fx.symbolic_trace(model))
-    except Exception as err:  # any tracing failure means: sweep the plain way
-        warnings.warn(f"the model cannot be traced ({type(err).__name__}); every mask runs the whole network, "
-                      "which is correct but slower.", stacklevel=3)
-        return None
-
-
-def _correct(logits: torch.Tensor, y: torch.Tensor) -> int:
-    return int((logits.argmax(1) == y).sum())
 
 
 class _Counts:
@@ -330,104 +293,63 @@ class _Counts:
             self.result[f, i] += (clean, adversarial)
 
 
-def count_correct(stress: Stress, graph: _Graph | None, unit: str, weight_sets: list, bar=None,
-                  clean_only: bool = False) -> np.ndarray:
-    """Correct counts (len(weight_sets), inputs) with the unit's weights replaced by each weight_sets[k]() in turn.
-
-    Through the graph cut when there is one (upstream once per batch, the layer and its dependants per weight set),
-    else the whole network per weight set. Inputs are clean and adversarial (fixed: `stress.x_adv`; adaptive:
-    FGSM against each filtered network), or clean only.
-    """
-    cut = graph.cut(unit) if graph is not None and unit != "global" else None
-    correct = np.zeros((len(weight_sets), 1 if clean_only else 2), dtype=np.int64)
-    placeholder = next(n for n in graph.nodes if n.op == "placeholder") if cut is not None else None
-    up, frontier, down = cut if cut is not None else ([], [], [])
-
-    def run(weights, inputs):
-        """Logits of the network with `weights` on `inputs`, reusing the cached upstream values when given."""
-        if cut is None:
-            return torch.func.functional_call(stress.model, {f"{n}.weight": w for n, w in weights.items()}, (inputs,))
-        graph.override = weights
-        if isinstance(inputs, list):
-            return graph.evaluate(down, dict(zip(frontier, _fresh(inputs))))
-        env = {placeholder: inputs}
-        graph.evaluate(up, env)
-        return graph.evaluate(down, env)
-
-    def upstream(inputs):
-        if cut is None:
-            return inputs
-        env = {placeholder: inputs}
-        graph.evaluate(up, env)
-        return [env[n] for n in frontier]
-
-    try:
-        for xb, yb, ab in stress.batches():
-            n = len(yb)
-            if clean_only or stress.attack == "fixed":
-                with torch.no_grad(), stress.autocast():
-                    cached = upstream(xb if clean_only else torch.cat([xb, ab]))
-                    for k, weights in enumerate(weight_sets):
-                        logits = run(weights(), cached)
-                        correct[k] += [_correct(part, yb) for part in logits.split(n)]
-                        if bar is not None:
-                            bar.update(1)
-                continue
-            xg = xb.detach().requires_grad_(True)
-            with torch.enable_grad(), stress.autocast():
-                cached = upstream(xg)
-            for k, weights in enumerate(weight_sets):
-                w = weights()
-                with torch.enable_grad(), stress.autocast():
-                    logits = run(w, cached)
-                    loss = F.cross_entropy(logits.float(), yb, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, xg, retain_graph=cut is not None)
-                with torch.no_grad(), stress.autocast():
-                    adv = run(w, xb + stress.epsilon * grad.sign())
-                correct[k] += (_correct(logits.detach(), yb), _correct(adv, yb))
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if graph is not None:
-            graph.override = {}
-    return correct
-
-
-def _fresh(values: list) -> list:
-    """Copies of cached tensors, so that in-place operations downstream never touch the cache."""
-    return [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
-
-
 def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=None, include_global: bool = True,
           epsilon="auto", attack: str = "fixed", ratio: float = 0.5, batch_size: int = 500, device=None,
-          precision: str = "float32", progress: bool = True) -> xr.Dataset:
-    """Accuracy of the network under every synaptic filter, threshold and layer, clean and adversarial (SPEC §4–5).
+          precision: str = "float32", progress: bool = True, masks_per_pass="auto") -> xr.Dataset:
+    """Accuracy of the network under every synaptic filter, threshold and layer, clean and adversarial (Eq. 7–12).
 
-    `layers=None` filters every Conv2d/Linear layer, each on its own (local analysis), then all at once (`global`).
-    `epsilon="auto"` searches ε with `search_epsilon` (ratio ρ). `attack="fixed"` crafts x_ε once against the
-    unfiltered network (the paper); `"adaptive"` crafts it against each filtered network (the authors' code).
-    `precision="bfloat16"` runs the forward work under bfloat16 autocast (faster, not bit-exact).
-    Returns accuracy(layer, filter, alpha, input), n_filtered, n_params, threshold, base_accuracy and epsilon.
+    Args:
+        model: the trained network (evaluated in eval() mode; given back exactly as it was).
+        x, y: test inputs and integer labels, or a DataLoader of (x, y) batches.
+        A: threshold intervals (A + 1 thresholds α = i / A; the paper: 25).
+        filters: some of "h1" (high-pass), "h2" (low-pass), "h3" (pulse wave).
+        layers: None for every Conv2d/Linear layer, each on its own (local analysis), or some of their names.
+        include_global: also filter every layer at once with one threshold grid (`global`, the global analysis).
+        epsilon: the FGSM magnitude, or "auto" to search it (constraint 3, ratio ρ).
+        attack: "fixed" crafts x_ε once against the unfiltered network (the paper); "adaptive" against each
+            filtered network (the authors' code).
+        ratio: ρ of the ε search.
+        batch_size: examples per pass.
+        device: where to compute (None: the model's device); the model is copied there, never moved.
+        precision: "float32" (TF32 off on CUDA), "tf32" (TF32 allowed on CUDA) or "bfloat16" (autocast): the last
+            two are faster and not bit-exact.
+        progress: show progress bars.
+        masks_per_pass: K masks of a unit evaluated in one batched pass (`fragility.passes`), or "auto": on CUDA as
+            many as half the free GPU memory holds, on CPU 1 (batching measured no faster there).
+
+    Returns:
+        accuracy(layer, filter, alpha, input), n_filtered, n_params, threshold, base_accuracy(input) and epsilon;
+        attributes record A, the attack, ρ, the test-set size, the precision, K and the provenance.
+
+    Raises:
+        FragilityError: any bad argument, non-finite inputs, labels out of range, NaN/Inf or all-zero weights, an
+            unusable device — before anything is computed.
+
+    Example:
+        >>> ds = fr.sweep(model, x_test, y_test, A=25, epsilon="auto")
+        >>> ds.accuracy.sel(layer="conv1", filter="h1", input="clean")
     """
-    was_training = model.training
-    try:
-        stress = channels_last(prepare(model, x, y, A=A, filters=filters, layers=layers, include_global=include_global,
-                                       epsilon=epsilon, attack=attack, ratio=ratio, batch_size=batch_size,
-                                       device=device, precision=precision, progress=progress))
-        base = base_correct(stress)
-        graph = _trace(stress.model) if stress.layers else None
-        n_batches = len(stress.y[::stress.batch_size])
-        correct, n_filtered = [], []
-        for unit in tqdm(stress.units, desc="sweep", unit="layer", disable=not progress):
-            counts = _Counts(stress, unit, base)
-            with tqdm(total=len(counts.groups) * n_batches, desc=unit, unit="mask·batch", leave=False,
-                      disable=not progress) as bar:
-                found = count_correct(stress, graph, unit, counts.weight_sets(), bar)
-            for k, (clean, adversarial) in enumerate(found):
-                counts.add(k, clean, adversarial)
-            correct.append(counts.result)
-            n_filtered.append(counts.n_filtered)
-        return to_dataset(stress, np.stack(correct), np.stack(n_filtered), base,
-                          "graph" if graph is not None else "plain")
-    finally:
-        model.train(was_training)
+    with preserved(model):
+        with tf32(precision == "tf32"):
+            stress = channels_last(prepare(model, x, y, A=A, filters=filters, layers=layers,
+                                           include_global=include_global, epsilon=epsilon, attack=attack, ratio=ratio,
+                                           batch_size=batch_size, device=device, precision=precision,
+                                           progress=progress, masks_per_pass=masks_per_pass))
+            base = base_correct(stress)
+            graph = _trace(stress.model)
+            counts = {unit: _Counts(stress, unit, base) for unit in stress.units}
+            probe = stress.units[-1] if include_global else stress.units[0]  # recomputes the most per mask
+            stress.masks_per_pass = resolve(stress, graph, probe, counts[probe].weight_sets())
+            n_batches = len(stress.y[::stress.batch_size])
+            used = []
+            for unit in tqdm(stress.units, desc="sweep", unit="layer", disable=not progress):
+                with tqdm(total=len(counts[unit].groups) * n_batches, desc=unit, unit="mask·batch", leave=False,
+                          disable=not progress) as bar:
+                    found, k = evaluate(stress, graph, unit, counts[unit].weight_sets(), bar)
+                used.append(k)
+                for j, (clean, adversarial) in enumerate(found):
+                    counts[unit].add(j, clean, adversarial)
+            stress.masks_per_pass = min(used)
+            return to_dataset(stress, np.stack([c.result for c in counts.values()]),
+                              np.stack([c.n_filtered for c in counts.values()]), base,
+                              "graph" if graph is not None else "plain")

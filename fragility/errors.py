@@ -3,7 +3,10 @@ import sys
 
 
 class FragilityError(ValueError):
-    """A problem with the caller's input, stated with the fix. The command line prints only this message."""
+    """A problem with the caller's input, stated with the fix, on one line. The command line prints only this."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
 
 
 def report(err: FragilityError, prog: str) -> int:

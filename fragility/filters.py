@@ -7,6 +7,7 @@ from . import checks
 from .errors import FragilityError
 
 FILTERS = ("h1", "h2", "h3")
+MAX_INTERVALS = 10_000  # the paper: 25; each threshold costs a pass over the test set
 
 
 def check_weights(theta: torch.Tensor, name: str = "the weights") -> None:
@@ -27,7 +28,9 @@ def check_filter(kind: str) -> None:
 
 def check_intervals(A) -> int:
     """A, a whole number of intervals ≥ 1 (numpy integers accepted), as an int."""
-    return checks.count(A, "A (the number of threshold intervals)")
+    return int(checks.require(A, checks.Rule(lambda v: checks.is_whole(v) and 1 <= v <= MAX_INTERVALS,
+                                             f"the number of threshold intervals, a whole number in "
+                                             f"1..{MAX_INTERVALS}"), "A"))
 
 
 def thresholds(kind: str, A: int, lo: float, hi: float) -> torch.Tensor:
@@ -56,8 +59,24 @@ def synaptic_mask(theta: torch.Tensor, kind: str, i: int, A: int, lo: float | No
                   hi: float | None = None) -> torch.Tensor:
     """Keep-mask B (True = kept) of filter `kind` at index i of A (Eq. 7 h1, Eq. 8 h2, Eq. 9 h3); θ̃ = B ⊙ θ (Eq. 1).
 
-    lo/hi default to min θ and max θ (local analysis); pass the network-wide range for the global one.
     h1 removes θ ≤ lo + iΔ, h2 removes θ ≥ hi − iΔ, h3 removes lo + (i−½)Δ < θ ≤ lo + (i+½)Δ, Δ = (hi − lo)/A.
+
+    Args:
+        theta: the weights (a floating-point tensor, finite, not all zero).
+        kind: "h1", "h2" or "h3".
+        i: the threshold index, 0..A.
+        A: the number of intervals (the paper: 25).
+        lo, hi: the threshold range; default min θ and max θ (local analysis). Pass the network-wide range for the
+            global analysis.
+
+    Returns:
+        A boolean tensor of θ's shape, True where the weight is kept.
+
+    Raises:
+        FragilityError: an unknown filter, i or A out of range, NaN/Inf or all-zero weights, lo > hi.
+
+    Example:
+        >>> fr.synaptic_mask(model.conv1.weight, "h1", 5, 25).float().mean()  # share of conv1 kept at α = 0.2
     """
     check_filter(kind)
     A = check_intervals(A)

@@ -1,4 +1,4 @@
-"""The networks of the study (SPEC §7): torchvision architectures adapted to the input, and a small CNN.
+"""The networks of the study (the paper's Sec. 4.3): torchvision architectures adapted to the input, and a small CNN.
 
 Initialisation: every Conv2d and Linear weight is drawn with
 ``nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")``, i.e. U(−b, b) with
@@ -20,7 +20,8 @@ NAMES = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "shufflenet_v2_x1_
 
 
 class SmallCNN(nn.Sequential):
-    """`depth` blocks conv3×3 → BatchNorm → ReLU → MaxPool(2, ceil_mode; a no-op on 1×1 maps), widths 16, 32, 64… capped at 256, then global average pool and a linear layer."""
+    """`depth` blocks conv3×3 → BatchNorm → ReLU → MaxPool(2, ceil_mode; a no-op on 1×1 maps), widths 16, 32, 64…
+    capped at 256, then global average pool and a linear layer."""
 
     def __init__(self, channels: int, classes: int, depth: int):
         widths = [min(16 * 2**i, 256) for i in range(depth)]
@@ -42,7 +43,7 @@ class SmallCNN(nn.Sequential):
 
 
 def _torchvision(name: str, channels: int, classes: int) -> nn.Module:
-    """A torchvision architecture with `classes` outputs and its first conv taking `channels` inputs (SPEC §7)."""
+    """A torchvision architecture with `classes` outputs and its first conv taking `channels` inputs (Sec. 4.3)."""
     model = getattr(tv, name)(weights=None, num_classes=classes)
     if channels != 3:
         if name.startswith("resnet"):
@@ -71,7 +72,8 @@ def _construct(name: str, channels: int, classes: int, depth: int) -> nn.Module:
 
 
 def build(name: str, channels: int = 1, classes: int = 10, seed: int | None = None, depth: int = 2) -> nn.Module:
-    """The network `name` for `channels`-channel images and `classes` classes, Kaiming-uniform initialised from `seed` (`depth` is for smallcnn only)."""
+    """The network `name` for `channels`-channel images and `classes` classes, Kaiming-uniform initialised from
+    `seed` (`depth` is for smallcnn only)."""
     if name not in NAMES:
         raise FragilityError(f"unknown model {name!r}; choose one of {', '.join(NAMES)}")
     for label, value in (("channels", channels), ("classes", classes), ("depth", depth)):

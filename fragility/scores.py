@@ -1,6 +1,7 @@
-"""Baseline, scaled and combined responses, parameter scores and their characterization (SPEC §4, Eq. 10–16).
+"""Baseline, scaled and combined responses, parameter scores and their characterization (Eq. 10–16).
 
-Every function takes the sweep Dataset of SPEC §5 with any extra dimensions (model, dataset, seed, epoch) and
+Every function takes the sweep Dataset (the method page's "Where the numbers live") with any extra dimensions
+(model, dataset, seed, epoch) and
 keeps them: derived quantities are computed, never stored.
 """
 from __future__ import annotations
@@ -27,7 +28,14 @@ def _sweep(ds, *names) -> xr.Dataset:
 
 
 def baseline(ds: xr.Dataset) -> xr.DataArray:
-    """φ̄_{h,i} = 1 − n_filtered_{h,i} / n_params (Eq. 10)."""
+    """φ̄_{h,i} = 1 − n_filtered_{h,i} / n_params (Eq. 10): the accuracy left if every weight counted equally.
+
+    Args:
+        ds: a sweep Dataset (any extra dimensions are kept).
+
+    Returns:
+        The baseline, dims of ``ds["n_filtered"]``.
+    """
     ds = _sweep(ds, "n_filtered", "n_params")
     return (1 - ds["n_filtered"] / ds["n_params"]).rename("baseline")
 
@@ -52,10 +60,22 @@ def scaled(ds: xr.Dataset, scaling: str = "unperturbed") -> xr.DataArray:
 
 
 def combined(ds: xr.Dataset, scaling: str = "unperturbed") -> xr.DataArray:
-    """β̃_i = mean over h ∈ {h1, h2, h3} of β̄_{h,i} (Eq. 13), for clean and adversarial inputs."""
+    """β̃_i = mean over h ∈ {h1, h2, h3} of β̄_{h,i} (Eq. 13), for clean and adversarial inputs.
+
+    Args:
+        ds: a sweep Dataset with the three filters.
+        scaling: as in `scaled`.
+
+    Returns:
+        The combined response, dims of ``ds["accuracy"]`` without filter.
+
+    Raises:
+        FragilityError: the sweep lacks one of the three filters.
+    """
     missing = {"h1", "h2", "h3"} - set(ds["filter"].values.tolist())
     if missing:
-        raise FragilityError(f"the combined response needs h1, h2 and h3; this sweep lacks {', '.join(sorted(missing))}.")
+        raise FragilityError(f"the combined response needs h1, h2 and h3; this sweep lacks "
+                             f"{', '.join(sorted(missing))}.")
     return scaled(ds, scaling).sel(filter=["h1", "h2", "h3"]).mean("filter").rename("combined")
 
 
@@ -114,7 +134,18 @@ def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle", scaling:
 
 
 def characterize(scores: xr.Dataset | xr.DataArray, tol: float = 0.02):
-    """Labels per score: fragile "Fr" if r < −tol, robust "Ro" if ``|r| ≤ tol``, antifragile "Af" if r > tol."""
+    """Labels per score: fragile "Fr" if r < −tol, robust "Ro" if ``|r| ≤ tol``, antifragile "Af" if r > tol.
+
+    Args:
+        scores: scores (a Dataset of `scores`, or one DataArray).
+        tol: the tolerance τ (the paper's ±2 %: 0.02).
+
+    Returns:
+        Labels of the same shape.
+
+    Example:
+        >>> fr.characterize(fr.scores(ds))["r_x"].sel(layer="fc")
+    """
     tol = checks.number(tol, "tol", low=0)
     if not isinstance(scores, (xr.Dataset, xr.DataArray)):
         raise FragilityError(f"expected scores as an xarray Dataset or DataArray; got {type(scores).__name__}.")

@@ -1,6 +1,6 @@
 """Stored responses: one netCDF file per unit (model, dataset, seed, checkpoint epoch), combined lazily on reading.
 
-A unit file holds one sweep Dataset (SPEC §5) with scalar coordinates model, dataset, seed and epoch, and a
+A unit file holds one sweep Dataset with scalar coordinates model, dataset, seed and epoch, and a
 `layer_index` variable (forward position of each layer, `global` last) so that the forward order survives combining
 models whose layers differ. Files are written atomically (a `.tmp` file beside the target, then `os.replace`), so a
 unit is either wholly there or not at all.
@@ -248,6 +248,20 @@ def open_results(path) -> xr.Dataset:
     read (`.load()` reads them all). Layers keep the units' order when they all share it, else they are the sorted
     union over models (NaN where a model lacks one; use `layer_order` for a model's forward order). Missing units are
     NaN, and attributes that differ between units are dropped: the result equals `read_whole`'s.
+
+    Args:
+        path: a results folder written by `fragility run` (or one unit file).
+
+    Returns:
+        The combined Dataset: accuracy, n_filtered, n_params, threshold, base_accuracy, epsilon, layer_index (and
+        test_accuracy, train_accuracy for pipeline units).
+
+    Raises:
+        FragilityError: nothing stored, or a damaged, foreign or misplaced unit file (named).
+
+    Example:
+        >>> ds = fr.open_results("results/reference")
+        >>> ds.accuracy.sel(model="resnet18", layer="fc", filter="h1").mean("seed")
     """
     units = scan(path)
     if not units:

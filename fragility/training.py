@@ -1,4 +1,4 @@
-"""Training with resumable, reproducible checkpoints (SPEC §7) and real layer freezing (SPEC §8).
+"""Training with resumable, reproducible checkpoints (the paper's Sec. 4.3) and real layer freezing (Sec. 5).
 
 Protocol: Adam (lr 1e-3, betas (0.9, 0.999), eps 1e-8, no weight decay), cross-entropy, clean
 data, no augmentation, shuffled by a ``torch.Generator`` seeded with the config's seed. The global
@@ -13,6 +13,7 @@ Determinism: bitwise identical on the same machine with the same software on CPU
 ``torch.use_deterministic_algorithms(True, warn_only=True)`` makes it so wherever CUDA allows.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -80,9 +81,10 @@ def _read(path, map_location) -> dict:
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        raise FragilityError(f"{path} is not a readable checkpoint ({error.__class__.__name__}); delete it and train again") from None
+        raise FragilityError(f"{path} is not a readable checkpoint ({error.__class__.__name__}): move it away (or "
+                             "delete it, if fragility wrote it) and train again.") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise FragilityError(f"{path} is not a fragility checkpoint; delete it or use another results folder")
+        raise FragilityError(f"{path} is not a fragility checkpoint: move it away or use another results folder.")
     return data
 
 
@@ -101,7 +103,8 @@ def _frozen_parameters(model: nn.Module, freeze: Sequence[str]) -> set:
     unknown = [name for name in freeze if name not in modules or not name]
     if unknown:
         known = [name for name, module in modules.items() if name and list(module.parameters(recurse=False))]
-        raise FragilityError(f"cannot freeze unknown module(s) {unknown}; use qualified names such as {', '.join(known[:6])}")
+        raise FragilityError(f"cannot freeze unknown module(s) {unknown}; use qualified names such as "
+                             f"{', '.join(known[:6])}")
     frozen = set()
     for name in freeze:
         for parameter in modules[name].parameters():
@@ -116,13 +119,15 @@ def _check_data(train_set, model: nn.Module, config: TrainConfig, device) -> Non
     expected = f"{config.channels}×H×W images (e.g. 1×28×28 for MNIST, 3×32×32 for CIFAR-10, 3×64×64 for Tiny ImageNet)"
     if not torch.is_tensor(image) or image.dim() != 3 or image.shape[0] != config.channels:
         shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
-        raise FragilityError(f"{config.model} was built for {expected} but the training data has {shape}; set TrainConfig.channels to match the data")
+        raise FragilityError(f"{config.model} was built for {expected} but the training data has {shape}; set "
+                             "TrainConfig.channels to match the data")
     model.eval()
     try:
         with torch.no_grad():
             model(image[None].float().to(device))
     except RuntimeError as error:
-        raise FragilityError(f"{config.model} cannot take training images of shape {tuple(image.shape)}: expected {expected}; {error}") from None
+        raise FragilityError(f"{config.model} cannot take training images of shape {tuple(image.shape)}: expected "
+                             f"{expected}; {error}") from None
     model.train()
 
 
@@ -142,7 +147,8 @@ def _epoch(model, loader, optimizer, config: TrainConfig, device, bar) -> tuple[
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
     for x, y in tqdm(loader, desc=bar, leave=False, disable=bar is None):
         if y.min() < 0 or y.max() >= config.classes:
-            raise FragilityError(f"training labels must lie in 0..{config.classes - 1}; set TrainConfig.classes to match the data")
+            raise FragilityError(f"training labels must lie in 0..{config.classes - 1}; set TrainConfig.classes to "
+                                 "match the data")
         x, y = x.to(device), y.to(device)
         output = model(x)
         loss = nn.functional.cross_entropy(output, y)
@@ -182,18 +188,25 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     if start is not None and not {"state_dict", "epoch"} <= set(start):
-        raise FragilityError("start must be a dict with the keys 'state_dict' and 'epoch' of the checkpoint to continue from")
+        raise FragilityError("start must be a dict with the keys 'state_dict' and 'epoch' of the checkpoint to "
+                             "continue from")
     first = 1 if start is None else start["epoch"] + 1
     if first > config.epochs:
-        raise FragilityError(f"start epoch {start['epoch']} leaves nothing to train up to TrainConfig.epochs={config.epochs}; raise epochs")
-    key = {"config_hash": config_hash(config), "freeze": freeze, "start_epoch": None if start is None else start["epoch"]}
-    path = lambda epoch: checkpoint_path(root, config.model, config.dataset, config.seed, epoch)
+        raise FragilityError(f"start epoch {start['epoch']} leaves nothing to train up to "
+                             f"TrainConfig.epochs={config.epochs}; raise epochs")
+    key = {"config_hash": config_hash(config), "freeze": freeze,
+           "start_epoch": None if start is None else start["epoch"]}
+
+    def path(epoch):
+        return checkpoint_path(root, config.model, config.dataset, config.seed, epoch)
+
     saves = _schedule(first, config.epochs, config.every)
     latest = _latest(path(first).parent, first, config.epochs)
     resume = None if latest is None else _read(path(latest), device)
     if resume is not None and {k: resume.get(k) for k in key} != key:
-        raise FragilityError(f"{path(latest).parent} holds checkpoints of a different run (config {resume.get('config')}, "
-                             f"freeze {resume.get('freeze')}); use another results folder or delete that one")
+        raise FragilityError(f"{path(latest).parent} holds checkpoints of a different run (config "
+                             f"{resume.get('config')}, freeze {resume.get('freeze')}); use another results folder or "
+                             "move that one away")
     if latest == config.epochs:
         return [path(e) for e in saves]
 
@@ -229,7 +242,8 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
             seconds = 0.0 if resume is None else resume.get("seconds", 0.0)
             for epoch in tqdm(epochs, desc=f"{config.model}/{config.dataset}/seed{config.seed}", disable=not progress):
                 clock = time.perf_counter()
-                train_loss, train_accuracy = _epoch(model, loader, optimizer, config, device, f"epoch {epoch}" if progress else None)
+                train_loss, train_accuracy = _epoch(model, loader, optimizer, config, device,
+                                                    f"epoch {epoch}" if progress else None)
                 seconds += time.perf_counter() - clock
                 if epoch in saves:
                     test_accuracy = _accuracy(model, test_set, config.batch_size, device)
@@ -249,7 +263,7 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
                         **key,
                         "provenance": provenance(),
                     }
-                    files.atomic(path(epoch), lambda tmp: torch.save(state, tmp))
+                    files.atomic(path(epoch), functools.partial(torch.save, state))
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.backends.cudnn.benchmark = previous[2]

@@ -9,7 +9,6 @@ of the figures' claims are here; each study's claims are its module's (`fragilit
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -65,7 +64,7 @@ def p1(ds, tol=TAU):
         "P1", "*ResNet18 and ResNet50 networks exhibit invariant parameter characteristics to different datasets: "
               "particularly for r_x and r_xε values* (Sec. 5, Fig. 9)",
         f"the Fr/Ro/Af labels (τ = {tol}) of global r_x and r_xε agree across datasets at ≥ {AGREE:.0%} of the "
-        "epochs, for ResNet-18 and ResNet-50", "; ".join(parts) or f"models on one dataset only",
+        "epochs, for ResNet-18 and ResNet-50", "; ".join(parts) or "models on one dataset only",
         "untestable" if not tested else "holds" if ok else "differs", "fig09_global",
         needs="two or more datasets per model: the paper, mnist + cifar10 or tinyimagenet profiles")
 

@@ -1,4 +1,4 @@
-"""FGSM against its formula, and the ε search (SPEC §3)."""
+"""FGSM against its formula, and the ε search (Definitions 7–9)."""
 import pytest
 import torch
 from torch import nn

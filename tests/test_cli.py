@@ -45,13 +45,16 @@ BAD = {
     "a profile that is not UTF-8": (lambda tmp: ["--profile", str(tmp / "latin.yaml")],
                                     "{tmp}/latin.yaml is not a UTF-8 text file"),
     "n_test larger than the test set": (lambda tmp: ["--profile", str(write_profile(tmp, n_test=501))],
-                                        "{tmp}/tiny.yaml: n_test 501 is larger than the test set of digits (500 images)"),
-    "a study setting of the wrong type": (lambda tmp: ["--profile", str(write_profile(
-        tmp, studies={"removal": {"draws": -1}}))], "{tmp}/tiny.yaml: studies.removal.draws must be a whole number ≥ 1; got -1."),
-    "a depth study whose seeds are not the profile's": (lambda tmp: ["--profile", str(write_profile(
-        tmp, studies={"depth": {"depths": [1], "seeds": [7]}}))], "{tmp}/tiny.yaml: studies.depth.seeds [7] are not the profile's"),
-    "a selective epoch that is not a checkpoint": (lambda tmp: ["--profile", str(write_profile(
-        tmp, studies={"selective": {"epoch": 5}}))], "{tmp}/tiny.yaml: studies.selective.epoch 5 is not a checkpoint of smallcnn"),
+                                        "{tmp}/tiny.yaml: n_test 501 is larger than the test set of digits (500 "),
+    "a study setting of the wrong type": (
+        lambda tmp: ["--profile", str(write_profile(tmp, studies={"removal": {"draws": -1}}))],
+        "{tmp}/tiny.yaml: studies.removal.draws must be a whole number ≥ 1; got -1."),
+    "a depth study whose seeds are not the profile's": (
+        lambda tmp: ["--profile", str(write_profile(tmp, studies={"depth": {"depths": [1], "seeds": [7]}}))],
+        "{tmp}/tiny.yaml: studies.depth.seeds [7] are not the profile's"),
+    "a selective epoch that is not a checkpoint": (
+        lambda tmp: ["--profile", str(write_profile(tmp, studies={"selective": {"epoch": 5}}))],
+        "{tmp}/tiny.yaml: studies.selective.epoch 5 is not a checkpoint of smallcnn"),
     "a verify unit that is not stored": (lambda tmp: ["--units", "smallcnn/digits/0/1"],
                                          "no stored unit smallcnn/digits/0/1"),
 }
@@ -92,7 +95,8 @@ def test_status_lists_study_units(tmp_path, capsys):
     table = lines[lines.index("") + 1:]
     assert table[0].split() == ["study", "model", "dataset", "seed", "done"]
     rows = [line.split() for line in table[1:-1]]
-    assert ["neurons", "smallcnn", "digits", "1", "yes"] in rows and ["neurons", "smallcnn", "digits", "0", "no"] in rows
+    assert ["neurons", "smallcnn", "digits", "1", "yes"] in rows
+    assert ["neurons", "smallcnn", "digits", "0", "no"] in rows
     assert sorted(r[1] for r in rows if r[0] == "depth") == ["smallcnn-d1", "smallcnn-d2"]
     assert table[-1] == f"{len(rows)} study units: 1 done"
 

@@ -120,11 +120,13 @@ def test_dataset_schema_and_round_trip(trained_cnn, digits, tmp_path):
     # h1/h2 remove everything at α = 1; the h3 windows together remove every weight exactly once
     assert (ds.n_filtered.sel(filter=["h1", "h2"], alpha=1.0) == ds.n_params).all()
     assert (ds.n_filtered.sel(filter="h3").sum("alpha") == ds.n_params).all()
-    assert float(ds.threshold.sel(layer="global", filter="h1", alpha=0.0)) == min(float(w.detach().min()) for w in weights)
-    for key in ("A", "attack", "ratio", "n_test", "fragility_version", "torch_version", "torchvision_version",
-                "git_commit"):
+    lowest = min(float(w.detach().min()) for w in weights)
+    assert float(ds.threshold.sel(layer="global", filter="h1", alpha=0.0)) == lowest
+    for key in ("A", "attack", "ratio", "n_test", "precision", "masks_per_pass", "fragility_version",
+                "torch_version", "torchvision_version", "git_commit"):
         assert key in ds.attrs
     assert ds.attrs["A"] == 4 and ds.attrs["n_test"] == 60 and ds.attrs["attack"] == "fixed"
+    assert ds.attrs["precision"] == "float32" and ds.attrs["masks_per_pass"] >= 1
     path = tmp_path / "sweep.nc"
     ds.to_netcdf(path, engine="h5netcdf")
     back = xr.open_dataset(path, engine="h5netcdf").load()
@@ -188,11 +190,14 @@ X4, Y4 = torch.randn(8, 4), torch.arange(8) % 3
     (nn.Linear(4, 3), X4, Y4, {"A": 0}, "A must be"),
     (nn.Linear(4, 3), torch.randn(8, 5), Y4, {}, "rejects inputs of shape"),
     (nn.Linear(4, 3), X4, Y4 + 3, {}, "labels must lie in 0..2"),
-    (nn.Linear(4, 3), X4, Y4, {"filters": ["h1", "lowpass"]}, "unknown filter"),
+    (nn.Linear(4, 3), X4, Y4, {"filters": ["h1", "lowpass"]}, "filters must be a non-empty list of distinct names"),
+    (nn.Linear(4, 3), X4, Y4, {"filters": ["h1", "h1"]}, "filters must be a non-empty list of distinct names"),
     (nn.Linear(4, 3), X4, Y4, {"layers": ["fc9"]}, "unknown layer"),
-    (nn.Linear(4, 3), X4, Y4, {"attack": "pgd"}, "unknown attack"),
+    (nn.Linear(4, 3), X4, Y4, {"attack": "pgd"}, "attack must be 'fixed'"),
+    (nn.Linear(4, 3), X4, Y4, {"precision": "float16"}, "precision must be one of 'float32', 'tf32', 'bfloat16'"),
+    (nn.Linear(4, 3), X4, Y4, {"masks_per_pass": 0}, "masks_per_pass must be"),
     (nn.Linear(4, 3), X4, Y4, {"epsilon": -1.0}, "epsilon must be"),
-    (nn.Linear(4, 3), X4, Y4[:5], {}, "same, non-zero number"),
+    (nn.Linear(4, 3), X4, Y4[:5], {}, "y must be a 1-D tensor of 8 integer class labels"),
     (nn.Linear(4, 3), X4, None, {}, "labels y are missing"),
 ])
 def test_bad_input_raises_one_clear_error(model, x, y, kwargs, match):

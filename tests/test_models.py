@@ -1,4 +1,4 @@
-"""Tests of the model registry: shapes, the 1-channel first convs of SPEC §7, Kaiming-uniform seeding."""
+"""Tests of the model registry: shapes, the 1-channel first convs of the paper (Sec. 4.3), Kaiming-uniform seeding."""
 
 import math
 
@@ -10,8 +10,9 @@ from fragility.errors import FragilityError
 from fragility.models import NAMES, build
 
 TORCHVISION = [name for name in NAMES if name != "smallcnn"]
-FIRST_CONV = {  # name: (attribute path, out_channels, kernel, stride, padding, has bias) for 1 channel, SPEC §7
+FIRST_CONV = {  # name: (attribute path, out_channels, kernel, stride, padding, has bias) for 1 channel (Sec. 4.3)
     "resnet18": ("conv1", 64, 7, 2, 3, False),
+    "resnet34": ("conv1", 64, 7, 2, 3, False),
     "resnet50": ("conv1", 64, 7, 2, 3, False),
     "squeezenet1_1": ("features.0", 64, 3, 2, 0, True),
     "shufflenet_v2_x1_0": ("conv1.0", 24, 3, 2, 1, False),
@@ -37,7 +38,8 @@ def test_first_conv(name):
     conv = build(name, 1).get_submodule(path)
     assert isinstance(conv, nn.Conv2d)
     assert (conv.in_channels, conv.out_channels) == (1, out)
-    assert conv.kernel_size == (kernel, kernel) and conv.stride == (stride, stride) and conv.padding == (padding, padding)
+    assert conv.kernel_size == (kernel, kernel) and conv.stride == (stride, stride)
+    assert conv.padding == (padding, padding)
     assert (conv.bias is not None) == bias
     assert build(name, 3).get_submodule(path).in_channels == 3
 

@@ -1,4 +1,4 @@
-"""Baseline, scaled and combined responses, scores and characterization on hand-computed toy curves (SPEC §4)."""
+"""Baseline, scaled and combined responses, scores and characterization on hand-computed toy curves (Eq. 10–16)."""
 import numpy as np
 import pytest
 import xarray as xr

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def config(**changes):
     """A small smallcnn run: 4 batches per epoch."""
-    return TrainConfig(**{"model": "smallcnn", "dataset": "toy", "seed": 0, "epochs": 4, "every": 1, "batch_size": 50, **changes})
+    return TrainConfig(**{"model": "smallcnn", "dataset": "toy", "seed": 0, "epochs": 4, "every": 1, "batch_size": 50,
+                          **changes})
 
 
 def run(root, **changes):
@@ -81,13 +82,17 @@ def test_deterministic(tmp_path):
     a, b = run(tmp_path / "a"), run(tmp_path / "b")
     for x, y in zip(a, b):
         assert_same(raw(x), raw(y))
-    assert any(not torch.equal(v, w) for v, w in zip(raw(a[-1])["model"].values(), build("smallcnn", seed=0).state_dict().values()))
+    start = build("smallcnn", seed=0).state_dict().values()
+    assert any(not torch.equal(v, w) for v, w in zip(raw(a[-1])["model"].values(), start))
 
 
-@pytest.mark.parametrize("model, size", [("smallcnn", 16), ("squeezenet1_1", 32)])  # squeezenet: dropout draws from the global RNG
+# squeezenet: its dropout draws from the global RNG
+@pytest.mark.parametrize("model, size", [("smallcnn", 16), ("squeezenet1_1", 32)])
 def test_resume_is_exact(tmp_path, model, size):
     data = toy(n=40, size=size)
-    go = lambda root, epochs: train(config(model=model, epochs=epochs, batch_size=20), data, data, root, progress=False)
+    def go(root, epochs):
+        return train(config(model=model, epochs=epochs, batch_size=20), data, data, root, progress=False)
+
     first = go(tmp_path / "resumed", 2)
     stamps = [p.stat().st_mtime_ns for p in first]
     resumed = go(tmp_path / "resumed", 4)
@@ -96,7 +101,8 @@ def test_resume_is_exact(tmp_path, model, size):
     assert resumed == [checkpoint_path(tmp_path / "resumed", model, "toy", 0, e) for e in (1, 2, 3, 4)]
     for x, y in zip(resumed, straight):
         a, b = raw(x), raw(y)
-        assert a.pop("config") == {**b.pop("config"), "epochs": 2 if a["epoch"] <= 2 else 4}  # each records its own call
+        # each records its own call
+        assert a.pop("config") == {**b.pop("config"), "epochs": 2 if a["epoch"] <= 2 else 4}
         assert_same(a, b)
     assert go(tmp_path / "resumed", 3) == resumed[:3]  # nothing to do, nothing rewritten
     assert [p.stat().st_mtime_ns for p in first] == stamps

@@ -29,7 +29,8 @@ def fig04_baseline(ds, model=None, dataset=None, layer=None, epoch=None, seed=No
     ax.set(xlabel=ALPHA, ylabel=r"baseline $\bar\phi$", title="(a) baseline", ylim=(-0.05, 1.05))
     twin = ax.twinx()
     twin.plot(alpha, c["n_filtered"], "-", color="teal", label=r"weights filtered $\phi_\alpha$")
-    twin.plot([alpha[-1]], [float(c["n_params"])], "o", color="gold", mec="k", ms=9, label=r"weights in the layer $\phi$")
+    twin.plot([alpha[-1]], [float(c["n_params"])], "o", color="gold", mec="k", ms=9,
+              label=r"weights in the layer $\phi$")
     twin.set_ylabel("weights filtered")
     ax.legend(handles=ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0], loc="center left")
     bx.plot(alpha, c["accuracy"].sel(input=p["input"]), ":", color="tab:blue", label=r"accuracy $\beta$")

@@ -73,8 +73,12 @@ def remove_layers(model: nn.Module, layers, x, y, x_train: torch.Tensor, batch_s
     """Clean accuracy with each layer's weights all removed, in every BatchNorm state of `STATES`, and of the intact
     network; `batchnorm(layer)` names the follower (accuracy is NaN for the states that need one when none
     follows)."""
-    layers = [layers] if isinstance(layers, str) else list(layers)
+    layers = checks.require([layers] if isinstance(layers, str) else layers, checks.items(
+        checks.Rule(lambda v: isinstance(v, str), "a layer name"), what="a layer name or a list of layer names"),
+        "layers")
+    batch_size = checks.count(batch_size, "batch_size")
     x, y = checks.examples(x, y)
+    x_train = checks.inputs(x_train, "x_train")
     values, followers = np.full((len(layers), len(STATES)), np.nan), []
     with preserved(model):
         for i, layer in enumerate(layers):

@@ -196,7 +196,8 @@ def figure(ds, dataset=None, seed=None):
             v = sub["accuracy"].sel(perturbation=kind, model=m).dropna("seed", how="all")
             draw.band(ax, sub["magnitude"].values, v, "seed", colors[m], f"{m} ({int(t['n_layers'].sel(model=m))} "
                       "layers)", "o-")
-        ax.set(xlabel=f"{text} (normalized units)", ylabel="accuracy", ylim=(0, 1.02), title=f"({'ab'[kind == 'gaussian']}) {kind}")
+        ax.set(xlabel=f"{text} (normalized units)", ylabel="accuracy", ylim=(0, 1.02),
+               title=f"({'ab'[kind == 'gaussian']}) {kind}")
         ax.legend()
     x = np.arange(len(names))
     for k, (key, color) in enumerate(zip(draw.SCORES, ("tab:blue", "tab:orange", "tab:red"))):

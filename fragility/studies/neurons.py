@@ -244,7 +244,8 @@ def verdicts(ds, model, dataset, seed=None, by="clean") -> dict[str, tuple[str, 
                     f"{model} on {dataset}, `{layer}`: Spearman ρ(fragility, attack effect) = {rho:+.2f} (per seed "
                     + ", ".join(f"{float(v):+.2f}" for v in r["correlation"].values) + ")"),
             "S2b": ("holds" if gain > 0.01 else "differs",
-                    f"{model} on {dataset}: FGSM accuracy {float(d.sel(network='original', defense_input='adversarial')):.3f}"
+                    f"{model} on {dataset}: FGSM accuracy "
+                    f"{float(d.sel(network='original', defense_input='adversarial')):.3f}"
                     f" → {float(d.sel(network='defended', defense_input='adversarial')):.3f} ({gain:+.3f}); clean "
                     f"{float(d.sel(network='original', defense_input='clean')):.3f} → "
                     f"{float(d.sel(network='defended', defense_input='clean')):.3f}")}

@@ -9,6 +9,7 @@ runs once per batch (the engine's graph cut).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 
@@ -38,7 +39,11 @@ def removal_count(n: int, p: float) -> int:
 
 def fractions(p) -> np.ndarray:
     """Distinct fractions in [0, 1]."""
-    ps = np.atleast_1d(np.asarray(p, dtype=float)) if not isinstance(p, (str, bytes)) else np.array([np.nan])
+    try:
+        ps = np.array([np.nan]) if isinstance(p, (str, bytes, bool, dict)) or p is None else \
+            np.atleast_1d(np.asarray(p, dtype=float))
+    except (TypeError, ValueError):
+        ps = np.array([np.nan])
     if ps.ndim != 1 or ps.size == 0 or not np.all((ps >= 0) & (ps <= 1)) or len(np.unique(ps)) != ps.size:
         raise FragilityError(f"p must be distinct fractions in [0, 1]; got {p!r}.")
     return ps
@@ -59,6 +64,11 @@ def random_mask(shape, p: float, *, seed: int = 0, layer: str = "", draw: int = 
     return keep.view(tuple(shape))
 
 
+def _removed(layer: str, w: torch.Tensor, drop: torch.Tensor) -> dict:
+    """The layer's weights with the entries `drop` (flat indices) set to zero."""
+    return {layer: w.flatten().index_fill(0, drop, 0).view_as(w)}
+
+
 def random_removal(model, x, y=None, *, layers=None, p=np.linspace(0, 1, 11), draws: int = 5, seed: int = 0,
                    epsilon=None, batch_size: int = 500, device=None, progress: bool = True) -> xr.Dataset:
     """Accuracy with a random fraction p of one layer's weights set to zero, per layer, fraction and draw.
@@ -72,7 +82,8 @@ def random_removal(model, x, y=None, *, layers=None, p=np.linspace(0, 1, 11), dr
         accuracy(layer, p, draw, input), base_accuracy(input), n_removed(layer, p), n_params(layer), epsilon.
     """
     ps = fractions(p)
-    draws, seed = checks.count(draws, "draws"), checks.count(seed, "seed", 0)
+    draws = int(checks.require(draws, checks.whole(1, 1000), "draws"))
+    seed = checks.count(seed, "seed", 0)
     adversarial = epsilon is not None
     inputs = INPUTS if adversarial else INPUTS[:1]
     with preserved(model):
@@ -89,8 +100,7 @@ def random_removal(model, x, y=None, *, layers=None, p=np.linspace(0, 1, 11), dr
             orders = [_order(w.numel(), seed, layer, d).to(w.device) for d in range(draws)]
             cells = [(j, d) for j in range(len(ps)) for d in range(draws) if n_removed[li, j] > 0]
             acc[li] = base_acc  # nothing removed: the unperturbed network
-            weights = [lambda j=j, d=d: {layer: w.flatten().index_fill(0, orders[d][:n_removed[li, j]], 0).view_as(w)}
-                       for j, d in cells]
+            weights = [functools.partial(_removed, layer, w, orders[d][:n_removed[li, j]]) for j, d in cells]
             for (j, d), correct in zip(cells, count_correct(stress, graph, layer, weights, clean_only=not adversarial)):
                 acc[li, j, d] = correct / len(stress.y)
     ds = xr.Dataset(
@@ -135,7 +145,8 @@ def compare_with_filtering(removal: xr.Dataset, sweep: xr.Dataset, filter: str =
                               output_core_dims=[["p"]], vectorize=True)
     mean = removal["accuracy"].mean("draw")
     out = xr.Dataset({"fraction": fraction, "random_mean": mean, "random_std": removal["accuracy"].std("draw"),
-                      "filtered": filtered.transpose(*mean.dims), "difference": (filtered - mean).transpose(*mean.dims)})
+                      "filtered": filtered.transpose(*mean.dims),
+                      "difference": (filtered - mean).transpose(*mean.dims)})
     out["agree"] = abs(out["difference"]) <= tol
     return out
 

@@ -165,7 +165,8 @@ def curves(ds: xr.Dataset, model, dataset, seed=None) -> xr.Dataset:
     """One model and dataset's curves per seed (every seed, or `seed`): accuracy(seed, training, epoch, level),
     start_accuracy, epsilon(seed, level), frozen(seed, training, layer)."""
     seeds = base.seeds(ds, model, dataset) if seed is None else [seed]
-    sub = ds.sel(model=model, dataset=dataset, seed=seeds)[["accuracy", "start_accuracy", "epsilon", "frozen", "epsilon_E"]].load()
+    sub = ds.sel(model=model, dataset=dataset, seed=seeds)
+    sub = sub[["accuracy", "start_accuracy", "epsilon", "frozen", "epsilon_E"]].load()
     return sub.dropna("epoch", how="all", subset=["accuracy"]).dropna("training", how="all", subset=["accuracy"])
 
 
