@@ -87,7 +87,7 @@ def search_epsilon(model, x: torch.Tensor, y: torch.Tensor, ratio: float = 0.5, 
         model: the network.
         x, y: test inputs and labels.
         ratio: the target ρ in (0, 1).
-        tol: accepted |acc(f(x_ε)) / acc(f(x)) − ρ|.
+        tol: the accepted distance between acc(f(x_ε)) / acc(f(x)) and ρ.
         max_epsilon: the largest ε searched (> 0).
         steps: bisection steps at most.
         batch_size: examples per pass.

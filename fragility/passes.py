@@ -1,4 +1,4 @@
-"""Evaluation passes of the sweep: the FX graph cut at a unit, and K masks of the unit in one pass (the engine's inner loop).
+"""Evaluation passes of the sweep (the engine's inner loop): the FX graph cut at a unit, and K masks in one pass.
 
 A unit's network is split at its filtered layers (`_Net`): `upstream`, what depends on none of them, runs once per
 batch and its values are reused for every mask; `downstream`, the layers and what depends on them (residual branches

@@ -157,7 +157,7 @@ def characterize(scores: xr.Dataset | xr.DataArray, tol: float = 0.02):
 
 
 def display_normalize(scores: xr.Dataset) -> xr.Dataset:
-    """Scores scaled to [−0.5, 0.5] for display (Sec. 4.3): r / (2 max|r|), r_x and r_xe together, r_e alone."""
+    """Scores scaled to [−0.5, 0.5] for display (Sec. 4.3): ``r / (2 max|r|)``, r_x and r_xe together, r_e alone."""
     if not isinstance(scores, xr.Dataset) or not {"r_x", "r_xe", "r_e"} & set(scores.data_vars):
         raise FragilityError("expected the Dataset of fragility.scores (r_x, r_xe, r_e).")
 

@@ -53,7 +53,7 @@ TINY_RUN = {
     "models": {"smallcnn": None, "resnet18": {"seeds": [0], "epochs": [1, 2]}}, "datasets": ["digits"],
     "seeds": [0, 1], "epochs": [1, 2], "every": 1, "n_test": 100, "A": 4, "filters": ["h1", "h2", "h3"],
     "attack": "fixed", "epsilon": "auto", "ratio": 0.5, "batch_size": 200, "train_batch_size": 50, "lr": 0.003,
-    "studies": {"selective": {"epoch": 1, "epochs": 2, "every": 1, "levels": 4}, "batchnorm": {"n_train": 200},
+    "studies": {"selective": {"epoch": 2, "epochs": 2, "every": 1, "levels": 4}, "batchnorm": {"n_train": 200},
                 "neurons": {}, "removal": {"p": [0.0, 0.5, 0.7, 1.0], "draws": 2},
                 "depth": {"depths": [1, 2], "epochs": 6, "A": 2, "local": False, "magnitudes": [0.0, 0.2, 0.5]},
                 "conventions": {}},

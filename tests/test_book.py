@@ -114,10 +114,11 @@ def test_notebook_parameters_are_checked_before_any_kernel_starts(site, tmp_path
     cli = (sys.executable, "-m", "fragility.book", "execute", "--results", "results", "--profile", "tiny",
            "--output", tmp_path)
     for params, message in (
-            (("-p", "layer", "conv9"), "unknown layer 'conv9' of smallcnn: choose from " + LAYERS + "."),
+            (("-p", "model", "smallcnn", "-p", "layer", "conv9"),
+             "unknown layer 'conv9' of smallcnn: choose from " + LAYERS + "."),
             (("-p", "model", "vgg"), "unknown model 'vgg' in these results: choose from resnet18, smallcnn."),
             (("-p", "seed", "true"), "parameter seed must be a whole number ≥ 0, or null; got True."),
-            (("-p", "layers", "fc"), "parameter layers must be a list of layer names, or null; got 'fc'."),
+            (("-p", "epoch", "ten"), "parameter epoch must be a whole number ≥ 1, or null; got 'ten'."),
             (("-p", "colour", "red"), "no notebook takes the parameter(s) colour")):
         out = run(*cli, *params, cwd=folder)
         assert out.returncode == 2 and out.stderr.startswith(f"python -m fragility.book: error: {message}"), \

@@ -1,6 +1,7 @@
 """Hostile but fair input: every public function, given a bad argument drawn by hypothesis, answers with one
 FragilityError naming it — or, when the argument is in fact valid, with a correct result — and never with another
 exception or a silent result; the caller's model always comes back exactly as it was."""
+import functools
 import math
 
 import numpy as np
@@ -140,7 +141,7 @@ def test_non_finite_inputs_are_never_swept(value, where):
     x = X.clone()
     x.view(-1)[where * 7] = value
     for fn in (fr.sweep, fr.sweep_naive):
-        result, answer = outcome(lambda: fn(net(), x, Y, A=2, epsilon=0.1, progress=False))
+        result, answer = outcome(functools.partial(fn, net(), x, Y, A=2, epsilon=0.1, progress=False))
         assert result == "refused" and "NaN or infinite" in answer
 
 
@@ -160,7 +161,7 @@ def test_numpy_scalars_dict_batches_and_float64_models():
 
 def test_search_epsilon_never_returns_a_negative_or_non_finite_epsilon():
     for bad in (-1, 0, float("nan"), float("inf")):
-        assert outcome(lambda: fr.search_epsilon(net(), X, Y, max_epsilon=bad))[0] == "refused"
+        assert outcome(functools.partial(fr.search_epsilon, net(), X, Y, max_epsilon=bad))[0] == "refused"
 
 
 def snapshot(model):

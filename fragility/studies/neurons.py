@@ -8,7 +8,7 @@ crafted once against the unperturbed network (fixed mode), as in the seed.
 
 A neuron's fragility is the accuracy drop its silencing causes (on clean inputs by default; rank 0 the most
 fragile) and its label follows `characterize` on the accuracy change. Where the attack hits: per neuron, the mean
-|a(x_ε) − a(x)| of its output a at the same point (after the activation), and its Spearman correlation with the
+``|a(x_ε) − a(x)|`` of its output a at the same point (after the activation), and its Spearman correlation with the
 fragility. The defense scales each neuron's output at that point by g = c + (a − c)·q, q its position in the
 fragility order (0 the most robust, 1 the most fragile), from the compression c < 1 to the amplification a > 1.
 """
@@ -72,8 +72,8 @@ def nodal_dropout(model: nn.Module, x, y=None, *, epsilon: float, layer: str | N
         layer: a Conv2d or Linear layer; default the first Conv2d in forward order.
 
     Returns:
-        accuracy(neuron, input), base_accuracy(input), attack_effect(neuron) (mean |a(x_ε) − a(x)|),
-        activation(neuron) (mean |a(x)|) and epsilon; attrs name the layer and the silencing point.
+        accuracy(neuron, input), base_accuracy(input), attack_effect(neuron) (mean ``|a(x_ε) − a(x)|``),
+        activation(neuron) (mean ``|a(x)|``) and epsilon; attrs name the layer and the silencing point.
     """
     epsilon = checks.number(epsilon, "epsilon", low=0)
     batch_size = checks.count(batch_size, "batch_size")
@@ -108,7 +108,7 @@ def nodal_dropout(model: nn.Module, x, y=None, *, epsilon: float, layer: str | N
 
 
 def _effect(model, point, activation, x, x_adv, batch_size) -> tuple[np.ndarray, np.ndarray]:
-    """Per neuron: mean |a(x_ε) − a(x)| and mean |a(x)| over examples and positions."""
+    """Per neuron: mean ``|a(x_ε) − a(x)|`` and mean ``|a(x)|`` over examples and positions."""
     change = level = 0.0
     count = 0
     for xb, ab in zip(x.split(batch_size), x_adv.split(batch_size)):

@@ -124,7 +124,7 @@ def _interpolate(q: np.ndarray, fraction: np.ndarray, acc: np.ndarray, base_acc:
 def compare_with_filtering(removal: xr.Dataset, sweep: xr.Dataset, filter: str = "h1", tol: float = 0.02):
     """Random removal beside `filter` (h1 or h2) synaptic filtering of the same fraction of the same layer: the
     sweep's accuracy interpolated at each random removal's removed share. Returns fraction, random_mean,
-    random_std (over draws), filtered, difference = filtered − random_mean and agree = |difference| ≤ tol."""
+    random_std (over draws), filtered, difference = filtered − random_mean and agree = ``|difference| ≤ tol``."""
     checks.require(filter, checks.one_of(("h1", "h2")), "filter (its removed share grows with α)")
     if filter not in sweep["filter"].values:
         raise FragilityError(f"filter {filter!r} is not in this sweep: it has {', '.join(sweep['filter'].values)}.")
