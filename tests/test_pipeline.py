@@ -211,3 +211,32 @@ def test_run_trains_only_what_missing_results_need(ran, tmp_path):
     assert pipeline.needed_runs(profile, results) == [("smallcnn", "digits", 1)]
     (results / "epsilon" / "smallcnn__digits.json").unlink()
     assert pipeline.needed_runs(profile, results) == [("smallcnn", "digits", 0), ("smallcnn", "digits", 1)]
+
+
+def test_verify_recomputes_a_stored_unit_identically_and_names_a_changed_one(ran, tmp_path):
+    profile, results = ran
+    results = copy(results, tmp_path)
+    unit = ("smallcnn", "digits", 1, 2)
+    [same] = pipeline.verify(profile, [unit], results, tmp_path / "scratch", progress=False)
+    assert same.unit == unit and same.identical, same.differences
+    path = store.unit_path(results, *unit)
+    ds = store.read_unit(path).load()
+    ds["accuracy"] = ds["accuracy"] - 0.25 * (ds["alpha"] == ds["alpha"][1])  # one threshold, a quarter lower
+    path.unlink()
+    store.write_unit(ds, path)
+    [changed] = pipeline.verify(profile, [unit], results, tmp_path / "scratch2", progress=False)
+    assert not changed.identical and changed.differences["accuracy"] == pytest.approx(0.25)
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
+
+
+@pytest.mark.slow
+def test_the_shipped_reference_unit_is_recomputed_identically(tmp_path):
+    """The earliest ResNet-18 checkpoint of seed 0, retrained and re-swept from nothing on this machine kind."""
+    profile = profiles.load_profile("reference")
+    unit = ("resnet18", "digits", 0, profile.grid("resnet18").epochs[0])
+    if not store.unit_path(REFERENCE, *unit).is_file():
+        pytest.fail(f"the reference unit {unit} is not shipped: run `fragility run --profile reference`")
+    [verified] = pipeline.verify(profile, [unit], REFERENCE, tmp_path / "scratch", progress=False)
+    assert verified.identical, verified.differences
