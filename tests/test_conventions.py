@@ -76,10 +76,13 @@ def test_agreement_counts_shared_labels(ran):
     ds, responses = fr.open_study(results, "conventions"), fr.open_results(results)
     r = readings(ds, responses, "smallcnn", "digits").drop_sel(layer="global")
     text = agreement(ds, responses, "smallcnn", "digits")
+    agree = total = 0
     for name in ("r_x", "r_xe"):
         labels = fr.characterize(r[name])
         same = int((labels.sel(reading="paper") == labels.sel(reading="code")).sum())
         assert f"{same}/{labels.sel(reading='paper').size} ({name})" in text
+        agree, total = agree + same, total + labels.sel(reading="paper").size
+    assert f"**the two readings agree on {agree} of {total} Fr/Ro/Af labels**" in text
 
 
 def test_an_interrupted_unit_resumes_from_its_epochs(ran, tmp_path):

@@ -112,7 +112,8 @@ def agreement(ds, responses, model, dataset) -> str:
     r = readings(ds, responses, model, dataset).drop_sel(layer="global")
     labels = characterize(r[["r_x", "r_xe"]])
     same = (labels.sel(reading="paper") == labels.sel(reading="code"))
-    return (f"{model} on {dataset}: the two readings give the same Fr/Ro/Af label to "
+    agree, total = sum(int(same[k].sum()) for k in ("r_x", "r_xe")), sum(same[k].size for k in ("r_x", "r_xe"))
+    return (f"{model} on {dataset}: **the two readings agree on {agree} of {total} Fr/Ro/Af labels** — "
             + ", ".join(f"{int(same[k].sum())}/{same[k].size} ({k})" for k in ("r_x", "r_xe")) + " of the "
             "(layer, epoch) cells")
 
