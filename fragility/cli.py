@@ -101,6 +101,9 @@ def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudySta
 def print_verified(found: list[pipeline.Verified]) -> None:
     _table(("unit", *pipeline.COMPARED), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}"
                                                                         for k in pipeline.COMPARED)) for v in found])
+    for v in found:
+        print(f"{'/'.join(map(str, v.unit))}: stored from {v.stored_on or 'an unrecorded device'}, recomputed on "
+              f"{v.recomputed_on}")
     print(f"{sum(v.identical for v in found)} of {len(found)} unit(s) identical to the stored ones")
 
 

@@ -11,11 +11,13 @@ cluster (fragility.cluster).
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
@@ -282,6 +284,8 @@ class Verified:
 
     unit: tuple
     differences: dict
+    stored_on: str = ""  # the device records of the stored unit and of its recomputation
+    recomputed_on: str = ""
 
     @property
     def identical(self) -> bool:
@@ -293,7 +297,8 @@ def verify(profile: Profile, units=None, results=None, scratch=None, data_dir=No
     """Retrain and re-sweep stored units into `scratch` and compare them with the stored ones.
 
     `units`: (model, dataset, seed, epoch) keys, default the earliest checkpoint of the first model's first seed.
-    Each run is trained from scratch up to the unit's epoch and swept with the stored ε.
+    Each run is trained from scratch up to the unit's epoch and swept with the stored ε. On a CPU it uses the
+    number of threads the stored unit records: another count sums in another order, and training amplifies that.
     """
     results = results_dir(profile, results)
     stored = _stored(profile, results)
@@ -307,16 +312,29 @@ def verify(profile: Profile, units=None, results=None, scratch=None, data_dir=No
     scratch = checks.folder(scratch or results.parent / f"{results.name}-verify", "scratch", create=True)
     out = []
     for unit in units:
-        model, dataset, seed, epoch = unit
-        config = profile.train_config(model, dataset, seed)
-        config.epochs = epoch
-        root = data.data_root(data_dir)
-        training.train(config, data.load(dataset, "train", root), data.load(dataset, "test", root), scratch,
-                       progress=progress, device=str(checks.device(device)))
         shipped = store.read_unit(store.unit_path(results, *unit))
-        again = sweep_unit(profile, scratch, unit, float(shipped["epsilon"]), data_dir, device, progress)
-        store.write_unit(again, store.unit_path(scratch, *unit))
+        threads = re.search(r"^cpu: .*, (\d+) threads$", shipped.attrs.get("device", ""))
+        before = torch.get_num_threads()
+        if threads and checks.device(device).type == "cpu":
+            torch.set_num_threads(int(threads.group(1)))
+        try:
+            again = _recompute(profile, unit, scratch, float(shipped["epsilon"]), data_dir, device, progress)
+        finally:
+            torch.set_num_threads(before)
         out.append(Verified(unit, {k: float(np.nanmax(np.abs(np.asarray(again[k], float) - np.asarray(shipped[k],
                                                                                                    float))))
-                                   for k in COMPARED}))
+                                   for k in COMPARED}, shipped.attrs.get("device", ""), again.attrs["device"]))
     return out
+
+
+def _recompute(profile: Profile, unit: tuple, scratch: Path, epsilon: float, data_dir, device, progress):
+    """Train `unit`'s run from scratch up to its epoch in `scratch`, sweep it with `epsilon`, store and return it."""
+    model, dataset, seed, epoch = unit
+    config = profile.train_config(model, dataset, seed)
+    config.epochs = epoch
+    root = data.data_root(data_dir)
+    training.train(config, data.load(dataset, "train", root), data.load(dataset, "test", root), scratch,
+                   progress=progress, device=str(checks.device(device)))
+    again = sweep_unit(profile, scratch, unit, epsilon, data_dir, device, progress)
+    store.write_unit(again, store.unit_path(scratch, *unit))
+    return again

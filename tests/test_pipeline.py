@@ -219,6 +219,7 @@ def test_verify_recomputes_a_stored_unit_identically_and_names_a_changed_one(ran
     unit = ("smallcnn", "digits", 1, 2)
     [same] = pipeline.verify(profile, [unit], results, tmp_path / "scratch", progress=False)
     assert same.unit == unit and same.identical, same.differences
+    assert same.stored_on == same.recomputed_on
     path = store.unit_path(results, *unit)
     ds = store.read_unit(path).load()
     ds["accuracy"] = ds["accuracy"] - 0.25 * (ds["alpha"] == ds["alpha"][1])  # one threshold, a quarter lower
@@ -240,3 +241,5 @@ def test_the_shipped_reference_unit_is_recomputed_identically(tmp_path):
         pytest.fail(f"the reference unit {unit} is not shipped: run `fragility run --profile reference`")
     [verified] = pipeline.verify(profile, [unit], REFERENCE, tmp_path / "scratch", progress=False)
     assert verified.identical, verified.differences
+    assert verified.recomputed_on.split(": ")[0] == verified.stored_on.split(": ")[0] == "cpu"
+    assert torch.get_num_threads() == 1  # the fixture's count is restored after the recorded one was used
