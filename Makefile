@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# quick until every unit of the reference run is shipped in results/reference/ (README: "Which profile, when")
 PROFILE ?= quick
 RESULTS ?= results/$(basename $(notdir $(PROFILE)))
 STAMP := $(VENV)/.installed
