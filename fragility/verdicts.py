@@ -191,12 +191,12 @@ def p6(ds, code=None, tol=TAU):
 
 def kept_share(ds, model, dataset, layer="global") -> float:
     """The largest share of `layer`'s weights any filter removes with the clean scaled response β̄ still ≥ 0.98
-    (mean over seeds, last epoch)."""
+    in every seed (last epoch); 0 when no threshold keeps it."""
     sub = select(ds, model, dataset)
     sub = sub.sel(epoch=sub["epoch"].values[-1], layer=layer)
     ok = (scaled(sub).sel(input="clean") >= KEPT).mean("seed") == 1
     share = (sub["n_filtered"] / sub["n_params"]).mean("seed")
-    return float(share.where(ok).max())
+    return float(share.where(ok).max().fillna(0.0))
 
 
 def p10(ds):

@@ -261,3 +261,10 @@ def test_verdict_uses_each_datasets_chance():
     both = {**tiny, ("resnet18", "cifar10", 0): unit({"l": [0.85, 0.11, 0.7, 0.8]})}
     assert verdict(combined(both), "resnet18", "cifar10")[0] == "holds"
     assert verdict(combined(both), "resnet18", "tiny-imagenet")[0] == "holds"
+
+
+def test_verdict_names_the_follower_of_a_layer_only_another_seed_studied():
+    ds = combined({("smallcnn", "digits", 0): unit({"a.conv": [0.85, 0.1, 0.8, 0.8]}),
+                   ("smallcnn", "digits", 1): unit({"a.conv": [0.85, 0.1, 0.8, 0.8], "b.conv": [0.2, 0.1, 0.2, 0.2]})})
+    evidence = verdict(ds, "smallcnn", "digits")[1]
+    assert "with `b.conv.bn` zeroed" in evidence and "nan" not in evidence

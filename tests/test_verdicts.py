@@ -127,6 +127,8 @@ def test_p10_part_of_the_network_removed_with_accuracy_kept(tmp_path):
     lost = unit({"conv": FR, "fc": FR}, glob=(FR, FR))  # β̄ below 0.98 as soon as anything is removed
     assert verdict(fr.claims(results(tmp_path / "b", {("m", "digits", 0, 1): lost})), "P10") == "differs"
     assert verdicts.kept_share(store.open_results(tmp_path / "a"), "m", "digits") == 1.0
+    assert verdicts.kept_share(store.open_results(tmp_path / "b"), "m", "digits") == 0.0  # not NaN: no threshold
+    assert "m/digits: 0% of all weights" in fr.claims(tmp_path / "b").set_index("id").loc["P10", "evidence"]
 
 
 def test_the_table_has_every_claim_and_says_what_would_test_the_untestable(tmp_path):

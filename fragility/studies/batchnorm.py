@@ -137,9 +137,11 @@ def shares(ds: xr.Dataset, model, dataset) -> xr.Dataset:
     sub = sub.dropna("layer", how="all", subset=["accuracy"])
     classes = data.info(dataset).classes
     kept = retention(sub["accuracy"], sub["intact_accuracy"], classes)
+    # seeds may study different layers: a layer's follower is the name any seed that studied it recorded
+    followers = [next((v for v in sub["batchnorm"].sel(layer=layer).values if isinstance(v, str) and v), "")
+                 for layer in sub["layer"].values]
     return xr.Dataset({"kept": kept.mean("seed"), "accuracy": sub["accuracy"].mean("seed"),
-                       "intact": sub["intact_accuracy"].mean("seed")},
-                      coords={"batchnorm": ("layer", [str(v) for v in sub["batchnorm"].isel(seed=0).values])})
+                       "intact": sub["intact_accuracy"].mean("seed")}, coords={"batchnorm": ("layer", followers)})
 
 
 def verdict(ds, model, dataset) -> tuple[str, str]:
