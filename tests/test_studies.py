@@ -289,3 +289,19 @@ def test_a_study_starts_from_the_profiles_checkpoint(ran):
     x, y = data.test_subset(data.load("digits", "test"), profile.n_test, seed=0)
     assert float(c["epsilon_E"]) == fr.largest_epsilon(net, x, y, batch_size=profile.batch_size)
     assert float(c["start_accuracy"].sel(level=0.0)) == fr.attacks.accuracy(net, x, y)
+
+
+def test_pair_claims_hold_only_when_every_pair_holds():
+    from fragility.studies import base
+
+    ds = xr.Dataset({"stored": (("model", "dataset", "seed"), [[[True], [True]]])},
+                    coords={"model": ["m"], "dataset": ["digits", "mnist"], "seed": [0]})
+    texts, rules = {"X": "the claim"}, {"X": "the rule"}
+
+    def verdicts(outcome):
+        return lambda ds, model, dataset: {"X": (outcome(dataset), f"{model}/{dataset}")}
+
+    both = base.pair_claims(ds, verdicts(lambda d: "holds"), texts, rules, "chapter")
+    assert [(r["id"], r["verdict"], r["evidence"]) for r in both] == [("X", "holds", "m/digits; m/mnist")]
+    one = base.pair_claims(ds, verdicts(lambda d: "holds" if d == "digits" else "differs"), texts, rules, "chapter")
+    assert one[0]["verdict"] == "differs"

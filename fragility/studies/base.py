@@ -239,6 +239,15 @@ def claim_row(id: str, claim: str, rule: str, evidence: str, verdict: str, chapt
             "chapter": chapter}
 
 
+def pair_claims(ds, verdicts, texts: dict, rules: dict, chapter: str) -> list[dict]:
+    """The rows of claims that `verdicts(ds, model, dataset) -> {id: (verdict, evidence)}` decides per (model,
+    dataset) of the study: a claim holds when it holds for every pair."""
+    found = [verdicts(ds, m, d) for m, d in pairs(ds)]
+    return [claim_row(k, texts[k], rules[k], "; ".join(f[k][1] for f in found),
+                      "holds" if found and all(f[k][0] == "holds" for f in found) else "differs", chapter)
+            for k in texts]
+
+
 def timed(fn, *args, **kwargs):
     """(fn(*args, **kwargs), seconds it took)."""
     start = time.perf_counter()

@@ -318,16 +318,13 @@ def summary(ds, model=None, dataset=None, seed=None, input="clean") -> str:
 
 
 def claims(ds, responses=None) -> list[dict]:
-    found = [verdicts(ds, m, d) for m, d in base.pairs(ds)]
     texts = {"S2a": "*Our method identifies the specific neurons of a network that are most affected by the "
                     "adversarial attack being applied* (seed 002, fragile neurons by nodal dropout)",
              "S2b": "*We propose to make fragile neurons more robust against these attacks by compressing features "
                     "within robust neurons and amplifying the fragile neurons proportionally* (seed 002)"}
     rules = {"S2a": f"mean Spearman ρ between a neuron's fragility and the attack's effect on it > +{CORRELATED}",
              "S2b": "the defense raises accuracy under FGSM crafted against each network by more than 0.01"}
-    return [base.claim_row(k, texts[k], rules[k], "; ".join(f[k][1] for f in found),
-                           "holds" if found and all(f[k][0] == "holds" for f in found) else "differs",
-                           "study_neurons") for k in ("S2a", "S2b")]
+    return base.pair_claims(ds, verdicts, texts, rules, "study_neurons")
 
 
 STUDY = base.Study(

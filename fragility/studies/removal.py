@@ -270,7 +270,6 @@ def summary(ds, results=None, model=None, dataset=None, seed=None, layer=None, i
 
 
 def claims(ds, responses=None) -> list[dict]:
-    found = [verdicts(ds, m, d) for m, d in base.pairs(ds)]
     texts = {"S3a": "*Alexnet shows less than a 30% decrease in classification performance when randomly removing "
                     "over 70% of weight connections in the top convolutional or dense layers* (seed 003)",
              "S3b": "*but performance is almost at chance with the same perturbation in the first convolutional "
@@ -278,9 +277,7 @@ def claims(ds, responses=None) -> list[dict]:
     rules = {"S3a": f"each of the last {TOP_LAYERS} layers loses < {KEEP:.0%} of the clean accuracy with a random "
                     f"{AT:.0%} of its weights removed (mean over draws and seeds)",
              "S3b": f"the first layer keeps < {CHANCE:.0%} of its above-chance accuracy with {AT:.0%} removed"}
-    return [base.claim_row(k, texts[k], rules[k], "; ".join(f[k][1] for f in found),
-                           "holds" if found and all(f[k][0] == "holds" for f in found) else "differs",
-                           "study_removal") for k in ("S3a", "S3b")]
+    return base.pair_claims(ds, verdicts, texts, rules, "study_removal")
 
 
 def _choices(ds, model, dataset):
