@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -143,12 +144,13 @@ def check_types(parameters: dict) -> None:
 
 
 def execute(results, profile: str, notebooks=NOTEBOOKS, output=EXECUTED, only=None, parameters=None,
-            log=print) -> list[Path]:
+            log=print, workers: int = 2) -> list[Path]:
     """Execute every chapter notebook of `notebooks` (or those named in `only`) into `output` with papermill.
 
     Each notebook gets `results` (as given: a path a reader can type), `profile` and those of `parameters` it
     declares. Before any runs, `parameters` must each be declared by some notebook, have the right type, and pass
-    `check_parameters` against the results. A notebook runs into a temporary file renamed on success.
+    `check_parameters` against the results. A notebook runs into a temporary file renamed on success; `workers`
+    notebooks run at once (at most one per core).
     """
     import papermill as pm
 
@@ -175,20 +177,31 @@ def execute(results, profile: str, notebooks=NOTEBOOKS, output=EXECUTED, only=No
     output.mkdir(parents=True, exist_ok=True)
     shown = str(results) if results is not None else f"results/{profile}"
     previous, os.environ[VIEWS] = os.environ.get(VIEWS), str((output / "_extra" / "views").resolve())
-    try:
-        for path, names in declared.items():
-            given = {k: v for k, v in {"results": shown, "profile": profile, **parameters}.items() if k in names}
-            start, target = time.perf_counter(), output / path.name
-            partial = target.with_name(f".running-{target.name}")
+
+    def run(path: Path) -> None:
+        given = {k: v for k, v in {"results": shown, "profile": profile, **parameters}.items() if k in declared[path]}
+        start, target = time.perf_counter(), output / path.name
+        partial = target.with_name(f".running-{target.name}")
+        try:
+            pm.execute_notebook(str(path), str(partial), parameters=given, progress_bar=False,
+                                kernel_name="python3", cwd=str(Path.cwd()))
+            os.replace(partial, target)
+        except pm.PapermillExecutionError as err:
+            raise FragilityError(f"{path.name}: {err.evalue}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        log(f"{path.name}: {time.perf_counter() - start:.1f} s")
+
+    try:  # kernels start and import while others compute: as many notebooks at once as the machine has cores
+        with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(declared), workers))) as pool:
+            running = [pool.submit(run, path) for path in declared]
             try:
-                pm.execute_notebook(str(path), str(partial), parameters=given, progress_bar=False,
-                                    kernel_name="python3", cwd=str(Path.cwd()))
-                os.replace(partial, target)
-            except pm.PapermillExecutionError as err:
-                raise FragilityError(f"{path.name}: {err.evalue}") from None
-            finally:
-                partial.unlink(missing_ok=True)
-            log(f"{path.name}: {time.perf_counter() - start:.1f} s")
+                for done in running:
+                    done.result()
+            except BaseException:
+                for waiting in running:
+                    waiting.cancel()
+                raise
     finally:
         if previous is None:
             os.environ.pop(VIEWS)
