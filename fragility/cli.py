@@ -86,8 +86,12 @@ def _table(header: tuple, rows: list[tuple]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
-def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudyStatus]) -> None:
-    """The table of units, its counts, then the table of study units and its count."""
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudyStatus], seconds: dict) -> None:
+    """The table of units, its counts, the table of study units and its count, then the compute they record."""
     _table(("model", "dataset", "seed", "epoch", "trained", "swept"),
            [(r.model, r.dataset, r.seed, r.epoch, r.trained, r.swept) for r in rows])
     print(f"{len(rows)} units: {sum(r.trained for r in rows)} trained, {sum(r.swept for r in rows)} swept")
@@ -96,6 +100,8 @@ def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudySta
         _table(("study", "model", "dataset", "seed", "done"),
                [(r.study, r.model, r.dataset, r.seed, r.done) for r in study_rows])
         print(f"{len(study_rows)} study units: {sum(r.done for r in study_rows)} done")
+    print(f"\nCompute recorded by what is stored: {_duration(sum(seconds.values()))} ("
+          + ", ".join(f"{kind} {_duration(s)}" for kind, s in seconds.items()) + "; each unit names its device)")
 
 
 def print_verified(found: list[pipeline.Verified]) -> None:
@@ -115,7 +121,8 @@ def main(argv=None) -> int:
         if args.results is not None:
             checks.folder(args.results, "--results", create=True)
         if args.command == "status":
-            print_status(pipeline.status(profile, args.results), pipeline.study_status(profile, args.results))
+            print_status(pipeline.status(profile, args.results), pipeline.study_status(profile, args.results),
+                         pipeline.recorded_seconds(profile, args.results))
             return 0
         if getattr(args, "scheduler", None) is None:
             checks.device(args.device)  # on a running cluster the workers, not this machine, run the device

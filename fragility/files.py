@@ -15,8 +15,15 @@ from collections.abc import Callable
 TMP = ".tmp"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic(path, write: Callable[[str], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, sync it, then rename it onto `path`."""
+    """Call `write(tmp)` on a temporary file beside `path`, sync it, then rename it onto `path` with the permissions
+    a plain `open` would give it (the temporary file is private while it is written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP)
@@ -25,6 +32,7 @@ def atomic(path, write: Callable[[str], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -256,6 +256,22 @@ def status(profile: Profile, results=None) -> list[Status]:
     return [Status(*u, training.checkpoint_path(results, *u).is_file(), u in done) for u in profile.units()]
 
 
+def recorded_seconds(profile: Profile, results=None) -> dict[str, float]:
+    """The compute time the stored results of the profile record, by kind: `training` (each run's checkpoints, as
+    its last swept unit records them), `epsilon` (the ε searches), `sweeps` and `studies` (each unit its own)."""
+    results = results_dir(profile, results)
+    headers = store.scan(results) if results.is_dir() else {}
+    runs: dict[tuple, float] = {}
+    for (model, dataset, seed, _), header in headers.items():
+        runs[model, dataset, seed] = max(runs.get((model, dataset, seed), 0.0), header.attrs.get("train_seconds", 0.0))
+    searched = [json.loads(p.read_text()).get("seconds", 0.0) for p in sorted((results / "epsilon").glob("*.json"))]
+    studied = [store.read_attrs(path).get("seconds", 0.0) for path in
+               (studies.study_path(results, name, *unit.key) for name, unit in studies.units(profile))
+               if path.is_file()]
+    return {"training": sum(runs.values()), "epsilon": sum(searched),
+            "sweeps": sum(h.attrs.get("seconds", 0.0) for h in headers.values()), "studies": sum(studied)}
+
+
 @dataclass(frozen=True)
 class StudyStatus:
     """Whether one study unit's file exists."""

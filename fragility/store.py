@@ -129,6 +129,16 @@ def _attrs(var) -> dict:
     return {k: v for k, v in var.attrs.items() if k not in ("_FillValue", "coordinates")}
 
 
+def read_attrs(path) -> dict:
+    """The global attributes of the netCDF file at `path` (a unit or a study unit), read without its arrays; a
+    FragilityError naming the file if it cannot be read."""
+    try:
+        with h5netcdf.File(path, "r") as f:
+            return dict(f.attrs)
+    except Exception as err:  # any failure to open means the file is damaged or not netCDF
+        raise _unreadable(path, err) from None
+
+
 def read_header(path) -> Header:
     """The header of the unit stored at `path`, validated; a FragilityError naming the file otherwise."""
     try:

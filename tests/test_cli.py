@@ -82,17 +82,19 @@ def test_status_table(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["model", "dataset", "seed", "epoch", "trained", "swept"]
     assert lines[1].split() == ["smallcnn", "digits", "0", "1", "no", "no"]
-    assert lines[-1] == "4 units: 0 trained, 0 swept"
+    assert lines[-3] == "4 units: 0 trained, 0 swept"
+    assert lines[-1].startswith("Compute recorded by what is stored: 0.0 min (training 0.0 min")
 
 
 def test_status_lists_study_units(tmp_path, capsys):
     profile = write_profile(tmp_path, studies={"neurons": {}, "depth": {"depths": [1, 2]}})
     done = studies.study_path(tmp_path / "R", "neurons", "smallcnn", "digits", 1)
     done.parent.mkdir(parents=True)
-    done.touch()
+    xr.Dataset(attrs={"seconds": 90.0}).to_netcdf(done, engine="h5netcdf")
     assert cli.main(["status", "--profile", str(profile), "--results", str(tmp_path / "R")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    table = lines[lines.index("") + 1:]
+    table = lines[lines.index("") + 1:-2]
+    assert "studies 1.5 min;" in lines[-1]
     assert table[0].split() == ["study", "model", "dataset", "seed", "done"]
     rows = [line.split() for line in table[1:-1]]
     assert ["neurons", "smallcnn", "digits", "1", "yes"] in rows

@@ -50,6 +50,9 @@ def test_roundtrip(tmp_path):
     assert back["layer_index"].values.tolist() == [0, 1, 2]
     assert back.attrs["profile"] == "test" and back.attrs["schema"] == store.SCHEMA
     assert [p.name for p in path.parent.iterdir()] == ["epoch007.nc"]
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert path.stat().st_mode == plain.stat().st_mode  # readable by whom a plain file would be
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):
@@ -75,9 +78,9 @@ def test_corrupt_and_foreign_files_are_named(tmp_path):
     put(tmp_path)
     corrupt = store.unit_path(tmp_path, "m", "digits", 0, 2)
     corrupt.write_bytes(np.random.default_rng(0).bytes(3000))
-    for call in (store.read_unit, store.scan, store.open_results):
+    for call in (store.read_unit, store.read_attrs, store.scan, store.open_results):
         with pytest.raises(FragilityError, match=f"{corrupt}.*delete it"):
-            call(corrupt if call is store.read_unit else tmp_path)
+            call(corrupt if call in (store.read_unit, store.read_attrs) else tmp_path)
     corrupt.unlink()
     foreign = tmp_path / "other.nc"
     xr.Dataset({"t": ("x", [1.0, 2.0])}).to_netcdf(foreign, engine="h5netcdf")

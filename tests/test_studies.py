@@ -210,6 +210,15 @@ def test_every_study_unit_is_stored(ran):
     for name, unit in found:
         assert studies.study_path(results, name, *unit.key).is_file()
     assert all(s.done for s in pipeline.study_status(profile, results))
+    recorded = pipeline.recorded_seconds(profile, results)
+    assert list(recorded) == ["training", "epsilon", "sweeps", "studies"] and min(recorded.values()) > 0
+    name, unit = found[0]
+    one = studies.study_path(results, name, *unit.key)
+    moved = one.rename(one.with_suffix(".away"))
+    try:  # a study unit that is not stored is not counted
+        assert pipeline.recorded_seconds(profile, results)["studies"] < recorded["studies"]
+    finally:
+        moved.rename(one)
 
 
 @pytest.mark.slow

@@ -95,8 +95,9 @@ def open_study(results, name: str) -> xr.Dataset:
     found = study(name)
     files = sorted((Path(results) / "studies" / name).glob("*.nc"))
     if not files:
-        raise FragilityError(f"no stored {name} study under {results}: add `studies: {{{name}: {{}}}}` to the "
-                             "profile and run `fragility run --profile …`.")
+        raise FragilityError(f"no stored {name} study under {results}: run `fragility run --profile …` with that "
+                             f"profile (it runs the studies the profile lists; add `studies: {{{name}: {{}}}}` to "
+                             "a profile that lacks it).")
     ds = base.combine([base.read(f, found) for f in files])
     ds.attrs["study"] = name
     return ds
