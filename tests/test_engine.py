@@ -86,19 +86,23 @@ class Untraceable(Shared):
         return self.out(h)
 
 
+@pytest.mark.parametrize("k", ["auto", 4])
 @pytest.mark.parametrize("cls", [Shared, Untraceable])
 @pytest.mark.parametrize("attack", ["fixed", "adaptive"])
-def test_unusual_models_equal_oracle(cls, attack):
+def test_unusual_models_equal_oracle(cls, attack, k):
+    """A layer called twice gets the K weights at both calls; an untraceable model runs the plain way, one mask per
+    pass."""
     torch.manual_seed(1)
     model, x = cls(), torch.randn(20, 1, 6, 6)
     y = torch.randint(0, 3, (20,))
     options = dict(A=5, epsilon=0.3, attack=attack, progress=False)
     if cls is Untraceable:
         with pytest.warns(UserWarning, match="cannot be traced"):
-            fast = fr.sweep(model, x, y, **options)
-        assert fast.attrs["engine"] == "plain"
+            fast = fr.sweep(model, x, y, masks_per_pass=k, **options)
+        assert fast.attrs["engine"] == "plain" and fast.attrs["masks_per_pass"] == 1
     else:
-        fast = fr.sweep(model, x, y, **options)
+        fast = fr.sweep(model, x, y, masks_per_pass=k, **options)
+        assert fast.attrs["masks_per_pass"] == (1 if k == "auto" else k)
     np.testing.assert_array_equal(fast.accuracy.values, fr.sweep_naive(model, x, y, **options).accuracy.values)
 
 

@@ -11,7 +11,7 @@ from fragility import FragilityError
 from fragility.engine import prepare, tf32, tf32_flags
 from fragility.filters import synaptic_mask
 from fragility.passes import CPU_MASKS_PER_PASS, _trace, count_correct
-from test_engine import ARCHITECTURES, Shared, Untraceable, random_network
+from test_engine import ARCHITECTURES, random_network
 
 # every supported architecture: ARCHITECTURES' sizes and layers, ShuffleNet ×0.5 and the small CNN besides
 BATCHED = {**ARCHITECTURES,
@@ -116,24 +116,6 @@ def test_batched_equals_one_mask_per_pass(trained_cnn, digits):
     options = dict(A=4, epsilon=0.2, batch_size=16, progress=False, attack="adaptive")
     np.testing.assert_array_equal(fr.sweep(trained_cnn, x, y, masks_per_pass=4, **options).accuracy.values,
                                   fr.sweep(trained_cnn, x, y, masks_per_pass=1, **options).accuracy.values)
-
-
-@pytest.mark.parametrize("cls", [Shared, Untraceable])
-@pytest.mark.parametrize("attack", ["fixed", "adaptive"])
-def test_unusual_models_with_many_masks_per_pass(cls, attack):
-    """A layer called twice gets the K weights at both calls; an untraceable model runs one mask per pass."""
-    torch.manual_seed(1)
-    model, x = cls(), torch.randn(20, 1, 6, 6)
-    y = torch.randint(0, 3, (20,))
-    options = dict(A=5, epsilon=0.3, attack=attack, progress=False)
-    if cls is Untraceable:
-        with pytest.warns(UserWarning, match="cannot be traced"):
-            fast = fr.sweep(model, x, y, masks_per_pass=4, **options)
-        assert fast.attrs["engine"] == "plain" and fast.attrs["masks_per_pass"] == 1
-    else:
-        fast = fr.sweep(model, x, y, masks_per_pass=4, **options)
-        assert fast.attrs["masks_per_pass"] == 4
-    np.testing.assert_array_equal(fast.accuracy.values, fr.sweep_naive(model, x, y, **options).accuracy.values)
 
 
 @pytest.mark.parametrize("k", [None, 1, 3])
