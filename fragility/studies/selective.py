@@ -190,7 +190,8 @@ def verdict(c: xr.Dataset, reading: str = "prose") -> tuple[str, str]:
     if "random" in g["training"].values and reading != "random":
         diff = float((g.sel(training=reading) - g.sel(training="random")).mean())
         control = f"; {reading} − random control {diff:+.3f} ({'beats' if diff > MARGIN else 'does not beat'} it)"
-    evidence = (f"gain over regular training, mean ± std over {g.sizes['seed']} seeds — " + ", ".join(parts)
+    seeds = f"{g.sizes['seed']} seed{'s' if g.sizes['seed'] > 1 else ''}"
+    evidence = (f"gain over regular training, mean ± std over {seeds} — " + ", ".join(parts)
                 + f"; {reading} positive in {wins}/{g.sizes['seed']} seeds" + control)
     holds = mean > MARGIN and wins > g.sizes["seed"] / 2
     return ("holds" if holds else "differs"), evidence
@@ -253,7 +254,11 @@ def summary(ds, model=None, seed=None, datasets=None) -> str:
         result, evidence = verdict(c)
         lines += [f"**{p['model']} on {name}** (continued from epoch {ds.attrs.get('start_epoch', '?')}, ε_E "
                   f"{', '.join(f'{v:.3g}' for v in c['epsilon_E'].values)}):", ""]
-        lines += [f"- {t} froze {', '.join(f'`{n}`' for n in f) or 'nothing'}" for t, f in frozen.items()]
+        counts = {t: " or ".join(map(str, sorted({int(v) for v in c["frozen"].sel(training=t).sum("layer").values})))
+                  for t in frozen}
+        which = "in some seed" if c.sizes["seed"] > 1 else "namely"
+        lines += [f"- {t} froze {counts[t]} of {c.sizes['layer']} layers per seed; {which}: "
+                  f"{', '.join(f'`{n}`' for n in f) or 'none'}" for t, f in frozen.items()]
         lines += ["", f"Gain in accuracy under attack over regular training: {evidence}. Rule of claim P8: a reading "
                       f"beats regular training when its mean gain exceeds +{MARGIN} and is positive in most seeds — "
                       f"for the prose reading: **{result}**."]
