@@ -80,6 +80,7 @@ def current(page) -> dict:
     return {c: checked.get(c, page.selections.get(c)) for c in page.chapter.controls}
 
 
+IN_MEMORY = 2**29  # responses up to this size (bytes) are read once before drawing, not once per view
 _WORK: tuple = ()  # (page, combos, folder) of the views being drawn, inherited by the forked drawing processes
 
 
@@ -128,6 +129,8 @@ def show(page, folder: Path):
 
     if not page.chapter.controls:
         return display(page.call(page.chapter.figure))
+    if page.responses is not None and page.responses.nbytes <= IN_MEMORY:
+        page.responses = page.responses.load()  # every view selects from it: one read, shared with the forks
     combos = combinations(page)
     chosen = current(page)
     start = next((i for i, c in enumerate(combos) if all(c[k] == chosen[k] for k in page.chapter.controls
