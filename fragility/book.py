@@ -154,6 +154,7 @@ def execute(results, profile: str, notebooks=NOTEBOOKS, output=EXECUTED, only=No
     """
     import papermill as pm
 
+    workers = int(checks.require(workers, checks.whole(1), "workers"))
     parameters = dict(parameters or {})
     paths = [p for p in (Path(notebooks) / f"{n}.ipynb" for n in CHAPTERS) if p.is_file()]
     if not paths:
@@ -193,7 +194,7 @@ def execute(results, profile: str, notebooks=NOTEBOOKS, output=EXECUTED, only=No
         log(f"{path.name}: {time.perf_counter() - start:.1f} s")
 
     try:  # kernels start and import while others compute: as many notebooks at once as the machine has cores
-        with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(declared), workers))) as pool:
+        with ThreadPoolExecutor(min(os.cpu_count() or 1, len(declared), workers)) as pool:
             running = [pool.submit(run, path) for path in declared]
             try:
                 for done in running:

@@ -21,6 +21,9 @@ def _umask() -> int:
     return mask
 
 
+UMASK = _umask()  # read once, at import: os.umask can only be read by setting it, which other threads would see
+
+
 def atomic(path, write: Callable[[str], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, sync it, then rename it onto `path` with the permissions
     a plain `open` would give it (the temporary file is private while it is written)."""
@@ -32,7 +35,7 @@ def atomic(path, write: Callable[[str], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -226,3 +226,10 @@ def test_a_control_switches_the_figure_without_a_kernel(site, server, tmp_path):
         timeout=240)
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "fig04_baseline.png")
+
+
+@pytest.mark.parametrize("workers", [0, 1.5, "two"])
+def test_a_bad_worker_count_is_refused_before_anything_runs(tmp_path, workers):
+    with pytest.raises(book.FragilityError, match="workers.*a whole number ≥ 1"):
+        book.execute("results", "tiny", output=tmp_path / "out", workers=workers)
+    assert not (tmp_path / "out").exists()
