@@ -232,6 +232,12 @@ def test_verify_recomputes_a_stored_unit_identically_and_names_a_changed_one(ran
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
 
+def test_the_shipped_reference_is_complete():
+    """`make book` on a fresh clone computes nothing: every unit, ε record and study unit of the reference is shipped."""
+    missing = [task.key for task in pipeline.plan(profiles.load_profile("reference"), REFERENCE)]
+    assert not missing, f"not shipped in {REFERENCE}: {missing}; run `fragility run --profile reference`"
+
+
 @pytest.mark.slow
 def test_the_shipped_reference_unit_is_recomputed_identically(tmp_path):
     """The earliest ResNet-18 checkpoint of seed 0, retrained and re-swept from nothing on this machine kind."""
