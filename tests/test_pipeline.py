@@ -233,7 +233,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
 
 def test_the_shipped_reference_is_complete():
-    """`make book` on a fresh clone computes nothing: every unit, ε record and study unit of the reference is shipped."""
+    """`make book` on a fresh clone computes nothing: every unit, ε record and study unit of the reference is there."""
     missing = [task.key for task in pipeline.plan(profiles.load_profile("reference"), REFERENCE)]
     assert not missing, f"not shipped in {REFERENCE}: {missing}; run `fragility run --profile reference`"
 
