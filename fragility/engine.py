@@ -32,6 +32,8 @@ from .provenance import provenance
 ATTACKS = ("fixed", "adaptive")
 PRECISIONS = ("float32", "tf32", "bfloat16")
 INPUTS = ("clean", "adversarial")
+BATCHNORM = ("running", "batch")
+_BN = nn.modules.batchnorm._BatchNorm
 
 
 def filterable_layers(model: nn.Module, sample: torch.Tensor) -> list[str]:
@@ -75,6 +77,9 @@ class Stress:
     x_adv: torch.Tensor | None = None
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     masks_per_pass: int | str = "auto"
+    batchnorm: str = "running"
+    classes: int = 0
+    image: np.ndarray | None = None  # the test images' indices (a coordinate of the per-image results)
     _ranges: dict = field(default_factory=dict)
 
     @property
@@ -109,6 +114,12 @@ class Stress:
             return torch.autocast(self.x.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def chance(self) -> float:
+        """Chance accuracy c = max(1/K, the share of the most frequent label): the above-chance scaling's zero."""
+        share = float(torch.bincount(self.y.cpu(), minlength=self.classes).max()) / len(self.y)
+        return max(1 / self.classes, share)
+
     def batches(self):
         return zip(self.x.split(self.batch_size), self.y.split(self.batch_size),
                    self.x_adv.split(self.batch_size) if self.x_adv is not None else [None] * len(self.x))
@@ -120,6 +131,24 @@ def tf32_flags() -> list[tuple[object, str]]:
     if hasattr(torch.backends.cudnn, "conv"):
         return [(torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn.conv, "fp32_precision")]
     return [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+
+
+@contextlib.contextmanager
+def batchnorm_statistics(model: nn.Module, reading: str = "running"):
+    """BatchNorm while inside: "running" (the model's running statistics in eval mode, the default) changes nothing;
+    "batch" makes every BatchNorm normalize each batch it sees by that batch's own statistics whatever the module's
+    mode, as a network left in training mode does (the authors' filtering notebook never calls eval()), and leaves
+    its running statistics exactly as they were (they are set aside, not updated, and put back on exit)."""
+    checks.require(reading, checks.one_of(BATCHNORM), "batchnorm")
+    stash = [(m, m.running_mean, m.running_var) for m in model.modules()
+             if reading == "batch" and isinstance(m, _BN) and m.running_mean is not None]
+    for m, _, _ in stash:
+        m.running_mean, m.running_var = None, None  # without them BatchNorm uses the batch's statistics
+    try:
+        yield model
+    finally:
+        for m, mean, var in stash:
+            m.running_mean, m.running_var = mean, var
 
 
 @contextlib.contextmanager
@@ -138,16 +167,20 @@ def tf32(on: bool):
 
 def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=None, include_global: bool = True,
             epsilon="auto", attack: str = "fixed", ratio: float = 0.5, batch_size: int = 500, device=None,
-            precision: str = "float32", progress: bool = True, masks_per_pass="auto") -> Stress:
+            precision: str = "float32", progress: bool = True, masks_per_pass="auto", batchnorm: str = "running",
+            image=None) -> Stress:
     """Validate every argument of a sweep and compute what all units share (ε, fixed adversarial inputs).
 
-    The caller's model is not moved: a model on another device than `device` is copied there.
+    The caller's model is not moved: a model on another device than `device` is copied there. Under
+    `batchnorm="batch"` call it inside `batchnorm_statistics(model, "batch")`, so that the ε search and the fixed
+    adversarial inputs see the same network as the sweep.
     """
     A = check_intervals(A)
     filters = checks.names(filters, "filters", FILTERS)
     attack = checks.require(attack, checks.Rule(lambda v: v in ATTACKS, "'fixed' (the paper) or 'adaptive' (the "
                                                                         "authors' code)"), "attack")
     precision = checks.require(precision, checks.one_of(PRECISIONS), "precision")
+    batchnorm = checks.require(batchnorm, checks.one_of(BATCHNORM), "batchnorm")
     batch_size = checks.count(batch_size, "batch_size")
     ratio = checks.number(ratio, "ratio", 0, 1, open_low=True, open_high=True)
     if not (isinstance(masks_per_pass, str) and masks_per_pass == "auto"):
@@ -158,6 +191,13 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
     if not isinstance(model, nn.Module):
         raise FragilityError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     x, y = checks.examples(x, y)
+    if batchnorm == "batch" and len(y) % batch_size == 1 and any(isinstance(m, _BN) for m in model.modules()):
+        raise FragilityError(f"batchnorm='batch' normalizes each batch by its own statistics, and the last batch of "
+                             f"{len(y)} examples in batches of {batch_size} holds one example: choose another "
+                             "batch_size or number of examples.")
+    image = np.arange(len(y)) if image is None else np.asarray(image)
+    if image.shape != (len(y),):
+        raise FragilityError(f"image must give one index per example ({len(y)}); got shape {image.shape}.")
     target = checks.device(device) if device is not None else None
     params = list(model.parameters())
     if not params:
@@ -170,7 +210,7 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
     x, y = x.to(target, params[0].dtype), y.to(target)  # a float64 model gets float64 inputs
     found = filterable_layers(model, x[:2])
     with torch.no_grad():
-        classes = model(x[:1]).shape[1]
+        classes = model(x[:2]).shape[1]  # two examples: batch statistics need more than one
     if int(y.min()) < 0 or int(y.max()) >= classes:
         raise FragilityError(f"labels must lie in 0..{classes - 1} for this {classes}-class model, "
                              f"got {int(y.min())}..{int(y.max())}.")
@@ -195,7 +235,7 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
         check_weights(weights[n], f"the weights of layer {n!r}")
     stress = Stress(model, x, y, layers, include_global, filters, A, attack, ratio, batch_size, precision, progress,
                     weights={n: weights[n] for n in (found if include_global else layers)},
-                    masks_per_pass=masks_per_pass)
+                    masks_per_pass=masks_per_pass, batchnorm=batchnorm, classes=int(classes), image=image)
     stress.epsilon = search_epsilon(model, x, y, ratio=ratio, batch_size=batch_size) if epsilon == "auto" \
         else epsilon
     if attack == "fixed":
@@ -220,46 +260,58 @@ def channels_last(stress: Stress) -> Stress:
 
 
 def base_correct(stress: Stress) -> np.ndarray:
-    """Correct counts of the unperturbed network on clean and adversarial inputs (adversary: f(x, θ))."""
+    """Which examples the unperturbed network classifies correctly, clean and adversarial (adversary: f(x, θ)):
+    booleans (input, example)."""
     x_adv = stress.x_adv if stress.x_adv is not None else fgsm(stress.model, stress.x, stress.y, stress.epsilon,
                                                               batch_size=stress.batch_size)
     with torch.no_grad(), stress.autocast():
-        return np.array([sum(int((stress.model(xb).argmax(1) == yb).sum())
-                             for xb, yb in zip(inp.split(stress.batch_size), stress.y.split(stress.batch_size)))
+        return np.stack([torch.cat([stress.model(xb).argmax(1) == yb for xb, yb in
+                                    zip(inp.split(stress.batch_size), stress.y.split(stress.batch_size))]).cpu().numpy()
                          for inp in (stress.x, x_adv)])
 
 
 def to_dataset(stress: Stress, correct: np.ndarray, n_filtered: np.ndarray, base: np.ndarray,
                engine: str) -> xr.Dataset:
-    """The sweep's Dataset from correct and filtered counts of shape (unit, filter, alpha[, input])."""
+    """The sweep's Dataset from which examples are classified correctly, booleans (unit, filter, alpha, input,
+    example) and, unperturbed, (input, example), and the filtered counts (unit, filter, alpha)."""
     units, A, n = stress.units, stress.A, len(stress.y)
     thr = np.array([[thresholds(kind, A, *stress.range(unit)).numpy() for kind in stress.filters] for unit in units])
-    coords = {"layer": units, "filter": list(stress.filters), "alpha": np.arange(A + 1) / A, "input": list(INPUTS)}
+    coords = {"layer": units, "filter": list(stress.filters), "alpha": np.arange(A + 1) / A, "input": list(INPUTS),
+              "image": stress.image}
     ds = xr.Dataset(
         {
-            "accuracy": (("layer", "filter", "alpha", "input"), correct / n),
+            "accuracy": (("layer", "filter", "alpha", "input"), correct.sum(-1) / n),
             "n_filtered": (("layer", "filter", "alpha"), n_filtered),
             "n_params": (("layer",), np.array([stress.n_params(u) for u in units], dtype=np.int64)),
             "threshold": (("layer", "filter", "alpha"), thr),
-            "base_accuracy": (("input",), base / n),
+            "base_accuracy": (("input",), base.sum(-1) / n),
             "epsilon": ((), stress.epsilon),
+            "chance": ((), stress.chance),
+            "correct": (("layer", "filter", "alpha", "input", "image"), correct),
+            "base_correct": (("input", "image"), base),
         },
         coords=coords,
         attrs={"A": A, "attack": stress.attack, "ratio": stress.ratio, "n_test": n, "precision": stress.precision,
-               "masks_per_pass": stress.masks_per_pass, "engine": engine, **provenance()},
+               "masks_per_pass": stress.masks_per_pass, "batchnorm": stress.batchnorm, "classes": stress.classes,
+               "engine": engine, **provenance()},
     )
     ds["accuracy"].attrs["long_name"] = "accuracy β of the filtered network"
     ds["epsilon"].attrs["long_name"] = "FGSM magnitude ε (normalized input units)"
+    ds["chance"].attrs["long_name"] = "chance accuracy max(1/K, share of the most frequent test label)"
+    ds["correct"].attrs["long_name"] = "example classified correctly by the filtered network"
+    ds["base_correct"].attrs["long_name"] = "example classified correctly by the unperturbed network"
+    ds["image"].attrs["long_name"] = "index of the example in its test set"
     return ds
 
 
 class _Counts:
-    """Correct counts per mask, each distinct mask evaluated once; a mask that keeps every weight is the base."""
+    """Which examples each mask's network classifies correctly, each distinct mask evaluated once; a mask that keeps
+    every weight is the base."""
 
     def __init__(self, stress: Stress, unit: str, base: np.ndarray):
         self.stress, self.unit = stress, unit
         self.groups: list[tuple[str, int, list[tuple[int, int]]]] = []  # (filter, i) evaluated → (f, i) it stands for
-        self.result = np.zeros((len(stress.filters), stress.A + 1, 2), dtype=np.int64)
+        self.result = np.zeros((len(stress.filters), stress.A + 1) + base.shape, dtype=bool)
         self.n_filtered = np.zeros((len(stress.filters), stress.A + 1), dtype=np.int64)
         seen: dict[bytes, int] = {}
         for f, kind in enumerate(stress.filters):
@@ -288,14 +340,16 @@ class _Counts:
         return {n: self.stress.weights[n] * m.to(self.stress.weights[n].device)
                 for n, m in self.stress.masks(self.unit, kind, i).items()}
 
-    def add(self, k: int, clean: int, adversarial: int) -> None:
+    def add(self, k: int, hits: np.ndarray) -> None:
+        """Distinct mask k's correct examples (input, example) for every (filter, i) it stands for."""
         for f, i in self.groups[k][2]:
-            self.result[f, i] += (clean, adversarial)
+            self.result[f, i] = hits
 
 
 def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=None, include_global: bool = True,
           epsilon="auto", attack: str = "fixed", ratio: float = 0.5, batch_size: int = 500, device=None,
-          precision: str = "float32", progress: bool = True, masks_per_pass="auto") -> xr.Dataset:
+          precision: str = "float32", progress: bool = True, masks_per_pass="auto", batchnorm: str = "running",
+          image=None) -> xr.Dataset:
     """Accuracy of the network under every synaptic filter, threshold and layer, clean and adversarial (Eq. 7–12).
 
     Args:
@@ -316,10 +370,16 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
         progress: show progress bars.
         masks_per_pass: K masks of a unit evaluated in one batched pass (`fragility.passes`), or "auto": on CUDA as
             many as half the free GPU memory holds, on CPU 1 (batching measured no faster there).
+        batchnorm: "running" (eval mode: BatchNorm uses its running statistics, the default) or "batch" (each
+            evaluated batch — clean and adversarial apart — normalized by its own statistics, as a network left in
+            training mode does; the running statistics stay as they were). One mask per pass under "batch".
+        image: the examples' indices in their test set (default 0 … n − 1), the `image` coordinate.
 
     Returns:
-        accuracy(layer, filter, alpha, input), n_filtered, n_params, threshold, base_accuracy(input) and epsilon;
-        attributes record A, the attack, ρ, the test-set size, the precision, K and the provenance.
+        accuracy(layer, filter, alpha, input), n_filtered, n_params, threshold, base_accuracy(input), epsilon,
+        chance (max(1/K, the share of the most frequent label)), and per example correct(layer, filter, alpha,
+        input, image) and base_correct(input, image) (for intervals over test images); attributes record A, the
+        attack, ρ, the test-set size, the precision, K, the BatchNorm reading and the provenance.
 
     Raises:
         FragilityError: any bad argument, non-finite inputs, labels out of range, NaN/Inf or all-zero weights, an
@@ -329,27 +389,27 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
         >>> ds = fr.sweep(model, x_test, y_test, A=25, epsilon="auto")
         >>> ds.accuracy.sel(layer="conv1", filter="h1", input="clean")
     """
-    with preserved(model):
-        with tf32(precision == "tf32"):
-            stress = channels_last(prepare(model, x, y, A=A, filters=filters, layers=layers,
-                                           include_global=include_global, epsilon=epsilon, attack=attack, ratio=ratio,
-                                           batch_size=batch_size, device=device, precision=precision,
-                                           progress=progress, masks_per_pass=masks_per_pass))
-            base = base_correct(stress)
-            graph = _trace(stress.model)
-            counts = {unit: _Counts(stress, unit, base) for unit in stress.units}
-            probe = stress.units[-1] if include_global else stress.units[0]  # recomputes the most per mask
-            stress.masks_per_pass = resolve(stress, graph, probe, counts[probe].weight_sets())
-            n_batches = len(stress.y[::stress.batch_size])
-            used = []
-            for unit in tqdm(stress.units, desc="sweep", unit="layer", disable=not progress):
-                with tqdm(total=len(counts[unit].groups) * n_batches, desc=unit, unit="mask·batch", leave=False,
-                          disable=not progress) as bar:
-                    found, k = evaluate(stress, graph, unit, counts[unit].weight_sets(), bar)
-                used.append(k)
-                for j, (clean, adversarial) in enumerate(found):
-                    counts[unit].add(j, clean, adversarial)
-            stress.masks_per_pass = min(used)
-            return to_dataset(stress, np.stack([c.result for c in counts.values()]),
-                              np.stack([c.n_filtered for c in counts.values()]), base,
-                              "graph" if graph is not None else "plain")
+    with preserved(model), batchnorm_statistics(model, batchnorm), tf32(precision == "tf32"):
+        stress = channels_last(prepare(model, x, y, A=A, filters=filters, layers=layers,
+                                       include_global=include_global, epsilon=epsilon, attack=attack, ratio=ratio,
+                                       batch_size=batch_size, device=device, precision=precision,
+                                       progress=progress, masks_per_pass=masks_per_pass, batchnorm=batchnorm,
+                                       image=image))
+        base = base_correct(stress)
+        graph = _trace(stress.model)
+        counts = {unit: _Counts(stress, unit, base) for unit in stress.units}
+        probe = stress.units[-1] if include_global else stress.units[0]  # recomputes the most per mask
+        stress.masks_per_pass = resolve(stress, graph, probe, counts[probe].weight_sets())
+        n_batches = len(stress.y[::stress.batch_size])
+        used = []
+        for unit in tqdm(stress.units, desc="sweep", unit="layer", disable=not progress):
+            with tqdm(total=len(counts[unit].groups) * n_batches, desc=unit, unit="mask·batch", leave=False,
+                      disable=not progress) as bar:
+                found, k = evaluate(stress, graph, unit, counts[unit].weight_sets(), bar)
+            used.append(k)
+            for j, hits in enumerate(found):
+                counts[unit].add(j, hits)
+        stress.masks_per_pass = min(used)
+        return to_dataset(stress, np.stack([c.result for c in counts.values()]),
+                          np.stack([c.n_filtered for c in counts.values()]), base,
+                          "graph" if graph is not None else "plain")

@@ -182,32 +182,41 @@ class _Net:
 
 
 def _hits(logits: torch.Tensor, y: torch.Tensor, k: int) -> np.ndarray:
-    """Correct counts (k, parts) from mask-major logits (k · parts · len(y), classes) of inputs stacked in parts."""
-    hits = logits.argmax(-1).view(k, -1, len(y)) == y
-    return hits.sum(-1).cpu().numpy()
+    """Which examples are classified correctly, booleans (k, parts, len(y)), from mask-major logits
+    (k · parts · len(y), classes) of inputs stacked in parts."""
+    return (logits.argmax(-1).view(k, -1, len(y)) == y).cpu().numpy()
 
 
 def _count(stress: Stress, net: _Net, weight_sets: list, k: int, batches, bar=None,
            clean_only: bool = False) -> np.ndarray:
-    """Correct counts (len(weight_sets), inputs) over `batches`, masks in chunks of at most k per pass."""
-    correct = np.zeros((len(weight_sets), 1 if clean_only else 2), dtype=np.int64)
+    """Which examples each weight set's network classifies correctly, booleans (len(weight_sets), inputs,
+    examples) over `batches`, masks in chunks of at most k per pass. Clean and fixed adversarial inputs share a
+    pass, except under batch statistics (`stress.batchnorm == "batch"`), where each is a batch of its own."""
+    correct = np.zeros((len(weight_sets), 1 if clean_only else 2, len(stress.y)), dtype=bool)
     if not weight_sets:
         return correct
     chunks = np.array_split(np.arange(len(weight_sets)), -(-len(weight_sets) // k))  # sizes k or k − 1, largest first
     fixed = clean_only or stress.attack == "fixed"
+    apart = stress.batchnorm == "batch"
+    start = 0
     for xb, yb, ab in batches:
+        part = slice(start, start + len(yb))
+        start += len(yb)
         with torch.no_grad(), stress.autocast():
             if fixed:
-                frontier = net.upstream(xb if clean_only else torch.cat([xb, ab]))
+                parts = [xb] if clean_only else [xb, ab] if apart else [torch.cat([xb, ab])]
+                frontiers = [net.upstream(p) for p in parts]
             else:  # what one mask at a time reuses (see _adaptive)
                 frontier = _frontier_vjp(net, xb) if len(chunks[-1]) == 1 else None
             for idx in chunks:
                 sets = [weight_sets[j]() for j in idx]
                 weights = {n: torch.stack([s[n] for s in sets]) for n in sets[0]} if len(idx) > 1 else sets[0]
                 if fixed:
-                    correct[idx] += _hits(net.downstream(weights, frontier, len(idx), shared=True), yb, len(idx))
+                    correct[idx, :, part] = np.concatenate(
+                        [_hits(net.downstream(weights, f, len(idx), shared=True), yb, len(idx)) for f in frontiers],
+                        axis=1)
                 else:
-                    correct[idx] += _adaptive(stress, net, weights, xb, yb, frontier, len(idx))
+                    correct[idx, :, part] = _adaptive(stress, net, weights, xb, yb, frontier, len(idx))
                 if bar is not None:
                     bar.update(len(idx))
     return correct
@@ -228,7 +237,8 @@ def _frontier_vjp(net: _Net, x: torch.Tensor) -> tuple:
 
 def _adaptive(stress: Stress, net: _Net, weights: dict, x: torch.Tensor, y: torch.Tensor, frontier: tuple | None,
               k: int) -> np.ndarray:
-    """Correct counts (k, 2) on clean inputs and on FGSM inputs crafted against each of the k masked networks."""
+    """Which examples are classified correctly, booleans (k, 2, len(y)), on clean inputs and on FGSM inputs crafted
+    against each of the k masked networks."""
 
     def loss(inputs, forward):
         logits = forward(inputs)
@@ -252,6 +262,8 @@ def resolve(stress: Stress, graph: _Graph | None, unit: str, weight_sets: list, 
     net = _Net(stress.model, graph, stress.members(unit))
     if net.cut is None or not weight_sets:
         return 1
+    if stress.batchnorm == "batch":
+        return 1  # batch statistics over K folded masks would mix the masks
     if stress.masks_per_pass != "auto":
         return stress.masks_per_pass
     device = stress.x.device
@@ -268,10 +280,12 @@ def resolve(stress: Stress, graph: _Graph | None, unit: str, weight_sets: list, 
 
 def evaluate(stress: Stress, graph: _Graph | None, unit: str, weight_sets: list, bar=None,
              clean_only: bool = False, masks_per_pass: int | None = None) -> tuple[np.ndarray, int]:
-    """`count_correct`'s counts and the K it used. When the masks cannot share a pass: a warning, and K = 1 for this
-    unit and, through `stress.masks_per_pass`, the ones after it."""
+    """Which examples each weight set's network classifies correctly (see `_count`) and the K it used. When the
+    masks cannot share a pass: a warning, and K = 1 for this unit and, through `stress.masks_per_pass`, the ones
+    after it."""
     net = _Net(stress.model, graph, stress.members(unit))
-    k = 1 if net.cut is None else masks_per_pass or resolve(stress, graph, unit, weight_sets, clean_only)
+    k = 1 if net.cut is None or stress.batchnorm == "batch" else \
+        masks_per_pass or resolve(stress, graph, unit, weight_sets, clean_only)
     try:
         return _count(stress, net, weight_sets, k, stress.batches(), bar, clean_only), k
     except RuntimeError as err:  # an operation that breaks on K·N samples, or memory runs out
@@ -294,4 +308,4 @@ def count_correct(stress: Stress, graph: _Graph | None, unit: str, weight_sets: 
     FGSM against each filtered network), or clean only. K masks share a pass: `masks_per_pass`, by default
     `stress.masks_per_pass` ("auto": see `resolve`).
     """
-    return evaluate(stress, graph, unit, weight_sets, bar, clean_only, masks_per_pass)[0]
+    return evaluate(stress, graph, unit, weight_sets, bar, clean_only, masks_per_pass)[0].sum(-1)

@@ -11,21 +11,19 @@ cluster (fragility.cluster).
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from . import checks, data, engine, files, store, studies, training
+from . import checks, data, engine, files, mnist, store, studies, training
 from .attacks import search_epsilon
 from .errors import FragilityError
 from .profiles import Profile, results_dir
-from .provenance import device_description
+from .provenance import device_description, threads
 
 
 def _epsilon_path(results: Path, model: str, dataset: str) -> Path:
@@ -58,7 +56,10 @@ def _stored(profile: Profile, results: Path) -> set[tuple]:
 
 
 def _test_set(profile: Profile, dataset: str, data_dir):
-    return data.test_subset(data.load(dataset, "test", data.data_root(data_dir)), profile.n_test, seed=0)
+    """(x, y, indices of those examples in the test set): the profile's seeded test subset."""
+    test = data.load(dataset, "test", data.data_root(data_dir))
+    return (*data.test_subset(test, profile.n_test, seed=0),
+            data.subset_indices(len(test), profile.n_test, seed=0).numpy())
 
 
 # The tasks: each computes one output and writes it atomically.
@@ -83,7 +84,8 @@ def epsilon_task(profile: Profile, results, model: str, dataset: str, data_dir=N
     seed, epoch = profile.grid(model).seeds[0], profile.grid(model).epochs[-1]
     path = _epsilon_path(results, model, dataset)
     record = {"model": model, "dataset": dataset, "seed": seed, "epoch": epoch, "ratio": profile.ratio,
-              "n_test": profile.n_test, "config_hash": profile.config_hash(model, dataset, seed)}
+              "n_test": profile.n_test, "config_hash": profile.config_hash(model, dataset, seed),
+              "batchnorm": profile.batchnorm, "batch_size": profile.batch_size}
     if path.is_file():
         try:
             stored = json.loads(path.read_text())
@@ -95,10 +97,11 @@ def epsilon_task(profile: Profile, results, model: str, dataset: str, data_dir=N
             raise FragilityError(f"{path} holds an ε searched with other settings ({stored}); use another results "
                                  "folder, or move it away so that it is searched again.")
         return epsilon
-    x, y = _test_set(profile, dataset, data_dir)
+    x, y, _ = _test_set(profile, dataset, data_dir)
     net = _checkpoint(profile, results, model, dataset, seed, epoch, device)[0]
     start = time.perf_counter()
-    epsilon = search_epsilon(net, x.to(device), y.to(device), ratio=profile.ratio, batch_size=profile.batch_size)
+    with engine.batchnorm_statistics(net, profile.batchnorm):
+        epsilon = search_epsilon(net, x.to(device), y.to(device), ratio=profile.ratio, batch_size=profile.batch_size)
     files.write_json({**record, "epsilon": epsilon, "seconds": round(time.perf_counter() - start, 2),
                       "device": device_description(device)}, path)
     return epsilon
@@ -109,11 +112,12 @@ def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=Non
     """The responses of one unit (model, dataset, seed, epoch) from its checkpoint under `checkpoints`, as stored."""
     model, dataset, seed, epoch = unit
     device = checks.device(device)
-    x, y = _test_set(profile, dataset, data_dir)
+    x, y, image = _test_set(profile, dataset, data_dir)
     net, meta = _checkpoint(profile, Path(checkpoints), model, dataset, seed, epoch, device)
     start = time.perf_counter()
     responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters, epsilon=epsilon, attack=profile.attack,
-                             ratio=profile.ratio, batch_size=profile.batch_size, device=device, progress=progress)
+                             ratio=profile.ratio, batch_size=profile.batch_size, device=device, progress=progress,
+                             batchnorm=profile.batchnorm, image=image)
     ds = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name, config_hash=meta["config_hash"],
                        sweep_hash=profile.sweep_hash, epsilon_policy=str(profile.epsilon),
                        seconds=round(time.perf_counter() - start, 2), device=device_description(device),
@@ -142,8 +146,9 @@ class Task:
 
 
 def plan(profile: Profile, results=None) -> list[Task]:
-    """The tasks still to do for the profile, in an order that respects their dependencies: the training runs that
-    missing results need, the ε searches, the missing sweeps and the missing study units."""
+    """The tasks still to do for the profile, in an order that respects their dependencies: model by model (the
+    first model's results come first) the training runs that missing results need, the ε search and the missing
+    sweeps; then the missing study units."""
     results = results_dir(profile, results)
     done = _stored(profile, results)
     runs = needed_runs(profile, results)
@@ -161,6 +166,8 @@ def plan(profile: Profile, results=None) -> list[Task]:
         if profile.epsilon == "auto" and unit[:2] in searches:
             after += (f"epsilon/{unit[0]}/{unit[1]}",)
         tasks.append(Task("sweep/" + "/".join(map(str, unit)), sweep_task, (unit,), after))
+    model_of = {train_task: lambda a: a[0][0], epsilon_task: lambda a: a[0], sweep_task: lambda a: a[0][0]}
+    tasks.sort(key=lambda t: profile.models.index(model_of[t.fn](t.args)))  # stable: train, ε, sweeps per model
     swept = {t.args[0] for t in tasks if t.fn is sweep_task}
     for name, unit in studies.units(profile):
         if not studies.study_path(results, name, *unit.key).is_file():
@@ -197,12 +204,14 @@ def execute(profile: Profile, tasks: list[Task], results, data_dir=None, device=
 
 
 def run_task(profile: Profile, task: Task, results, data_dir=None, device=None, progress=False, cache=None):
-    """Run one task; a FragilityError it raises names the task."""
+    """Run one task with the profile's CPU thread count (the same in this process and on a Dask worker, so that
+    results do not depend on how they were executed); a FragilityError it raises names the task."""
     extra = {"cache": cache} if task.fn is studies.run_unit else {}
     if task.fn is not epsilon_task:
         extra["progress"] = progress
     try:
-        return task.fn(profile, results, *task.args, data_dir=data_dir, device=device, **extra)
+        with threads(profile.threads):
+            return task.fn(profile, results, *task.args, data_dir=data_dir, device=device, **extra)
     except FragilityError as err:
         raise FragilityError(f"{task.key}: {err}") from None
 
@@ -212,7 +221,8 @@ def train(profile: Profile, results=None, data_dir=None, device=None, progress: 
     results = results_dir(profile, results)
     for run in profile.runs():
         if not training.checkpoint_path(results, *run, profile.grid(run[0]).epochs[-1]).is_file():
-            train_task(profile, results, run, data_dir, device, progress)
+            run_task(profile, Task(f"train/{'/'.join(map(str, run))}", train_task, (run,)), results, data_dir, device,
+                     progress)
 
 
 def sweep(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True) -> None:
@@ -221,7 +231,8 @@ def sweep(profile: Profile, results=None, data_dir=None, device=None, progress: 
     files.clean(results) if results.is_dir() else None
     todo = [u for u in profile.units() if u not in _stored(profile, results)]
     for unit in tqdm(todo, desc="units", unit="unit", disable=not progress):
-        sweep_task(profile, results, unit, data_dir, device, progress)
+        run_task(profile, Task("sweep/" + "/".join(map(str, unit)), sweep_task, (unit,)), results, data_dir, device,
+                 progress)
 
 
 def run(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True, workers=None,
@@ -230,6 +241,8 @@ def run(profile: Profile, results=None, data_dir=None, device=None, progress: bo
     process, or as tasks of a Dask cluster: a local one of `workers` processes, or the one at `scheduler`."""
     results = results_dir(profile, results)
     tasks = plan(profile, results)
+    if tasks and "mnist" in profile.datasets:
+        mnist.ensure(data_dir, progress=progress)  # once here, not in every worker
     if workers is None and scheduler is None:
         return execute(profile, tasks, results, data_dir, device, progress)
     from . import cluster
@@ -329,14 +342,8 @@ def verify(profile: Profile, units=None, results=None, scratch=None, data_dir=No
     out = []
     for unit in units:
         shipped = store.read_unit(store.unit_path(results, *unit))
-        threads = re.search(r"^cpu: .*, (\d+) threads$", shipped.attrs.get("device", ""))
-        before = torch.get_num_threads()
-        if threads and checks.device(device).type == "cpu":
-            torch.set_num_threads(int(threads.group(1)))
-        try:
+        with threads(profile.threads):
             again = _recompute(profile, unit, scratch, float(shipped["epsilon"]), data_dir, device, progress)
-        finally:
-            torch.set_num_threads(before)
         out.append(Verified(unit, {k: float(np.nanmax(np.abs(np.asarray(again[k], float) - np.asarray(shipped[k],
                                                                                                    float))))
                                    for k in COMPARED}, shipped.attrs.get("device", ""), again.attrs["device"]))

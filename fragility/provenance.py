@@ -1,6 +1,7 @@
 """Where a result came from: library versions and the code's git commit."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import subprocess
 from importlib import metadata
@@ -25,7 +26,17 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=1)
+def processor() -> str:
+    """The CPU's model name, e.g. "Intel(R) Xeon(R) Processor", or "unknown processor"."""
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else "unknown processor"
+
+
 def device_description(device) -> str:
     """The hardware a result was computed on, e.g. "cpu: Intel(R) Xeon(R) …, 2 threads" or "cuda: NVIDIA H100…"."""
     import torch
@@ -33,12 +44,22 @@ def device_description(device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"{device.type}: {processor()}, {torch.get_num_threads()} threads"
+
+
+@contextlib.contextmanager
+def threads(count: int | None):
+    """torch computes with `count` CPU threads while inside (None: as it is); the count before is restored on exit.
+    The count is part of what a result depends on: sums split over other thread counts round differently."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-    except OSError:
-        names = []
-    return f"{device.type}: {names[0] if names else 'unknown processor'}, {torch.get_num_threads()} threads"
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def provenance() -> dict[str, str]:

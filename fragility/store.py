@@ -24,7 +24,7 @@ from xarray.core import indexing
 from . import files
 from .errors import FragilityError
 
-SCHEMA = "fragility-responses/1"
+SCHEMA = "fragility-responses/2"
 KEYS = ("model", "dataset", "seed", "epoch")
 DIMS = KEYS + ("layer", "filter", "alpha", "input")
 VARIABLES = {
@@ -34,8 +34,13 @@ VARIABLES = {
     "threshold": ("layer", "filter", "alpha"),
     "base_accuracy": ("input",),
     "epsilon": (),
+    "chance": (),
     "layer_index": ("layer",),
+    "correct": ("layer", "filter", "alpha", "input", "image"),
+    "base_correct": ("input", "image"),
 }
+PER_IMAGE = ("correct", "base_correct")  # read per unit (fragility.uncertainty), left out of `open_results`
+GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}  # per-example variables (an `image` dim)
 
 
 def unit_path(results, model: str, dataset: str, seed: int, epoch: int) -> Path:
@@ -85,8 +90,9 @@ def write_unit(ds: xr.Dataset, path) -> None:
 
 
 def write_netcdf(ds: xr.Dataset, path) -> None:
-    """Write `ds` to `path` as netCDF atomically (fragility.files.atomic)."""
-    files.atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    """Write `ds` to `path` as netCDF atomically (fragility.files.atomic); per-example variables compressed."""
+    encoding = {name: GZIP for name, v in ds.data_vars.items() if "image" in v.dims}
+    files.atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding))
 
 
 def read_netcdf(path) -> xr.Dataset:
@@ -257,7 +263,8 @@ def open_results(path) -> xr.Dataset:
     Lazy: only the files' headers are read here; values are read from the unit files when first used, and kept once
     read (`.load()` reads them all). Layers keep the units' order when they all share it, else they are the sorted
     union over models (NaN where a model lacks one; use `layer_order` for a model's forward order). Missing units are
-    NaN, and attributes that differ between units are dropped: the result equals `read_whole`'s.
+    NaN, and attributes that differ between units are dropped: the result equals `read_whole`'s. The per-example
+    results (`correct`, `base_correct`) stay in the unit files: `fragility.uncertainty` reads them unit by unit.
 
     Args:
         path: a results folder written by `fragility run` (or one unit file).
@@ -294,7 +301,7 @@ def open_results(path) -> xr.Dataset:
     coords = {**dict(zip(KEYS, keys)), "layer": layers}
     coords.update({d: xr.Variable(d, *first.coords[d]) for d in ("filter", "alpha", "input")})
     data_vars = {}
-    for name in dict.fromkeys(n for h in headers for n in h.variables):
+    for name in dict.fromkeys(n for h in headers for n in h.variables if n not in PER_IMAGE):
         holders = [h for h in headers if name in h.variables]
         dims, dtype, _ = holders[0].variables[name]
         complete = len(holders) == grid.size and all(
@@ -313,7 +320,7 @@ def read_whole(path) -> xr.Dataset:
 
     Kept as the reference `open_results` is tested and benchmarked against.
     """
-    units = [read_unit(header.path) for header in scan(path).values()]
+    units = [read_unit(header.path).drop_vars([*PER_IMAGE, "image"]) for header in scan(path).values()]
     stacked = xr.concat(units, dim="unit", data_vars="all", coords="all", compat="equals", join="outer",
                         fill_value=np.nan, combine_attrs="drop_conflicts")
     return stacked.set_index(unit=list(KEYS)).unstack("unit").transpose(*DIMS)

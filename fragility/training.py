@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from fragility import files
 from fragility.errors import FragilityError
 from fragility.models import build
-from fragility.provenance import provenance
+from fragility.provenance import provenance, threads
 
 FORMAT = "fragility-checkpoint/1"
 
@@ -50,10 +50,12 @@ class TrainConfig:
     channels: int = 1
     classes: int = 10
     depth: int = 2
+    threads: int | None = None  # CPU threads to train with (None: torch's current setting, not recorded)
 
     def __post_init__(self):
         """Refuse non-positive counts and rates."""
-        for name in ("epochs", "every", "batch_size", "channels", "classes", "depth"):
+        for name in ("epochs", "every", "batch_size", "channels", "classes", "depth") + (
+                ("threads",) if self.threads is not None else ()):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FragilityError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
@@ -62,9 +64,12 @@ class TrainConfig:
 
 
 def config_hash(config: TrainConfig | dict) -> str:
-    """Short stable sha256 of the config's fields except `epochs` (so extending a run resumes it)."""
+    """Short stable sha256 of the config's fields except `epochs` (so extending a run resumes it); `threads` only
+    when set."""
     values = asdict(config) if isinstance(config, TrainConfig) else dict(config)
     values.pop("epochs", None)
+    if values.get("threads", None) is None:
+        values.pop("threads", None)
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -73,8 +78,9 @@ def checkpoint_path(root, model: str, dataset: str, seed: int, epoch: int) -> Pa
     return Path(root) / "checkpoints" / model / dataset / f"seed{seed}" / f"epoch{epoch:03d}.pt"
 
 
-def _read(path, map_location) -> dict:
-    """The checkpoint dict at `path`, or a FragilityError saying what is wrong with the file."""
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """The checkpoint dict at `path` (model and optimizer states, random states, epoch, config, accuracies), or a
+    FragilityError saying what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
         raise FragilityError(f"no checkpoint at {path}; run `fragility train` first to create it")
@@ -90,7 +96,7 @@ def _read(path, map_location) -> dict:
 
 def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
     """The network rebuilt from a checkpoint, in eval() mode, and the checkpoint's other entries."""
-    data = _read(path, map_location)
+    data = read_checkpoint(path, map_location)
     config = data["config"]
     model = build(config["model"], config["channels"], config["classes"], depth=config["depth"])
     model.load_state_dict(data.pop("model"))
@@ -161,7 +167,7 @@ def _epoch(model, loader, optimizer, config: TrainConfig, device, bar) -> tuple[
     return loss_sum.item() / n, correct.item() / n
 
 
-def _schedule(first: int, last: int, every: int) -> list[int]:
+def schedule(first: int, last: int, every: int) -> list[int]:
     """Checkpoint epochs in first..last: the multiples of `every` and `last`."""
     return [e for e in range(first, last + 1) if e % every == 0 or e == last]
 
@@ -173,23 +179,27 @@ def _latest(folder: Path, first: int, last: int) -> int | None:
 
 
 def train(config: TrainConfig, train_set, test_set, root, progress: bool = True, freeze: Sequence[str] = (),
-          start: dict | None = None, device: str | None = None) -> list[Path]:
+          start=None, device: str | None = None) -> list[Path]:
     """Train (or resume) the run `config` under `root` and return the paths of its checkpoints.
 
-    `freeze`: qualified module names whose parameters get requires_grad False and are left out of the
-    optimizer (a real freeze under Adam; BatchNorm running statistics, being buffers, still update).
-    `start`: {"state_dict", "epoch"} of an earlier checkpoint to continue from with a fresh optimizer
-    and shuffling generator; epochs then count on from start["epoch"] to config.epochs. The freeze
-    list and start epoch are recorded and must match for a later call to resume the run.
-    `device`: defaults to CUDA when available, else CPU.
+    `freeze`: qualified module names whose parameters get requires_grad False, so they receive no gradient; Adam
+    leaves a parameter without a gradient untouched, moments included: a real freeze (zeroing gradients would not
+    be one). BatchNorm running statistics, being buffers, still update.
+    `start`: a checkpoint (its path, or the dict `read_checkpoint` returns) to continue from: its
+    model, optimizer and random states are all restored, so that continuing with nothing frozen repeats the
+    original run exactly; epochs then count on from the checkpoint's epoch to config.epochs. The freeze list and
+    start epoch are recorded and must match for a later call to resume the run.
+    `device`: defaults to CUDA when available, else CPU. `config.threads`, when set, is the CPU thread count.
     """
     freeze = [freeze] if isinstance(freeze, str) else list(freeze)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    if start is not None and not {"state_dict", "epoch"} <= set(start):
-        raise FragilityError("start must be a dict with the keys 'state_dict' and 'epoch' of the checkpoint to "
-                             "continue from")
+    if isinstance(start, (str, os.PathLike)):
+        start = read_checkpoint(start, device)
+    if start is not None and not (isinstance(start, dict) and {"model", "optimizer", "rng", "epoch"} <= set(start)):
+        raise FragilityError("start must be a checkpoint to continue from: its path, or the dict of a "
+                             "fragility.training checkpoint (with model, optimizer, rng and epoch)")
     first = 1 if start is None else start["epoch"] + 1
     if first > config.epochs:
         raise FragilityError(f"start epoch {start['epoch']} leaves nothing to train up to "
@@ -200,24 +210,29 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
     def path(epoch):
         return checkpoint_path(root, config.model, config.dataset, config.seed, epoch)
 
-    saves = _schedule(first, config.epochs, config.every)
+    saves = schedule(first, config.epochs, config.every)
     latest = _latest(path(first).parent, first, config.epochs)
-    resume = None if latest is None else _read(path(latest), device)
-    if resume is not None and {k: resume.get(k) for k in key} != key:
+    resume = start if latest is None else read_checkpoint(path(latest), device)
+    if latest is not None and {k: resume.get(k) for k in key} != key:
         raise FragilityError(f"{path(latest).parent} holds checkpoints of a different run (config "
                              f"{resume.get('config')}, freeze {resume.get('freeze')}); use another results folder or "
                              "move that one away")
     if latest == config.epochs:
         return [path(e) for e in saves]
+    with threads(config.threads):
+        _fit(config, train_set, test_set, path, saves, key, resume, freeze, progress, device,
+             first if latest is None else latest + 1)
+    return [path(e) for e in saves]
 
+
+def _fit(config: TrainConfig, train_set, test_set, path, saves, key, resume, freeze, progress, device, first):
+    """Train epochs first..config.epochs from `resume` (a checkpoint dict, or None: from initialization), writing
+    the checkpoints of `saves`."""
     model = build(config.model, config.channels, config.classes, seed=config.seed, depth=config.depth).to(device)
-    if start is not None:
-        model.load_state_dict(start["state_dict"])
     frozen = _frozen_parameters(model, freeze)
-    trainable = [p for p in model.parameters() if id(p) not in frozen]
-    if not trainable:
+    if len(frozen) == len(list(model.parameters())):
         raise FragilityError("every parameter is frozen, so there is nothing to train; freeze fewer modules")
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
     _check_data(train_set, model, config, device)
     cuda = device.type == "cuda"
     shuffle = torch.Generator()
@@ -238,9 +253,9 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
                 if cuda and resume["rng"]["cuda"] is not None:
                     torch.cuda.set_rng_state(resume["rng"]["cuda"].cpu(), device)
             loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=shuffle)
-            epochs = range(first if latest is None else latest + 1, config.epochs + 1)
             seconds = 0.0 if resume is None else resume.get("seconds", 0.0)
-            for epoch in tqdm(epochs, desc=f"{config.model}/{config.dataset}/seed{config.seed}", disable=not progress):
+            run = f"{config.model}/{config.dataset}/seed{config.seed}"
+            for epoch in tqdm(range(first, config.epochs + 1), desc=run, disable=not progress):
                 clock = time.perf_counter()
                 train_loss, train_accuracy = _epoch(model, loader, optimizer, config, device,
                                                     f"epoch {epoch}" if progress else None)
@@ -267,4 +282,3 @@ def train(config: TrainConfig, train_set, test_set, root, progress: bool = True,
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.backends.cudnn.benchmark = previous[2]
-    return [path(e) for e in saves]

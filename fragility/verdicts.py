@@ -21,7 +21,7 @@ from .selection import STAND_INS, choices, select
 from .store import layer_order, open_results
 from .studies import REGISTRY, open_study
 from .studies.base import claim_row
-from .studies.conventions import CODE
+from .studies.conventions import CODE, as_responses
 
 TAU = 0.02
 SHARE = 0.9  # "for every network, dataset and epoch", "consistently": at least 90 % of the cells
@@ -142,17 +142,12 @@ def _conventions(path) -> xr.Dataset | None:
         return None
 
 
-def _as_responses(study: xr.Dataset) -> xr.Dataset:
-    """The conventions study's adaptive sweeps as responses (its units are sweeps with an epoch dimension)."""
-    return study.drop_vars("stored").drop_attrs()
-
-
 def p5(ds, code=None, tol=TAU):
     first, last, text = _edges_fragile(ds, {}, tol)
     verdict = "holds" if first >= SHARE and last >= SHARE else "differs"
     code_text = ""
     if code is not None:
-        c_first, c_last, _ = _edges_fragile(_as_responses(code), CODE, tol)
+        c_first, c_last, _ = _edges_fragile(as_responses(code, "adaptive"), CODE, tol)
         code_text = (f"{'holds' if c_first >= SHARE and c_last >= SHARE else 'differs'} (first layer "
                      f"{c_first:.0%}, last layer {c_last:.0%} of the swept cells)")
     return claim_row(
@@ -179,7 +174,7 @@ def p6(ds, code=None, tol=TAU):
     total, text = _label_counts(ds, {}, tol)
     code_text = ""
     if code is not None:
-        c_total, _ = _label_counts(_as_responses(code), CODE, tol)
+        c_total, _ = _label_counts(as_responses(code, "adaptive"), CODE, tol)
         code_text = (f"{'holds' if c_total['Ro'] and c_total['Af'] else 'differs'} ("
                      + ", ".join(f"{k} {v}" for k, v in c_total.items()) + ")")
     return claim_row(

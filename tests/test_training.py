@@ -160,15 +160,24 @@ def test_freeze_unknown_module(tmp_path):
         train(config(), TRAIN, TEST, tmp_path, progress=False, freeze=["blocks.9.conv"])
 
 
-def test_start_from_checkpoint(tmp_path):
-    base = run(tmp_path / "base", epochs=2)
-    model, meta = load_checkpoint(base[-1])
-    start = {"state_dict": model.state_dict(), "epoch": meta["epoch"]}
-    paths = train(config(epochs=4), TRAIN, TEST, tmp_path / "continued", progress=False, start=start)
+def test_start_from_checkpoint_continues_the_original_run_exactly(tmp_path):
+    """Continuing from a checkpoint restores its optimizer and random states: with nothing frozen it repeats the
+    original run bit for bit (a fresh Adam would not: its moments restart from zero)."""
+    original = run(tmp_path / "base", epochs=4)
+    paths = train(config(epochs=4), TRAIN, TEST, tmp_path / "continued", progress=False, start=original[1])
     assert [p.name for p in paths] == ["epoch003.pt", "epoch004.pt"]
     assert raw(paths[-1])["start_epoch"] == 2 and raw(paths[-1])["epoch"] == 4
+    for mine, theirs in zip(paths, original[2:]):
+        a, b = raw(mine), raw(theirs)
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+        assert a["test_accuracy"] == b["test_accuracy"]
+    fresh = load_checkpoint(original[1])[0]
+    restarted = torch.optim.Adam(fresh.parameters())  # what the earlier code did: the moments restart from zero
+    assert not restarted.state_dict()["state"] and raw(original[1])["optimizer"]["state"]
     with pytest.raises(FragilityError, match="nothing to train"):
-        train(config(epochs=2), TRAIN, TEST, tmp_path / "other", progress=False, start=start)
+        train(config(epochs=2), TRAIN, TEST, tmp_path / "other", progress=False, start=original[1])
+    with pytest.raises(FragilityError, match="start must be a checkpoint"):
+        train(config(epochs=4), TRAIN, TEST, tmp_path / "other", progress=False, start={"epoch": 2})
 
 
 def test_loss_decreases(tmp_path):

@@ -21,11 +21,13 @@ from pathlib import Path
 import yaml
 
 from .. import data, models, studies, training
-from ..engine import ATTACKS
+from ..engine import ATTACKS, BATCHNORM
 from ..errors import FragilityError
 from ..filters import FILTERS
 
 EPSILON_POLICIES = ("auto", "per-checkpoint")
+ATTACK_NAMES = ("fgsm",)
+THREADS = 2  # the documented default: every task of a profile computes with this many CPU threads
 
 
 def _count(low):
@@ -52,8 +54,9 @@ def _models(v) -> bool:
 GRID = ("seeds", "epochs", "every")
 # key: (check, what the value must be)
 CHECKS = {
-    "name": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) is not None,
-             "a short name of letters, digits, '.', '-' or '_' (it names the default results folder)"),
+    "name": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) is not None and v.strip(".") != "",
+             "a short name of letters, digits, '.', '-' or '_', not only dots (it names the results folder "
+             "results/<name>)"),
     "description": (lambda v: isinstance(v, str), "a line of text"),
     "models": (_models, f"a list of distinct models from {', '.join(models.NAMES)}, or a mapping of them to their "
                         "own seeds, epochs and every"),
@@ -64,7 +67,15 @@ CHECKS = {
     "n_test": (lambda v: v is None or _count(1)(v), "the number of test images, a whole number ≥ 1, or null for all"),
     "A": (_count(1), "the number of threshold intervals, a whole number ≥ 1 (the paper: 25)"),
     "filters": (_items(lambda v: v in FILTERS), f"a list of distinct filters from {', '.join(FILTERS)}"),
-    "attack": (lambda v: v in ATTACKS, f"one of {', '.join(ATTACKS)}"),
+    "attack": (lambda v: v in ATTACK_NAMES + ATTACKS or (isinstance(v, dict) and v.get("name") in ATTACK_NAMES),
+               f"an attack: {', '.join(ATTACK_NAMES)} (or a mapping such as {{name: fgsm}})"),
+    "crafted": (lambda v: v is None or v in ATTACKS,
+                "when the perturbation is crafted: fixed (once, against the unfiltered network: the paper) or adaptive "
+                "(against each filtered network: the authors' code)"),
+    "batchnorm": (lambda v: v in BATCHNORM, "running (BatchNorm's running statistics: eval mode, the paper's reading) "
+                                            "or batch (each batch's own statistics, as the authors' notebook)"),
+    "threads": (_count(1), f"the CPU threads every task computes with, a whole number ≥ 1 (default {THREADS}): "
+                           "results are reproducible only at the same count"),
     "epsilon": (lambda v: v in EPSILON_POLICIES or _number(lambda x: x >= 0)(v),
                 "auto (searched once per model and dataset), per-checkpoint, or a number ≥ 0"),
     "ratio": (_number(lambda x: 0 < x < 1), "the target accuracy ratio ρ of the ε search, between 0 and 1 (0.5)"),
@@ -75,7 +86,10 @@ CHECKS = {
     "studies": (lambda v: v is None or isinstance(v, dict),
                 f"a mapping of related studies ({', '.join(studies.STUDIES)}) to their settings"),
 }
-OPTIONAL = {"depth": 2, "studies": None}
+OPTIONAL = {"depth": 2, "studies": None, "crafted": None, "batchnorm": "running", "threads": THREADS}
+# settings added after the first shipped results enter the sweep hash only when they differ from these defaults, so
+# that stored results stay valid: (key, default)
+LATER = {"batchnorm": "running", "threads": None}
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,7 @@ class Profile:
     n_test: int | None
     A: int
     filters: tuple[str, ...]
-    attack: str
+    attack: str  # when the perturbation is crafted: "fixed" or "adaptive" (the sweep's `attack` argument)
     epsilon: str | float
     ratio: float
     batch_size: int
@@ -110,6 +124,9 @@ class Profile:
     depth: int = 2
     studies: dict | None = None
     grids: tuple[tuple[str, Grid], ...] = ()
+    batchnorm: str = "running"
+    threads: int = THREADS
+    method: tuple = (("name", "fgsm"),)  # the attack's name and parameters
 
     def grid(self, model: str) -> Grid:
         """The seeds, epochs and checkpoint interval of `model` (the profile's own unless the model has its own)."""
@@ -130,16 +147,25 @@ class Profile:
         meta, g = data.info(dataset), self.grid(model)
         return training.TrainConfig(model, dataset, seed, epochs=g.epochs[-1], every=g.every,
                                     batch_size=self.train_batch_size, lr=self.lr, channels=meta.channels,
-                                    classes=meta.classes, depth=self.depth)
+                                    classes=meta.classes, depth=self.depth, threads=self.threads)
 
     def config_hash(self, model: str, dataset: str, seed: int) -> str:
         return training.config_hash(self.train_config(model, dataset, seed))
 
     @property
-    def sweep_hash(self) -> str:
-        """Hash of the settings that determine a unit's responses besides its checkpoint."""
+    def sweep_settings(self) -> dict:
+        """The settings that determine a unit's responses besides its checkpoint (those added later only when they
+        differ from their defaults, so that results stored before them stay valid)."""
         settings = {k: getattr(self, k) for k in ("A", "filters", "attack", "epsilon", "ratio", "n_test")}
-        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        if dict(self.method) != {"name": "fgsm"}:
+            settings["method"] = dict(self.method)
+        settings.update({k: getattr(self, k) for k, default in LATER.items() if getattr(self, k) != default})
+        return settings
+
+    @property
+    def sweep_hash(self) -> str:
+        """Hash of `sweep_settings`."""
+        return hashlib.sha256(json.dumps(self.sweep_settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def shipped() -> list[str]:
@@ -169,10 +195,25 @@ def load_profile(spec) -> Profile:
         raise FragilityError(f"unknown profile {spec!r}: the shipped profiles are {', '.join(shipped())}; "
                              "or pass the path of a profile YAML file (copy a shipped one to start).")
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as err:
-        raise FragilityError(f"{source} is not valid YAML: {err}") from None
+        raise FragilityError(f"{source} is not valid YAML: {' '.join(str(err).split())}") from None
     return parse_profile(raw, source)
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (line {key_node.start_mark.line + 1}): keep one",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _check_grid(values: dict, where: str) -> None:
@@ -219,7 +260,8 @@ def parse_profile(raw, source: str = "profile") -> Profile:
     values = {**OPTIONAL, **raw}
     for key, (ok, what) in CHECKS.items():
         if not ok(values[key]):
-            raise FragilityError(f"{source}: {key} must be {what}; got {values[key]!r}.")
+            raise FragilityError(f"{source}: {key} must be {what}; got {values[key]!r}{_as_text(values[key])}.")
+    values["attack"], values["method"] = _attack(values["attack"], values.pop("crafted"), source)
     _check_grid(values, f"{source}: ")
     small = [d for d in values["datasets"] if values["n_test"] is not None and values["n_test"] > data.info(d).n_test]
     if small:
@@ -231,6 +273,34 @@ def parse_profile(raw, source: str = "profile") -> Profile:
              and f.name != "studies"}
     profile = Profile(**{**values, **lists, "studies": {}})
     return replace(profile, studies=studies.check(values["studies"], profile, source))
+
+
+def _as_text(value) -> str:
+    """A hint when YAML read a number as text: PyYAML takes 1e-3 for a string, 1.0e-3 for a number."""
+    try:
+        number = float(value) if isinstance(value, str) else None
+    except ValueError:
+        number = None
+    if number is None:
+        return ""
+    shown = f"{number:.1e}".replace("e-0", "e-").replace("e+0", "e+")
+    return f" (text: YAML reads a number written like {value} as text; write {shown})"
+
+
+def _attack(attack, crafted, source: str) -> tuple[str, tuple]:
+    """(when the perturbation is crafted, the attack's name and parameters) from the profile's `attack` and
+    `crafted`; `attack: fixed` or `adaptive` is the earlier spelling of an FGSM crafted so."""
+    if attack in ATTACKS:
+        if crafted is not None and crafted != attack:
+            raise FragilityError(f"{source}: attack {attack!r} (the earlier spelling of `attack: fgsm` with `crafted: "
+                                 f"{attack}`) contradicts crafted {crafted!r}: write `attack: fgsm` and `crafted`.")
+        return attack, (("name", "fgsm"),)
+    method = {"name": attack} if isinstance(attack, str) else dict(attack)
+    unknown = sorted(set(method) - {"name"})
+    if unknown:
+        raise FragilityError(f"{source}: attack {method['name']} has unknown parameter(s) "
+                             f"{', '.join(map(str, unknown))}: FGSM takes none (its ε is the profile's `epsilon`).")
+    return crafted or "fixed", tuple(sorted(method.items()))
 
 
 def results_dir(profile: Profile, results=None) -> Path:

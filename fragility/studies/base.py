@@ -8,6 +8,8 @@ that wrote it, its key, the profile, the study's settings and where and how long
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import xarray as xr
 
-from .. import checks, data, files, store, training
+from .. import checks, data, store, training
 from ..errors import FragilityError
 from ..provenance import device_description, provenance
 
@@ -117,16 +119,27 @@ def study_path(results, study: str, label: str, dataset: str, seed: int) -> Path
     return Path(results) / "studies" / study / f"{label}__{dataset}__seed{seed}.nc"
 
 
+def settings_hash(profile, settings: dict, unit: Unit) -> str:
+    """Hash of what determines a study unit's results: its study settings, the profile's sweep settings and the
+    training settings of the runs it reads."""
+    state = {"settings": settings, "sweep": profile.sweep_settings,
+             "runs": {"/".join(map(str, r)): profile.config_hash(*r) for r in unit.needs},
+             "threads": profile.threads}
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def write(ds: xr.Dataset, path: Path, study: str, unit: Unit, profile, settings: dict, seconds: float,
           device) -> None:
-    """Store one unit: its key as coordinates, a `stored` flag, the study, profile, settings and provenance."""
+    """Store one unit: its key as coordinates, a `stored` flag, the study, profile, settings (and their hash) and
+    provenance."""
     label, dataset, seed = unit.key
     ds = ds.assign_coords(model=label, dataset=dataset, seed=np.int64(seed))
     ds["stored"] = ((), True)
     ds.attrs.update({f"study_{k}": str(v) for k, v in settings.items()})
     ds.attrs.update(provenance(), schema=SCHEMA, study=study, profile=profile.name, network=unit.model,
-                    classes=data.info(dataset).classes, seconds=round(seconds, 2), device=device_description(device))
-    files.atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+                    classes=data.info(dataset).classes, seconds=round(seconds, 2), device=device_description(device),
+                    settings_hash=settings_hash(profile, settings, unit))
+    store.write_netcdf(ds, path)
 
 
 def read(path: Path, study) -> xr.Dataset:
@@ -202,6 +215,11 @@ class Context:
     def test(self):
         """(x, y): the test subset every sweep of the profile uses."""
         return data.test_subset(self.sets()[1], self.profile.n_test, seed=0)
+
+    @functools.cached_property
+    def image(self):
+        """The indices of the test subset's examples in the test set."""
+        return data.subset_indices(len(self.sets()[1]), self.profile.n_test, seed=0).numpy()
 
     def epochs(self, model: str | None = None) -> tuple[int, ...]:
         return self.profile.grid(model or self.unit.model).epochs

@@ -1,10 +1,18 @@
-"""The same scores under the authors' public code conventions, to see whether a verdict depends on the reading.
+"""The same scores under the authors' public code conventions and the other readings a verdict could hang on.
 
 The paper's text and the authors' public code differ: the code crafts FGSM against each filtered network (our
-`attack="adaptive"`), integrates scores with Simpson's rule, and scales each response by its own accuracy at the
-first threshold. This study sweeps chosen checkpoints again with the adaptive attack (filter h1 by default, the
-scores' default) and stores them like response units, one unit per (model, dataset, seed) with an epoch dimension;
-`scores(..., rule="simpson", scaling="first")` then gives the code's reading beside the paper's.
+`attack="adaptive"`), never switches the network to eval mode while filtering (BatchNorm normalizes each batch by its
+own statistics: `batchnorm="batch"`), integrates scores with Simpson's rule and scales each response by its own
+accuracy at the first threshold; and the paper searches ε once per network, so the adversarial/clean ratio drifts
+from ρ at the other checkpoints. This study sweeps chosen checkpoints again under each reading, one change at a time
+(filter h1 by default, the scores' default):
+
+- ``adaptive``: FGSM crafted against each filtered network, the stored ε;
+- ``batch``: BatchNorm on each batch's own statistics, fixed FGSM, the stored ε;
+- ``epsilon``: fixed FGSM with ε searched on that checkpoint (constraint 3 met at every checkpoint).
+
+One unit per (model, dataset, seed) holds accuracy(reading, epoch, layer, filter, alpha, input) like response units;
+`scores(..., rule="simpson", scaling="first")` on the adaptive sweeps gives the code's reading beside the paper's.
 """
 from __future__ import annotations
 
@@ -20,27 +28,50 @@ from . import base
 
 CODE = {"rule": "simpson", "scaling": "first"}  # with the adaptive attack: the authors' code
 PAPER = {"rule": "rectangle", "scaling": "unperturbed"}  # with the fixed attack: the paper's text
+READINGS = {"adaptive": {"attack": "adaptive"}, "batch": {"batchnorm": "batch"}, "epsilon": {"epsilon": "auto"}}
+VARIABLES = ("accuracy", "n_filtered", "n_params", "base_accuracy", "epsilon", "chance")
 
 
-def _epochs(ctx) -> list[int]:
-    return list(ctx.settings["epochs"] or ctx.epochs())
+def _checkpoints(ctx, reading: str) -> list[int]:
+    """The checkpoints a reading sweeps: every one (null), n spread evenly with the last included, or a list."""
+    return chosen(ctx.settings["readings"][reading], ctx.epochs())
+
+
+def chosen(value, epochs) -> list[int]:
+    epochs = list(epochs)
+    if value is None:
+        return epochs
+    if isinstance(value, int):
+        picks = np.linspace(len(epochs) - 1, 0, min(value, len(epochs))).round().astype(int)
+        return sorted({epochs[i] for i in picks})
+    return list(value)
 
 
 def _run(ctx: base.Context) -> xr.Dataset:
     s, (x, y), profile = ctx.settings, ctx.test, ctx.profile
-    units = []
-    for epoch in _epochs(ctx):
-        part = ctx.folder(f"epoch{epoch:03d}.nc")  # each epoch's sweep is kept, so an interrupted unit resumes
-        if part.is_file():
-            units.append(store.read_netcdf(part))
-            continue
-        epsilon = float(ctx.responses(epoch)["epsilon"])
-        ds = sweep(ctx.network(epoch), x, y, A=s["A"] or profile.A, filters=tuple(s["filters"]), epsilon=epsilon,
-                   attack="adaptive", batch_size=profile.batch_size, device=ctx.device, progress=ctx.progress)
-        ds["layer_index"] = ("layer", np.arange(ds.sizes["layer"], dtype=np.int64))
-        store.write_netcdf(ds, part)
-        units.append(ds)
-    return xr.concat(units, "epoch", combine_attrs="drop_conflicts").assign_coords(epoch=_epochs(ctx))
+    parts, skipped = [], []
+    for reading in s["readings"]:
+        for epoch in _checkpoints(ctx, reading):
+            part = ctx.folder(f"{reading}-epoch{epoch:03d}.nc")  # each sweep is kept, so an interrupted unit resumes
+            if part.is_file():
+                parts.append(store.read_netcdf(part))
+                continue
+            options = {"attack": "fixed", "epsilon": float(ctx.responses(epoch)["epsilon"]), **READINGS[reading]}
+            try:
+                ds = sweep(ctx.network(epoch), x, y, A=s["A"] or profile.A, filters=tuple(s["filters"]),
+                           ratio=profile.ratio, batch_size=profile.batch_size, device=ctx.device,
+                           progress=ctx.progress, image=ctx.image, **options)
+            except FragilityError as err:
+                if reading != "epsilon":
+                    raise
+                skipped.append(f"epoch {epoch}: {err}")  # no ε meets constraint 3 at this checkpoint
+                continue
+            ds = ds[list(VARIABLES)].expand_dims(reading=[reading], epoch=[epoch])
+            store.write_netcdf(ds, part)
+            parts.append(ds)
+    out = xr.combine_by_coords(parts, combine_attrs="drop_conflicts")
+    out.attrs["epsilon_skipped"] = "; ".join(skipped)
+    return out
 
 
 def _units(profile, settings):
@@ -52,15 +83,31 @@ def _units(profile, settings):
 
 
 def _validate(settings, profile):
+    unknown = [k for k in settings["readings"] if k not in READINGS]
+    if unknown:
+        raise FragilityError(f"studies.conventions.readings: unknown reading(s) {', '.join(map(str, unknown))}: "
+                             f"choose from {', '.join(READINGS)}.")
     for model in settings["models"] or profile.models[:1]:
         if model not in profile.models:
             raise FragilityError(f"studies.conventions.models: {model} is not a model of the profile.")
         grid = profile.grid(model)
-        for key, have in (("seeds", grid.seeds), ("epochs", grid.epochs)):
-            off = [v for v in settings[key] or [] if v not in have]
-            if off:
-                raise FragilityError(f"studies.conventions.{key} {off} are not {key} of {model}: choose from "
-                                     f"{list(have)}.")
+        off = [v for v in settings["seeds"] or [] if v not in grid.seeds]
+        if off:
+            raise FragilityError(f"studies.conventions.seeds {off} are not seeds of {model}: choose from "
+                                 f"{list(grid.seeds)}.")
+        for reading, value in settings["readings"].items():
+            ok = value is None or (checks.is_whole(value) and value >= 1) or (
+                isinstance(value, list) and value and all(v in grid.epochs for v in value))
+            if not ok:
+                raise FragilityError(f"studies.conventions.readings.{reading} must be null (every checkpoint), a "
+                                     f"number of checkpoints ≥ 1, or checkpoints of {model} ({list(grid.epochs)}); "
+                                     f"got {value!r}.")
+
+
+def as_responses(ds: xr.Dataset, reading: str) -> xr.Dataset:
+    """One reading's sweeps as responses (model, dataset, seed, epoch, layer, …), the epochs it swept."""
+    out = ds.sel(reading=reading, drop=True).drop_vars("stored").drop_attrs()
+    return out.dropna("epoch", how="all", subset=["accuracy"])
 
 
 def readings(ds: xr.Dataset, responses: xr.Dataset, model, dataset, filter="h1") -> xr.Dataset:
@@ -68,7 +115,8 @@ def readings(ds: xr.Dataset, responses: xr.Dataset, model, dataset, filter="h1")
     seeds and epochs the study swept (mean over seeds): the paper's from the fixed-attack responses, the code's
     from the adaptive sweeps with Simpson's rule and first-threshold scaling."""
     seeds = base.seeds(ds, model, dataset)
-    code = ds.sel(model=model, dataset=dataset, seed=seeds).dropna("epoch", how="all", subset=["accuracy"])
+    code = as_responses(ds, "adaptive").sel(model=model, dataset=dataset, seed=seeds).dropna(
+        "epoch", how="all", subset=["accuracy"])
     code = code.dropna("layer", how="all", subset=["n_params"])
     paper = responses.sel(model=model, dataset=dataset, seed=seeds, epoch=code["epoch"].values,
                           layer=code["layer"].values).load()
@@ -131,7 +179,10 @@ STUDY = base.Study(
               "seeds": base.Setting(None, checks.items(checks.whole(0))),
               "epochs": base.Setting(None, checks.items(checks.whole(1), increasing=True)),
               "filters": base.Setting(["h1"], checks.items(checks.one_of(FILTERS))),
-              "A": base.Setting(None, checks.whole(1))},
-    units=_units, run=_run, variables=("accuracy", "n_filtered", "n_params", "base_accuracy", "epsilon"),
+              "A": base.Setting(None, checks.whole(1)),
+              "readings": base.Setting(dict.fromkeys(READINGS), checks.Rule(
+                  lambda v: isinstance(v, dict) and len(v) > 0, f"a mapping of readings ({', '.join(READINGS)}) to "
+                                                               "the checkpoints each sweeps"))},
+    units=_units, run=_run, variables=VARIABLES,
     parameters=("model", "dataset"), figure=figure, summary=summary, claims=lambda ds, responses=None: [],
     validate=_validate, needs_responses=True)

@@ -119,7 +119,7 @@ def _run(ctx: base.Context) -> xr.Dataset:
         epochs = s["epochs"] or profile.grid(profile.models[0]).epochs[-1]
         config = training.TrainConfig(ctx.unit.model, dataset, seed, epochs=epochs, every=epochs,
                                       batch_size=profile.train_batch_size, lr=profile.lr, channels=meta.channels,
-                                      classes=meta.classes, depth=blocks)
+                                      classes=meta.classes, depth=blocks, threads=profile.threads)
         path = training.train(config, *ctx.sets(), ctx.folder(), progress=ctx.progress, device=ctx.device)[-1]
         net = training.load_checkpoint(path, ctx.device)[0]
         epsilon = search_epsilon(net, x, y, ratio=profile.ratio, batch_size=profile.batch_size)

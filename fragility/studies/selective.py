@@ -23,10 +23,10 @@ import numpy as np
 import xarray as xr
 
 from .. import checks
-from ..attacks import epsilon_curve, largest_epsilon
+from ..attacks import epsilon_correct, largest_epsilon
 from ..errors import FragilityError
 from ..scores import characterize, scores
-from ..training import TrainConfig, checkpoint_path, load_checkpoint, train
+from ..training import TrainConfig, schedule, checkpoint_path, load_checkpoint, read_checkpoint, train
 from . import base
 
 READINGS = ("prose", "equation", "random")
@@ -55,20 +55,34 @@ def frozen_layers(table: xr.Dataset, reading: str, score: str = "r_e", tol: floa
 def continue_training(checkpoint, train_set, test_set, root, epochs: int, every: int | None = None,
                       freeze: Sequence[str] = (), progress: bool = True, device=None) -> list[Path]:
     """Train the checkpoint's run for `epochs` more epochs into `root` (checkpoints every `every`, default the
-    run's own), with the modules in `freeze` frozen, a fresh Adam optimizer and shuffling generator."""
+    run's own), with the modules in `freeze` frozen. The checkpoint's optimizer and random states are restored, so
+    that with nothing frozen this continues the original run exactly."""
     epochs = checks.count(epochs, "epochs")
-    model, meta = load_checkpoint(checkpoint)
-    config = TrainConfig(**{**meta["config"], "epochs": meta["epoch"] + epochs,
-                            "every": every or meta["config"]["every"]})
-    start = {"state_dict": model.state_dict(), "epoch": meta["epoch"]}
-    return train(config, train_set, test_set, root, progress=progress, freeze=freeze, start=start, device=device)
+    start = read_checkpoint(checkpoint)
+    config = TrainConfig(**{**start["config"], "epochs": start["epoch"] + epochs,
+                            "every": every or start["config"]["every"]})
+    return train(config, train_set, test_set, root, progress=progress, freeze=freeze, start=checkpoint,
+                 device=device)
+
+
+def original_run(checkpoint, epochs: int, every: int | None = None) -> list[Path] | None:
+    """The original run's own checkpoints at the epochs `continue_training(checkpoint, …, epochs, every)` with
+    nothing frozen would write, when they are all there (that training would repeat them exactly); else None."""
+    start = read_checkpoint(checkpoint)
+    config = TrainConfig(**{**start["config"], "epochs": start["epoch"] + epochs})
+    saves = schedule(start["epoch"] + 1, config.epochs, every or config.every)
+    paths = [Path(checkpoint).with_name(f"epoch{e:03d}.pt") for e in saves]
+    return paths if all(p.is_file() for p in paths) else None
 
 
 def selective_backprop(checkpoint, train_set, test_set, root, epochs: int, *, x, y, sweep_ds: xr.Dataset,
                        filter: str = "h1", score: str = "r_e", tol: float = 0.02, readings=READINGS, every=None,
-                       levels: int = 11, seed: int = 0, batch_size: int = 500, device=None,
+                       levels: int = 11, seed: int = 0, batch_size: int = 500, device=None, image=None,
                        progress: bool = True) -> xr.Dataset:
     """Fig. 12 for one (model, dataset, seed): every reading's continued training against regular training.
+
+    Regular training is the original run continued exactly (the checkpoint's optimizer and random states
+    restored): its own later checkpoints when they are there, else retrained from the checkpoint.
 
     Args:
         checkpoint: the starting checkpoint (a `fragility.training` file).
@@ -80,10 +94,12 @@ def selective_backprop(checkpoint, train_set, test_set, root, epochs: int, *, x,
         readings: some of "prose", "equation", "random".
         levels: points of the ε grid from 0 to ε_E.
         seed: seeds the random reading's draw.
+        image: the test examples' indices (the `image` coordinate; default 0 … n − 1).
 
     Returns:
-        accuracy(training, epoch, level), start_accuracy(level), epsilon(level) = level · ε_E, epsilon_E,
-        score(layer), frozen(training, layer).
+        accuracy(training, epoch, level), correct(training, epoch, level, image), start_accuracy(level),
+        start_correct(level, image), epsilon(level) = level · ε_E, epsilon_E, score(layer), frozen(training, layer),
+        reused(training) (regular training read from the original run's checkpoints).
     """
     readings = checks.names(readings, "readings", READINGS)
     levels = checks.count(levels, "levels", 2)
@@ -95,34 +111,45 @@ def selective_backprop(checkpoint, train_set, test_set, root, epochs: int, *, x,
             frozen_layers(table, "prose", score, tol)))
     epsilon_e = largest_epsilon(model, x, y, batch_size=batch_size)
     grid = np.linspace(0, 1, levels)
-    curves, trained = {}, {}
+    image = np.arange(len(y)) if image is None else np.asarray(image)
+    curves, trained, reused = {}, {}, {}
     for training, frozen in sets.items():
         if tuple(frozen) not in trained:  # readings that freeze the same layers share one training
-            paths = continue_training(checkpoint, train_set, test_set, Path(root) / training, epochs, every,
-                                      frozen, progress, device)
-            trained[tuple(frozen)] = xr.concat([_curve(p, x, y, grid * epsilon_e, batch_size, device)
+            paths = original_run(checkpoint, epochs, every) if not frozen else None
+            reused[training] = paths is not None
+            paths = paths or continue_training(checkpoint, train_set, test_set, Path(root) / training, epochs, every,
+                                               frozen, progress, device)
+            trained[tuple(frozen)] = xr.concat([_curve(p, x, y, grid * epsilon_e, batch_size, device, image)
                                                 for p in paths], "epoch")
         curves[training] = trained[tuple(frozen)]
+        reused.setdefault(training, False)
     layers = [str(n) for n in table["layer"].values if n != "global"]
-    start = epsilon_curve(model, x, y, epsilons=grid * epsilon_e, batch_size=batch_size)
+    start = epsilon_correct(model, x, y, epsilons=grid * epsilon_e, batch_size=batch_size)
+    stacked = xr.concat(list(curves.values()), "training").assign_coords(training=list(curves))
     ds = xr.Dataset({
-        "accuracy": xr.concat(list(curves.values()), "training").assign_coords(training=list(curves)),
-        "start_accuracy": start,
+        "accuracy": stacked.mean("image"),
+        "correct": stacked,
+        "start_accuracy": start.mean("image"),
+        "start_correct": start.assign_coords(image=image),
         "score": table[score].sel(layer=layers),
         "frozen": (("training", "layer"), [[n in sets[t] for n in layers] for t in curves]),
+        "reused": ("training", [reused[t] for t in curves]),
         "epsilon_E": ((), epsilon_e),
     }).rename(epsilon="level").assign_coords(level=grid)
     ds["epsilon"] = ("level", grid * epsilon_e)
     ds.attrs.update(start_epoch=meta["epoch"], epochs=epochs, filter=filter, score=score, tol=tol, n_test=len(y))
     ds["accuracy"].attrs["long_name"] = "accuracy of the continued network under FGSM of magnitude ε"
+    ds["correct"].attrs["long_name"] = "example classified correctly by the continued network under FGSM"
     ds["frozen"].attrs["long_name"] = "layer frozen in that training"
+    ds["reused"].attrs["long_name"] = "read from the original run's checkpoints (the run continued exactly)"
     ds["epsilon_E"].attrs["long_name"] = "ε_E: largest ε with the starting checkpoint above chance (Definition 8)"
     return ds
 
 
-def _curve(path, x, y, epsilons, batch_size, device) -> xr.DataArray:
+def _curve(path, x, y, epsilons, batch_size, device, image) -> xr.DataArray:
     net, meta = load_checkpoint(path, device or "cpu")
-    return epsilon_curve(net, x, y, epsilons=epsilons, batch_size=batch_size).assign_coords(epoch=meta["epoch"])
+    found = epsilon_correct(net, x, y, epsilons=epsilons, batch_size=batch_size)
+    return found.assign_coords(epoch=meta["epoch"], image=image)
 
 
 def _validate(settings, profile):
@@ -155,7 +182,7 @@ def _run(ctx: base.Context) -> xr.Dataset:
         s["epochs"] or max(grid.epochs[-1] - start, grid.every), x=x, y=y, sweep_ds=ctx.responses(start),
         filter=s["filter"], score=s["score"], tol=s["tol"], readings=s["readings"], every=s["every"],
         levels=s["levels"], seed=zlib.crc32(f"{model}/{dataset}/{seed}".encode()),
-        batch_size=ctx.profile.batch_size, device=ctx.device, progress=ctx.progress)
+        batch_size=ctx.profile.batch_size, device=ctx.device, image=ctx.image, progress=ctx.progress)
 
 
 # Derived quantities, the figure and the claims
