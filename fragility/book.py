@@ -32,7 +32,7 @@ from .chapters import CHAPTERS
 from .errors import FragilityError, report
 from .selection import check_parameters, paper_defaults
 from .store import open_results
-from .studies import open_study
+from .study import REGISTRY, open_study
 
 NOTEBOOKS = Path("notebooks")
 EXECUTED = Path("book") / "_executed"
@@ -84,12 +84,8 @@ class Page:
         """`fn` on this chapter's results: a study's results first (with the responses as `results` when the study
         reads them), else the responses."""
         chosen = {**self.selections, **selections}
-        if self.chapter.reads_folder:
-            return fn(self.folder)
         if self.study is None:
             return fn(self.responses, **chosen)
-        from .studies import REGISTRY
-
         extra = {"results": self.responses} if REGISTRY[self.chapter.study].needs_responses else {}
         return fn(self.study, **extra, **chosen)
 
@@ -124,8 +120,11 @@ class Page:
         from IPython.display import HTML, Markdown, display
 
         if not self.missing:
-            text = self.call(self.chapter.summary)
-            display(HTML(text) if self.chapter.reads_folder else Markdown(text))
+            if self.chapter.reads_folder:  # the claims it decides read the per-image results in the unit files
+                text = self.chapter.summary(self.folder, **self.selections)
+            else:
+                text = self.call(self.chapter.summary)
+            display(HTML(text) if self.chapter.figure is None else Markdown(text))
 
 
 def load(name: str, results=None, profile: str = "reference", **selections) -> Page:

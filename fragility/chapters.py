@@ -1,54 +1,53 @@
-"""The book's chapters: for each figure and study notebook, what it draws, what it says, the results it reads, the
-paper's own selections (its defaults) and the controls a reader can switch in the rendered book."""
+"""The book's chapters, registered once: each figure module (`fragility.figures`) and each study module
+(`fragility.studies`) registers the chapter it owns — its figure, its summary ("What our run shows"), the paper's own
+selections (its defaults), the controls a reader can switch in the rendered book, and the claims it decides.
+
+This registry imports nothing of the chapters, so that they can import it; `import fragility` fills it.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from . import findings, verdicts
-from .plot import responses, scores
-from .studies import REGISTRY
+from .errors import FragilityError
 
 
 @dataclass(frozen=True)
 class Chapter:
-    """One chapter: `figure` and `summary` take the results (and a study's results when `study` is set)."""
+    """One chapter: `figure(results, **selections)` and `summary(results, **selections)` take the responses of
+    `fragility.open_results` (a study's results first, with the responses as `results=` when the study reads them);
+    `claims` are the `fragility.verdicts.Claim`s it decides."""
 
     name: str
-    figure: Callable
+    figure: Callable | None
     summary: Callable
     study: str | None = None
     paper: dict = field(default_factory=dict)  # the paper's selections, used when the results hold them
     controls: tuple[str, ...] = ()  # switchable in the rendered book, without a kernel
     options: dict = field(default_factory=dict)  # fixed options of controls that are not selections of the results
-    reads_folder: bool = False  # `summary` takes the results folder (the claims chapter)
+    reads_folder: bool = False  # `summary` takes the results folder (the claims chapter and the claims' summaries)
+    claims: tuple = ()
 
 
-def _study(name: str, chapter: str, paper=None, controls=("seed",)) -> Chapter:
-    found = REGISTRY[name]
-    return Chapter(chapter, found.figure, found.summary, study=name, paper=paper or {}, controls=controls)
+CHAPTERS: dict[str, Chapter] = {}
+ORDER = ("fig04_baseline", "fig05_targeted", "fig06_filters", "fig07_landscape", "fig08_scores", "fig09_global",
+         "fig10_local", "fig11_batchnorm", "fig12_selective", "study_neurons", "study_removal", "study_depth",
+         "study_conventions", "claims")
 
 
-CHAPTERS = {c.name: c for c in (
-    Chapter("fig04_baseline", responses.fig04_baseline, findings.fig04_baseline,
-            paper=dict(model="resnet18", dataset="cifar10", epoch=100, layer="conv1"),
-            controls=("layer", "input")),
-    Chapter("fig05_targeted", responses.fig05_targeted, findings.fig05_targeted,
-            paper=dict(model="resnet18", dataset="mnist", layer="layer3.0.conv2"), controls=("layer", "filter")),
-    Chapter("fig06_filters", responses.fig06_filters, findings.fig06_filters,
-            paper=dict(model="resnet18", dataset="cifar10", layer="conv1"), controls=("model", "input")),
-    Chapter("fig07_landscape", responses.fig07_landscape, findings.fig07_landscape, paper=dict(model="resnet18"),
-            controls=("model", "input", "filter")),
-    Chapter("fig08_scores", responses.fig08_scores, findings.fig08_scores,
-            paper=dict(model="resnet18", dataset="cifar10", epoch=100, layer="conv1"), controls=("epoch", "filter")),
-    Chapter("fig09_global", scores.fig09_global, findings.fig09_global, controls=("filter", "normalized"),
-            options={"normalized": [True, False]}),
-    Chapter("fig10_local", scores.fig10_local, findings.fig10_local, controls=("filter",)),
-    _study("batchnorm", "fig11_batchnorm", dict(model="resnet18", dataset="cifar10")),
-    _study("selective", "fig12_selective", dict(model="resnet18")),
-    _study("neurons", "study_neurons", dict(model="resnet18"), ("seed", "input")),
-    _study("removal", "study_removal", dict(model="resnet18"), ("layer",)),
-    _study("depth", "study_depth", controls=()),
-    _study("conventions", "study_conventions", dict(model="resnet18"), controls=()),
-    Chapter("claims", None, verdicts.report, reads_folder=True),
-)}
+def register(chapter: Chapter) -> Chapter:
+    """Add a chapter to `CHAPTERS` (kept in the book's order); a name registered twice is refused."""
+    if chapter.name in CHAPTERS:
+        raise FragilityError(f"chapter {chapter.name!r} is registered twice.")
+    CHAPTERS[chapter.name] = chapter
+    ranked = sorted(CHAPTERS.values(), key=lambda c: ORDER.index(c.name) if c.name in ORDER else len(ORDER))
+    CHAPTERS.clear()
+    CHAPTERS.update((c.name, c) for c in ranked)
+    return chapter
+
+
+def chapter(name: str) -> Chapter:
+    """The registered chapter `name`, or one FragilityError listing them."""
+    if not isinstance(name, str) or name not in CHAPTERS:
+        raise FragilityError(f"unknown chapter {name!r}: choose from {', '.join(CHAPTERS)}.")
+    return CHAPTERS[name]

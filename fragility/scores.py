@@ -11,10 +11,9 @@ import xarray as xr
 
 from . import checks
 from .errors import FragilityError
-from .selection import select
 
 RULES = ("rectangle", "trapezoid", "simpson")
-SCALINGS = ("unperturbed", "first")
+SCALINGS = ("unperturbed", "first", "chance")
 LABELS = ("Fr", "Ro", "Af")
 
 
@@ -45,16 +44,25 @@ def scaled(ds: xr.Dataset, scaling: str = "unperturbed") -> xr.DataArray:
 
     Args:
         ds: a sweep Dataset (any extra dimensions are kept).
-        scaling: "unperturbed" (the paper, as above) or "first": each response divided by its own accuracy at the
-            first threshold, β_{h,i} / β_{h,0}, as the authors' public code does.
+        scaling: "unperturbed" (the paper, as above); "first": each response divided by its own accuracy at the
+            first threshold, β_{h,i} / β_{h,0}, as the authors' public code does; or "chance": the share of the
+            above-chance accuracy kept, (β − c) / (acc(f(x, θ)) − c) and (β_ε − c) / (acc(f(x_ε, θ)) − c) with
+            c = max(1/K, the share of the most frequent label) (the sweep's `chance`), which maps chance to 0 and
+            the unperturbed network to 1 on both curves. Under the paper's scaling chance sits at c / acc(f(x)) on
+            the clean curve but c / acc(f(x_ε)) ≈ c / (ρ · acc(f(x))) on the adversarial one (about 0.22 against
+            0.11 for ρ = 0.5), which alone makes r_ε positive for a network that collapses under filtering.
 
     Returns:
         The scaled responses, dims of ``ds["accuracy"]``.
     """
     if not isinstance(scaling, str) or scaling not in SCALINGS:
-        raise FragilityError(f"unknown scaling {scaling!r}: choose 'unperturbed' (the paper) or 'first' (the "
-                             "authors' code).")
+        raise FragilityError(f"unknown scaling {scaling!r}: choose 'unperturbed' (the paper), 'first' (the authors' "
+                             "code) or 'chance' (above chance).")
     ds = _sweep(ds, "accuracy", "base_accuracy")
+    if scaling == "chance":
+        if "chance" not in ds:
+            raise FragilityError("the 'chance' scaling needs the sweep's `chance` (stored by fragility ≥ 0.2 sweeps).")
+        return ((ds["accuracy"] - ds["chance"]) / (ds["base_accuracy"] - ds["chance"])).rename("scaled")
     by = ds["base_accuracy"] if scaling == "unperturbed" else ds["accuracy"].isel(alpha=0, drop=True)
     return (ds["accuracy"] / by).rename("scaled")
 
@@ -100,7 +108,7 @@ def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle", scaling:
         ds: a sweep Dataset (any extra dimensions are kept).
         filter: "h1", "h2", "h3" or "combined" (Eq. 13).
         rule: "rectangle" (as written: A + 1 terms of width 1/A), "trapezoid" or "simpson" (the authors' code).
-        scaling: "unperturbed" (the paper) or "first" (the authors' code), see `scaled`.
+        scaling: "unperturbed" (the paper), "first" (the authors' code) or "chance" (above chance), see `scaled`.
 
     Returns:
         A Dataset with r_x, r_xe and r_e, the sweep's dims without filter, alpha and input.
@@ -171,43 +179,6 @@ def display_normalize(scores: xr.Dataset) -> xr.Dataset:
         if group:
             out.update(scale(group))
     return out
-
-
-def _with_combined(da: xr.DataArray, combined_da: xr.DataArray | None = None) -> xr.DataArray:
-    """`da` with filter "combined" appended: `combined_da`, or the mean over h1, h2, h3."""
-    extra = da.sel(filter=["h1", "h2", "h3"]).mean("filter") if combined_da is None else combined_da
-    return xr.concat([da, extra.expand_dims(filter=["combined"])], "filter", coords="minimal")
-
-
-def curves(ds: xr.Dataset, model=None, dataset=None, seed=None) -> xr.Dataset:
-    """One model's responses from combined results, averaged over seeds (or of one seed).
-
-    Returns response (β̄; β̃ of Eq. 13 for filter "combined"), baseline (φ̄ of Eq. 10; the mean of the three for
-    "combined"), accuracy (β), n_filtered, n_params, base_accuracy and epsilon, dims (dataset, epoch, layer, filter,
-    alpha, input) — no dataset dimension when one is selected.
-    """
-    sub = select(ds, model, dataset, seed)
-    out = xr.Dataset({
-        "response": _with_combined(scaled(sub), combined(sub)),
-        "baseline": _with_combined(baseline(sub)),
-        "accuracy": _with_combined(sub["accuracy"]),
-        "n_filtered": _with_combined(sub["n_filtered"]),
-        "n_params": sub["n_params"],
-        "base_accuracy": sub["base_accuracy"],
-    }).mean("seed")
-    out["epsilon"] = sub["epsilon"]
-    out.attrs = sub.attrs
-    return out
-
-
-def layer_scores(ds: xr.Dataset, model=None, dataset=None, seed=None, filter="h1", mean=True, rule="rectangle",
-                 scaling="unperturbed") -> xr.Dataset:
-    """Scores r_x, r_xe, r_e (Eq. 14–16) of every layer of one model, `global` included, by (dataset,) epoch and
-    layer from combined results; averaged over seeds unless `mean` is False. Non-finite scores (an unperturbed
-    accuracy of 0) become NaN."""
-    r = scores(select(ds, model, dataset, seed), filter, rule, scaling)
-    r = r.where(np.isfinite(r))
-    return r.mean("seed") if mean else r
 
 
 def retention(accuracy: xr.DataArray, base: xr.DataArray, classes: int) -> xr.DataArray:

@@ -10,7 +10,9 @@ import numpy as np
 import xarray as xr
 
 from .errors import FragilityError
+from .scores import baseline, combined, scaled, scores
 from .store import layer_order
+from .study import REGISTRY
 
 FILTERS = ("h1", "h2", "h3", "combined")
 INPUTS = ("clean", "adversarial")
@@ -52,8 +54,6 @@ def study_name(ds: xr.Dataset) -> str | None:
 def choices(ds: xr.Dataset, model=None, dataset=None) -> dict[str, list]:
     """The valid values of every selection for `model` and `dataset` (each default: the first)."""
     if study_name(ds):
-        from .studies import REGISTRY
-
         return REGISTRY[study_name(ds)].choices(ds, model, dataset)
     models = values(ds, "model")
     model = model if model in models else models[0]
@@ -74,8 +74,6 @@ def check_parameters(ds: xr.Dataset, **params) -> dict:
     """
     kind = study_name(ds)
     if kind:
-        from .studies import REGISTRY
-
         allowed = REGISTRY[kind].parameters
     else:
         allowed = PARAMETERS
@@ -144,3 +142,46 @@ def select(ds: xr.Dataset, model=None, dataset=None, seed=None) -> xr.Dataset:
         sub = sub.sel(seed=[seed])
     have = stored(sub)
     return sub.sel({d: where(have, d) for d in ("dataset", "seed", "epoch") if d in have.dims}).load()
+
+
+def edge_layers(ds: xr.Dataset, model) -> tuple[str, str]:
+    """The first and the last filterable layer of `model` (the first conv and the last linear layer)."""
+    order = [n for n in layer_order(ds, model) if n != "global"]
+    return order[0], order[-1]
+
+
+def _with_combined(da: xr.DataArray, combined_da: xr.DataArray | None = None) -> xr.DataArray:
+    """`da` with filter "combined" appended: `combined_da`, or the mean over h1, h2, h3."""
+    extra = da.sel(filter=["h1", "h2", "h3"]).mean("filter") if combined_da is None else combined_da
+    return xr.concat([da, extra.expand_dims(filter=["combined"])], "filter", coords="minimal")
+
+
+def curves(ds: xr.Dataset, model=None, dataset=None, seed=None) -> xr.Dataset:
+    """One model's responses from combined results, averaged over seeds (or of one seed).
+
+    Returns response (β̄; β̃ of Eq. 13 for filter "combined"), baseline (φ̄ of Eq. 10; the mean of the three for
+    "combined"), accuracy (β), n_filtered, n_params, base_accuracy and epsilon, dims (dataset, epoch, layer, filter,
+    alpha, input) — no dataset dimension when one is selected.
+    """
+    sub = select(ds, model, dataset, seed)
+    out = xr.Dataset({
+        "response": _with_combined(scaled(sub), combined(sub)),
+        "baseline": _with_combined(baseline(sub)),
+        "accuracy": _with_combined(sub["accuracy"]),
+        "n_filtered": _with_combined(sub["n_filtered"]),
+        "n_params": sub["n_params"],
+        "base_accuracy": sub["base_accuracy"],
+    }).mean("seed")
+    out["epsilon"] = sub["epsilon"]
+    out.attrs = sub.attrs
+    return out
+
+
+def layer_scores(ds: xr.Dataset, model=None, dataset=None, seed=None, filter="h1", mean=True, rule="rectangle",
+                 scaling="unperturbed") -> xr.Dataset:
+    """Scores r_x, r_xe, r_e (Eq. 14–16) of every layer of one model, `global` included, by (dataset,) epoch and
+    layer from combined results; averaged over seeds unless `mean` is False. Non-finite scores (an unperturbed
+    accuracy of 0) become NaN."""
+    r = scores(select(ds, model, dataset, seed), filter, rule, scaling)
+    r = r.where(np.isfinite(r))
+    return r.mean("seed") if mean else r

@@ -1,380 +1,379 @@
-"""Every claim of the paper and its related seeds, decided on stored results by a rule written down beforehand.
+"""The machinery of the claims: a claim of the paper, the panels it names, the rule that decides it on each panel, the
+interval of the rule's statistic, the verdict under every reading that could change it, and the claims table.
 
-`claims(results)` returns one row per claim: its id, the claim in the paper's words and where it is made, the rule
-that decides it with its thresholds, the evidence (the numbers the rule read), the verdict — ``holds``, ``differs``
-or ``untestable`` (with what would test it) — and, where the verdict could hang on a reading, the verdict under
-the authors' code conventions (adaptive FGSM, Simpson's rule, responses scaled at the first threshold). The rules
-of the figures' claims are here; each study's claims are its module's (`fragility.studies`). The figure chapters'
-"What our run shows" call the same rules.
+A `Claim` quotes the paper whole, names the panels its sentence names (Fig. 9/10: (a) ResNet-18, (b) ResNet-50,
+(c) SqueezeNet 1.1, (d) ShuffleNet V2 ×1.0, each × MNIST / CIFAR10 / ImageNet Tiny) and carries its rule: a
+statistic of the results, a threshold and the side of it on which the claim holds, all written down before the
+results were looked at. The statistic is computed on every bootstrap replicate (`fragility.uncertainty`: test
+images resampled within each unit, seeds resampled where there are several), so the verdict is
+
+- ``holds`` when the whole interval lies on the claim's side of the threshold,
+- ``differs`` when it lies wholly on the other side,
+- ``inconclusive`` when it straddles the threshold (or the results are too few for the rule),
+- ``untestable`` when the results do not hold the panel (the row names what would decide it).
+
+Each verdict is also decided under every reading of `READINGS` that applies to its rule: the sign of r_ε (Eq. 16 as
+printed, or the prose's reversed reading), the scaling of the responses (the paper's, or one that maps chance to 0 on
+both curves), and — where the conventions study swept them — the attack (fixed, adaptive), BatchNorm while filtering
+(running statistics, batch statistics) and ε (once per network, per checkpoint). The figure chapters and the studies
+own their claims (each module registers them with its chapter); `claims(results)` collects them into one table.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import checks
+from . import chapters, checks, uncertainty
 from .errors import FragilityError
-from .scores import characterize, layer_scores, scaled
-from .selection import STAND_INS, choices, select
+from .scores import scores
 from .store import layer_order, open_results
-from .studies import REGISTRY, open_study
-from .studies.base import claim_row
-from .studies.conventions import CODE, as_responses
+from .study import open_study
 
-TAU = 0.02
-SHARE = 0.9  # "for every network, dataset and epoch", "consistently": at least 90 % of the cells
-AGREE = 0.8  # "invariant across datasets": labels agree at 80 % of the shared epochs
-KEPT = 0.98  # accuracy "kept": the scaled response β̄ ≥ 0.98
-REMOVED = 0.1  # "part of the parameters": at least 10 % of the weights
-
-
-def _models(ds) -> list[str]:
-    return choices(ds)["model"]
+TAU = 0.02  # the tolerance of Fr / Ro / Af (the conclusion's ±2 %)
+WORDS = {"Fr": "fragile", "Ro": "robust", "Af": "antifragile"}
+VERDICTS = ("holds", "differs", "inconclusive", "untestable")
+FIGURE_MODELS = {"a": "resnet18", "b": "resnet50", "c": "squeezenet1_1", "d": "shufflenet_v2_x1_0"}  # Fig. 9, 10
+DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR10", "tiny-imagenet": "ImageNet Tiny"}
+PROFILES = {"mnist": "the reference (or mnist) profile", "cifar10": "the cifar10 profile (or paper)",
+            "tiny-imagenet": "the tinyimagenet profile (or paper)"}
 
 
-def _datasets(ds, model) -> list[str]:
-    return choices(ds, model)["dataset"]
+@dataclass(frozen=True)
+class Panel:
+    """A panel the paper names: a figure and letter (e.g. "10c"), its model and its dataset; `label` is "10c MNIST"."""
+
+    figure: str
+    model: str
+    dataset: str
+    versus: str | None = None  # a second data set the claim compares with (e.g. CIFAR10 against ImageNet Tiny)
+
+    @property
+    def label(self) -> str:
+        name = f"{self.figure or self.model} {DATASETS.get(self.dataset, self.dataset)}"
+        return f"{name} vs {DATASETS.get(self.versus, self.versus)}" if self.versus else name
 
 
-def edge_layers(ds, model) -> tuple[str, str]:
-    """The first and the last filterable layer of `model` (the first conv and the last linear layer)."""
-    order = [n for n in layer_order(ds, model) if n != "global"]
-    return order[0], order[-1]
+def panels(spec: str) -> tuple[Panel, ...]:
+    """Panels from the paper's own wording, e.g. "10a tiny-imagenet; 10c mnist cifar10 tiny-imagenet"."""
+    out = []
+    for part in spec.split(";"):
+        head, *datasets = part.split()
+        out += [Panel(head, FIGURE_MODELS[head[-1]], d) for d in datasets]
+    return tuple(out)
 
 
-def _global(ds, model, dataset, **reading) -> xr.Dataset:
-    return layer_scores(ds, model, dataset, **reading).sel(layer="global")
+@dataclass(frozen=True)
+class Reading:
+    """One way of reading the paper: `name` (e.g. "sign") and `value` (e.g. "prose"); the paper's is `DEFAULT`."""
+
+    name: str
+    value: str
+
+    @property
+    def label(self) -> str:
+        return READING_LABELS[self.name, self.value]
 
 
-def p1(ds, tol=TAU):
-    tested, parts, ok = 0, [], True
-    for model in [m for m in ("resnet18", "resnet50") if m in _models(ds)]:
-        datasets = _datasets(ds, model)
-        if len(datasets) < 2:
-            continue
-        tested += 1
-        labels = characterize(xr.concat([_global(ds, model, d)[["r_x", "r_xe"]] for d in datasets], "dataset"), tol)
-        same = (labels == labels.isel(dataset=0)).all("dataset")
-        share = float(same.to_array().mean())
-        ok &= share >= AGREE
-        parts.append(f"{model}: labels agree across {', '.join(datasets)} at {share:.0%} of (epoch, score) cells")
-    return claim_row(
-        "P1", "*ResNet18 and ResNet50 networks exhibit invariant parameter characteristics to different datasets: "
-              "particularly for r_x and r_xε values* (Sec. 5, Fig. 9)",
-        f"the Fr/Ro/Af labels (τ = {tol}) of global r_x and r_xε agree across datasets at ≥ {AGREE:.0%} of the "
-        "epochs, for ResNet-18 and ResNet-50", "; ".join(parts) or "models on one dataset only",
-        "untestable" if not tested else "holds" if ok else "differs", "fig09_global",
-        needs="two or more datasets per model: the paper, mnist + cifar10 or tinyimagenet profiles")
+READINGS = {"sign": ("printed", "prose"), "scaling": ("paper", "chance"), "attack": ("fixed", "adaptive"),
+            "batchnorm": ("running", "batch"), "epsilon": ("once", "per-checkpoint"),
+            # selective backpropagation (Fig. 12): which layers are frozen, the gain raw or relative, against what
+            "freeze": ("prose", "equation", "random"), "gain": ("raw", "relative"), "against": ("regular", "random"),
+            # the defense of seed 002: FGSM crafted against each (defended) network, or against the original one
+            "defended": ("each network", "original")}
+DEFAULT = {name: values[0] for name, values in READINGS.items()}
+READING_LABELS = {
+    ("sign", "printed"): "r_ε as Eq. 16 prints it (β̄_ε − β̄)", ("sign", "prose"): "r_ε's sign as the prose reads it",
+    ("scaling", "paper"): "β / unperturbed accuracy", ("scaling", "chance"): "above-chance scaling",
+    ("attack", "fixed"): "FGSM crafted once (fixed)", ("attack", "adaptive"): "FGSM per filtered network (adaptive)",
+    ("batchnorm", "running"): "BatchNorm running statistics", ("batchnorm", "batch"): "BatchNorm batch statistics",
+    ("epsilon", "once"): "ε searched once per network", ("epsilon", "per-checkpoint"): "ε searched per checkpoint",
+    ("freeze", "prose"): "the prose's layers frozen", ("freeze", "equation"): "the equation's layers frozen",
+    ("freeze", "random"): "as many random layers frozen", ("gain", "raw"): "raw gain",
+    ("gain", "relative"): "gain relative to each arm's clean accuracy", ("against", "regular"): "against regular",
+    ("against", "random"): "against the random control",
+    ("defended", "each network"): "FGSM against each network", ("defended", "original"): "FGSM against the original"}
+SWEPT = {"attack": "adaptive", "batchnorm": "batch", "epsilon": "epsilon"}  # readings the conventions study sweeps
 
 
-def p2(ds, tol=TAU):
-    cells, parts = [], []
-    for model in _models(ds):
-        for dataset in _datasets(ds, model):
-            if dataset in ("mnist", STAND_INS["mnist"]):
-                r = _global(ds, model, dataset)["r_e"].dropna("epoch")
-                cells += list(r.values < -tol)
-                parts.append(f"{model} on {dataset}: global r_ε " + ", ".join(f"{v:+.3f}" for v in r.values))
-    share = float(np.mean(cells)) if cells else np.nan
-    return claim_row(
-        "P2", "*r_ε values for MNIST, suggesting that the clean dataset response is consistently greater than the "
-              "adversarial dataset performance* (Sec. 5, Fig. 9)",
-        f"global r_ε (h1, Eq. 16 as printed) < −τ at ≥ {SHARE:.0%} of the (model, epoch) cells on MNIST (or digits, "
-        "its offline stand-in)", ("; ".join(parts) + f" — {share:.0%} of cells below −τ") if cells else "",
-        "untestable" if not cells else "holds" if share >= SHARE else "differs", "fig09_global",
-        needs="MNIST (or digits) results")
+class Untestable(Exception):
+    """The results cannot decide a panel; the message says what would."""
 
 
-def _trend(ds, model, dataset, test, tol):
-    r = _global(ds, model, dataset)[["r_x", "r_xe"]].dropna("epoch", how="all")
-    return test(r, characterize(r, tol)), ", ".join(f"{k} " + " → ".join(f"{v:+.3f}" for v in r[k].values)
-                                                    for k in ("r_x", "r_xe"))
+class TooFew(Exception):
+    """The results hold the panel but too few checkpoints (or seeds) for the rule: inconclusive, saying why."""
 
 
-def p3(ds, tol=TAU):
-    model, dataset = "shufflenet_v2_x1_0", "tiny-imagenet"
-    if model not in _models(ds) or dataset not in _datasets(ds, model):
-        return claim_row("P3", "*We see the ShuffleNet V2x1.0 parameters as transitioning from fragile to antifragile "
-                               "for the ImageNet Tiny dataset* (Sec. 5, Fig. 9)",
-                         "global r_x and r_xε of ShuffleNet V2 ×1.0 on Tiny ImageNet: Fr at the first epoch, Af at the "
-                         "last", "", "untestable", "fig09_global", needs="the tinyimagenet (or paper) profile")
-    ok, text = _trend(ds, model, dataset, lambda r, lab: all(
-        lab[k].values[0] == "Fr" and lab[k].values[-1] == "Af" for k in ("r_x", "r_xe")), tol)
-    return claim_row("P3", "*ShuffleNet V2x1.0 parameters as transitioning from fragile to antifragile for the "
-                           "ImageNet Tiny dataset* (Sec. 5, Fig. 9)", "Fr at the first epoch, Af at the last",
-                     text, "holds" if ok else "differs", "fig09_global")
+@dataclass(frozen=True)
+class Outcome:
+    """A rule's statistic on every bootstrap replicate (`samples`, dim "sample", sample 0 the point value) and the
+    evidence text (the numbers the rule used, each with its interval)."""
+
+    samples: xr.DataArray
+    evidence: str
 
 
-def p4(ds, tol=TAU):
-    model, dataset = "squeezenet1_1", "tiny-imagenet"
-    claim = ("*From the SqueezeNet-v1.1 results for the ImageNet Tiny dataset, we observe a convergence of r_x and "
-             "r_xε to 0 over 100 epochs, indicating the network performance as robust* (Sec. 5, Fig. 9)")
-    rule = f"global r_x and r_xε of SqueezeNet 1.1 on Tiny ImageNet within ±τ = {tol} at the last three epochs"
-    if model not in _models(ds) or dataset not in _datasets(ds, model):
-        return claim_row("P4", claim, rule, "", "untestable", "fig09_global", needs="the tinyimagenet profile")
-    ok, text = _trend(ds, model, dataset, lambda r, lab: bool((abs(r.isel(epoch=slice(-3, None))) <= tol)
-                                                            .to_array().all()), tol)
-    return claim_row("P4", claim, rule, text, "holds" if ok else "differs", "fig09_global")
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper and the rule that decides it on each panel it names.
+
+    `statistic(evidence, panel, reading) -> Outcome`; the claim holds on a panel when the statistic is above
+    `threshold` (`above=True`) or below it. `readings` are the names in `READINGS` under which it is decided too.
+    """
+
+    id: str
+    quote: str  # the paper's words, whole, and where (section, figure)
+    panels: tuple[Panel, ...]
+    rule: str
+    statistic: Callable
+    threshold: float
+    above: bool
+    chapter: str
+    readings: tuple[str, ...] = ("scaling",)
+    needs: str = ""  # what would decide the claim where no panel is held
+    note: str = ""  # how the panels were read from the sentence (e.g. the "all" reading)
 
 
-def _edges_fragile(ds, reading: dict, tol) -> tuple[float, float, str]:
-    """Shares of (model, dataset, epoch) cells where the first and the last layer have r_x and r_xε < −τ."""
-    first, last, parts = [], [], []
-    for model in _models(ds):
-        a, b = edge_layers(ds, model)
-        for dataset in _datasets(ds, model):
-            r = layer_scores(ds, model, dataset, **reading)
-            both = ((r["r_x"] < -tol) & (r["r_xe"] < -tol)).where(r["r_x"].notnull())
-            fa, fb = both.sel(layer=a).dropna("epoch"), both.sel(layer=b).dropna("epoch")
-            first += list(fa.values.astype(bool))
-            last += list(fb.values.astype(bool))
-            parts.append(f"{model}/{dataset}: `{a}` r_x " + ", ".join(f"{v:+.2f}" for v in r["r_x"].sel(layer=a).values)
-                         + f"; `{b}` r_x " + ", ".join(f"{v:+.2f}" for v in r["r_x"].sel(layer=b).values))
-    return float(np.mean(first)), float(np.mean(last)), "; ".join(parts)
+def label_of(value: float, tol: float = TAU) -> str:
+    """Fr, Ro or Af of one score (— when it is not a number)."""
+    return "—" if not np.isfinite(value) else "Fr" if value < -tol else "Af" if value > tol else "Ro"
 
 
-def _conventions(path) -> xr.Dataset | None:
+def decide(low: float, high: float, threshold: float, above: bool) -> str:
+    """The verdict of an interval against the rule's threshold (strictly above / below holds)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "inconclusive"
+    if above:
+        return "holds" if low > threshold else "differs" if high <= threshold else "inconclusive"
+    return "holds" if high < threshold else "differs" if low >= threshold else "inconclusive"
+
+
+def estimate(samples: xr.DataArray, fmt: str = "+.3f") -> str:
+    """"value [low, high]" of a statistic over its replicates (the 95 % bootstrap interval)."""
+    low, high = uncertainty.interval(samples)
+    value = float(samples.sel(sample=0))
+    return f"{value:{fmt}} [{float(low):{fmt}}, {float(high):{fmt}}]"
+
+
+class Evidence:
+    """What the rules read from one results folder, each piece computed once: the responses, their bootstrap
+    replicates under each reading, the studies."""
+
+    def __init__(self, results, samples: int = uncertainty.SAMPLES):
+        self.folder = checks.folder(results, "results")
+        self.samples = samples
+        self.responses = open_results(self.folder)
+        self._cache: dict = {}
+
+    def _once(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def holds(self, model: str, dataset: str) -> bool:
+        """Whether the results hold any unit of `model` on `dataset`."""
+        ds = self.responses
+        if model not in ds["model"].values or dataset not in ds["dataset"].values:
+            return False
+        return bool(ds["base_accuracy"].sel(model=model, dataset=dataset).notnull().any())
+
+    def replicates(self, model: str, dataset: str, reading: Reading | None = None) -> xr.Dataset:
+        """The responses of one panel with a `sample` dim: as stored, or as the conventions study swept them under
+        a reading of the attack, BatchNorm or ε (then seed 0 and the checkpoints it swept, filter h1)."""
+        if reading is None or reading.name not in SWEPT or reading.value == DEFAULT[reading.name]:
+            return self._once(("stored", model, dataset), lambda: uncertainty.resample(
+                self.folder, model, dataset, samples=self.samples))
+        return self._once((reading, model, dataset), lambda: swept_reading(self, model, dataset, SWEPT[reading.name]))
+
+    def scores(self, model: str, dataset: str, reading: Reading | None = None, filter: str = "h1",
+               epochs=None) -> xr.Dataset:
+        """r_x, r_xe, r_e (Eq. 14–16) of every layer (and `global`) by (sample, epoch, layer), mean over the
+        replicate's seeds, under `reading`'s scaling; only `epochs` when given."""
+        rs = self.replicates(model, dataset, reading if reading and reading.name in SWEPT else None)
+        if epochs is not None:
+            rs = rs.sel(epoch=list(epochs))
+        scaling = "chance" if reading is not None and (reading.name, reading.value) == ("scaling", "chance") \
+            else "unperturbed"
+        r = scores(rs, filter=filter, scaling=scaling)
+        r = r.where(np.isfinite(r))
+        return uncertainty.seed_mean(r, rs)
+
+    def layers(self, model: str) -> list[str]:
+        """The model's filterable layers in forward order (without `global`)."""
+        return [n for n in layer_order(self.responses, model) if n != "global"]
+
+    def study(self, name: str) -> xr.Dataset | None:
+        """A study's combined units, or None when the results hold none (a damaged unit is named)."""
+        def found():
+            try:
+                return open_study(self.folder, name)
+            except FragilityError as err:
+                if "no stored" in str(err):
+                    return None
+                raise
+        return self._once(("study", name), found)
+
+
+def swept_reading(ev: Evidence, model: str, dataset: str, reading: str) -> xr.Dataset:
+    """One reading's sweeps from the conventions study as bootstrap replicates (seed 0, the checkpoints it swept,
+    filter h1), with the same image draws as the stored responses; `Untestable` when it was not swept here."""
+    study = ev.study("conventions")
+    if study is None or model not in study["model"].values or dataset not in study["dataset"].values \
+            or reading not in study["reading"].values:
+        raise Untestable(f"the conventions study with {model} and the {reading} reading")
+    unit = study.sel(model=model, dataset=dataset, reading=reading).dropna("seed", how="all", subset=["accuracy"])
+    unit = unit.dropna("epoch", how="all", subset=["accuracy"])
+    if not unit.sizes.get("seed") or not unit.sizes.get("epoch"):
+        raise Untestable(f"the conventions study with {model} and the {reading} reading")
+    seed = int(unit["seed"][0])
+    unit = unit.isel(seed=0, drop=True).dropna("layer", how="all", subset=["n_params"])
+    weights = uncertainty.draws(unit.sizes["image"], ev.samples, np.random.default_rng(0))
+    weights = xr.DataArray(weights / weights.sum(1, keepdims=True), dims=("sample", "image"))
+    rs = xr.Dataset({"accuracy": xr.dot(unit["correct"].astype(float), weights, dim="image"),
+                     "base_accuracy": xr.dot(unit["base_correct"].astype(float), weights, dim="image"),
+                     "n_filtered": unit["n_filtered"], "n_params": unit["n_params"], "chance": unit["chance"]})
+    rs = rs.expand_dims(seed=[seed]).transpose("sample", "seed", ...)
+    rs["seed_weight"] = xr.DataArray(np.ones((ev.samples + 1, 1)), dims=("sample", "seed"))
+    return rs.assign_coords(sample=np.arange(ev.samples + 1))
+
+
+def row(claim: Claim, panel: Panel | None, verdict: str, evidence: str, value=np.nan, low=np.nan, high=np.nan,
+        readings: str = "") -> dict:
+    """One row of the claims table."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
+    return {"id": claim.id, "panel": panel.label if panel else "", "claim": claim.quote, "rule": claim.rule,
+            "evidence": evidence, "statistic": value, "interval": (low, high), "threshold": claim.threshold,
+            "verdict": verdict, "readings": readings, "chapter": claim.chapter}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A claim decided on one panel under one reading: its verdict, the statistic's value and interval, evidence."""
+
+    verdict: str
+    value: float
+    low: float
+    high: float
+    evidence: str
+
+
+def decision(claim: Claim, ev: Evidence, panel: Panel, reading: Reading | None = None) -> Decision:
+    """The claim on a panel under a reading (None: the paper's); `Untestable` propagates."""
     try:
-        return open_study(path, "conventions") if path is not None else None
-    except FragilityError:
-        return None
+        out = claim.statistic(ev, panel, reading)
+    except TooFew as why:
+        return Decision("inconclusive", np.nan, np.nan, np.nan, str(why))
+    low, high = (float(v) for v in uncertainty.interval(out.samples))
+    return Decision(decide(low, high, claim.threshold, claim.above), float(out.samples.sel(sample=0)), low, high,
+                    out.evidence)
 
 
-def p5(ds, code=None, tol=TAU):
-    first, last, text = _edges_fragile(ds, {}, tol)
-    verdict = "holds" if first >= SHARE and last >= SHARE else "differs"
-    code_text = ""
-    if code is not None:
-        c_first, c_last, _ = _edges_fragile(as_responses(code, "adaptive"), CODE, tol)
-        code_text = (f"{'holds' if c_first >= SHARE and c_last >= SHARE else 'differs'} (first layer "
-                     f"{c_first:.0%}, last layer {c_last:.0%} of the swept cells)")
-    return claim_row(
-        "P5", "*All of the evaluated network and dataset parameter scores exhibit invariant fragility characteristics "
-              "(marked as 'Fr') at the 1-st convolutional layer and the l-th linear layer, for both clean (r_x) and "
-              "adversarial (r_xε) parameter scores* (Sec. 5, Fig. 10)",
-        f"the first and the last filterable layer have r_x < −τ and r_xε < −τ (h1, τ = {tol}) in ≥ {SHARE:.0%} of "
-        "the (model, dataset, epoch) cells, each", f"first layer fragile in {first:.0%}, last layer in {last:.0%} "
-                                                   f"of the cells — {text}", verdict, "fig10_local", code=code_text)
+class _Restricted(Evidence):
+    """The stored responses restricted to the seed and checkpoints a swept reading covers, filter h1: the paper's
+    reading on the same cells, to compare like with like."""
+
+    def __init__(self, ev: Evidence, cells: xr.Dataset):
+        self.folder, self.samples, self.responses, self._cache = ev.folder, ev.samples, ev.responses, {}
+        self._ev, self._cells = ev, cells
+
+    def replicates(self, model, dataset, reading=None):
+        rs = self._ev.replicates(model, dataset)
+        return rs.sel(seed=self._cells["seed"].values, epoch=self._cells["epoch"].values, filter=["h1"])
+
+    def study(self, name):
+        return self._ev.study(name)
 
 
-def _label_counts(ds, reading, tol) -> tuple[dict, str]:
-    total, parts = {"Fr": 0, "Ro": 0, "Af": 0}, []
-    for model in _models(ds):
-        r = xr.concat([layer_scores(ds, model, d, **reading) for d in _datasets(ds, model)], "dataset")
-        labels = characterize(r[["r_x", "r_xe"]].drop_sel(layer="global").where(r["r_x"].notnull()), tol)
-        counts = {k: int(sum((labels[v] == k).sum() for v in ("r_x", "r_xe"))) for k in total}
-        total = {k: total[k] + counts[k] for k in total}
-        parts.append(f"{model}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return total, "; ".join(parts)
-
-
-def p6(ds, code=None, tol=TAU):
-    total, text = _label_counts(ds, {}, tol)
-    code_text = ""
-    if code is not None:
-        c_total, _ = _label_counts(as_responses(code, "adaptive"), CODE, tol)
-        code_text = (f"{'holds' if c_total['Ro'] and c_total['Af'] else 'differs'} ("
-                     + ", ".join(f"{k} {v}" for k, v in c_total.items()) + ")")
-    return claim_row(
-        "P6", "*We see the presence of robust parameters (marked as 'Ro') [...] Antifragile parameters (marked as "
-              "'Af') are distinctly visible* (Sec. 5, Fig. 10)",
-        f"among the local (layer, epoch) cells of r_x and r_xε (h1, τ = {tol}) there are Ro cells and Af cells",
-        text, "holds" if total["Ro"] and total["Af"] else "differs", "fig10_local", code=code_text)
-
-
-def kept_share(ds, model, dataset, layer="global") -> float:
-    """The largest share of `layer`'s weights any filter removes with the clean scaled response β̄ still ≥ 0.98
-    in every seed (last epoch); 0 when no threshold keeps it."""
-    sub = select(ds, model, dataset)
-    sub = sub.sel(epoch=sub["epoch"].values[-1], layer=layer)
-    ok = (scaled(sub).sel(input="clean") >= KEPT).mean("seed") == 1
-    share = (sub["n_filtered"] / sub["n_params"]).mean("seed")
-    return float(share.where(ok).max().fillna(0.0))
-
-
-def p10(ds):
-    parts, shares = [], []
-    for model in _models(ds):
-        for dataset in _datasets(ds, model):
-            share = kept_share(ds, model, dataset)
-            shares.append(share)
-            parts.append(f"{model}/{dataset}: {share:.0%} of all weights")
-    return claim_row(
-        "P10", "*Such an identification method can be applied to distill a trained network in order to make it usable "
-               "in several resource-constrained applications* (Sec. 6; Han et al.'s point that parameters can be "
-               "filtered out without significantly affecting performance, Sec. 2)",
-        f"some filter removes ≥ {REMOVED:.0%} of the whole network's weights (global) with the clean scaled response "
-        f"β̄ ≥ {KEPT} in every seed, last epoch, for every model", "; ".join(parts),
-        "holds" if shares and min(shares) >= REMOVED else "differs", "fig07_landscape")
-
-
-def p11(ds, tol=TAU):
-    parts, tested, ok = [], 0, True
-    datasets = sorted({d for m in _models(ds) for d in _datasets(ds, m)})
-    for dataset in datasets:
-        models = [m for m in _models(ds) if dataset in _datasets(ds, m)]
-        if len(models) < 2:
-            continue
-        tested += 1
-        labels = {}
-        for m in models:
-            r = layer_scores(ds, m, dataset)["r_x"].dropna("epoch", how="all").isel(epoch=-1)
-            labels[m] = [str(characterize(r.sel(layer=n), tol).item()) for n in edge_layers(ds, m)]
-        same = all(v == next(iter(labels.values())) for v in labels.values())
-        ok &= same
-        parts.append(f"{dataset}: " + ", ".join(f"{m} {'/'.join(v)}" for m, v in labels.items()))
-    return claim_row(
-        "P11", "*For a given dataset, the filtering scores identify the parameters that are invariant in "
-               "characteristics across different network architectures* (Abstract, Sec. 6)",
-        "on each dataset with ≥ 2 models, the r_x label of the first and of the last layer (last epoch) is the same "
-        "for every model", "; ".join(parts), "untestable" if not tested else "holds" if ok else "differs",
-        "fig10_local", needs="two or more models on one dataset")
-
-
-def p12(ds, tol=TAU):
-    parts, found, tested = [], [], 0
-    for model in _models(ds):
-        for dataset in _datasets(ds, model):
-            r = layer_scores(ds, model, dataset)["r_x"].drop_sel(layer="global").dropna("epoch", how="all")
-            if r.sizes["epoch"] < 3:
+def _readings(claim: Claim, ev: Evidence, panel: Panel, verdict: str) -> str:
+    """"same under every reading" or which reading flips the verdict, with each reading's verdict."""
+    flips, same, missing = [], [], []
+    for name in claim.readings:
+        for value in READINGS[name][1:]:
+            reading = Reading(name, value)
+            try:
+                found = decision(claim, ev, panel, reading).verdict
+                base, where = verdict, ""
+                if name in SWEPT:  # the paper's reading on the cells the study swept
+                    cells = ev.replicates(panel.model, panel.dataset, reading)
+                    base = decision(claim, _Restricted(ev, cells), panel).verdict
+                    where = (f" on seed {int(cells['seed'][0])}, epoch(s) "
+                             f"{', '.join(map(str, cells['epoch'].values))}; the paper's reading there: {base}")
+            except Untestable:
+                missing.append(reading.label)
                 continue
-            tested += 1
-            labels = characterize(r, tol).transpose("layer", "epoch").values
-            periodic = [str(n) for n, row in zip(r["layer"].values, labels) if _returns(list(row))]
-            found.append(bool(periodic))
-            parts.append(f"{model}/{dataset}: {len(periodic)} layer(s)" + (f", e.g. `{periodic[0]}`" if periodic
-                                                                            else ""))
-    return claim_row(
-        "P12", "*periodic robustness characteristics are shown in Fig. 10a ImageNet Tiny; Fig. 10b MNIST, CIFAR10 and "
-               "ImageNet Tiny; [...]* (Sec. 5, Fig. 10)",
-        "every (model, dataset) with ≥ 3 epochs has a layer whose r_x label is Ro, then not Ro, then Ro again over "
-        "epochs", "; ".join(parts), "untestable" if not tested else "holds" if all(found) else "differs",
-        "fig10_local", needs="three or more checkpoints")
+            (same if found == base else flips).append(f"{reading.label}: {found}{where}")
+    text = ("flips under " + "; ".join(flips)) if flips else "same under every reading"
+    if same and flips:
+        text += "; unchanged under " + "; ".join(same)
+    elif same:
+        text += " (" + "; ".join(same) + ")"
+    if missing:
+        text += "; not swept for this panel: " + ", ".join(missing)
+    return text
 
 
-def _returns(labels: list[str]) -> bool:
-    """Ro, then something else, then Ro again."""
-    first = labels.index("Ro") if "Ro" in labels else None
-    if first is None:
-        return False
-    rest = labels[first:]
-    gap = next((i for i, v in enumerate(rest) if v != "Ro"), None)
-    return gap is not None and "Ro" in rest[gap:]
+def decide_claim(claim: Claim, ev: Evidence) -> list[dict]:
+    """The rows of one claim: one per panel it names."""
+    rows = []
+    for panel in claim.panels:
+        if not ev.holds(panel.model, panel.dataset):
+            rows.append(row(claim, panel, "untestable", f"needs {panel.model} on {panel.dataset}: "
+                                                        f"{PROFILES.get(panel.dataset, 'a profile with it')}"))
+            continue
+        try:
+            found = decision(claim, ev, panel)
+        except Untestable as why:
+            rows.append(row(claim, panel, "untestable", f"needs {why}"))
+            continue
+        rows.append(row(claim, panel, found.verdict, found.evidence + (f" {claim.note}" if claim.note else ""),
+                        found.value, found.low, found.high, _readings(claim, ev, panel, found.verdict)))
+    if not claim.panels:
+        rows.append(row(claim, None, "untestable", f"needs {claim.needs}"))
+    return rows
 
 
-def claims(results, tol: float = TAU) -> pd.DataFrame:
-    """Every claim decided on the results of one folder written by `fragility run`.
+COLUMNS = ("id", "panel", "claim", "rule", "evidence", "statistic", "interval", "threshold", "verdict", "readings",
+           "chapter")
+
+
+def claims(results, samples: int = uncertainty.SAMPLES) -> pd.DataFrame:
+    """Every claim of the paper and its related seeds, one row per claim and panel, decided on one results folder.
 
     Args:
-        results: the results folder (responses, and the studies it holds).
-        tol: the tolerance τ of Fr/Ro/Af.
+        results: a results folder written by `fragility run`.
+        samples: bootstrap replicates of the intervals.
 
     Returns:
-        A DataFrame, one row per claim: id, claim (the paper's words and where), rule, evidence, verdict
-        (holds / differs / untestable), code_reading (the verdict under the authors' code conventions, where it
-        could differ) and chapter (the book chapter that shows the evidence).
+        A DataFrame with the columns id, panel (e.g. "10c MNIST"), claim (the paper's words, whole, and where),
+        rule, evidence (the numbers the rule used, each with its 95 % interval), statistic (the rule's statistic),
+        interval (its bootstrap interval), threshold, verdict (holds / differs / inconclusive / untestable),
+        readings ("same under every reading", or which reading flips the verdict) and chapter.
+
+    Raises:
+        FragilityError: no results under the folder, or a damaged, foreign or stale unit (named).
 
     Example:
-        >>> fr.claims("results/reference")[["id", "verdict"]]
+        >>> fr.claims("results/reference")[["id", "panel", "verdict", "readings"]]
     """
-    tol = checks.number(tol, "tol", low=0)
-    path = checks.folder(results, "results")
-    ds = open_results(path)
-    code = _conventions(path)
-    rows = [p1(ds, tol), p2(ds, tol), p3(ds, tol), p4(ds, tol), p5(ds, code, tol), p6(ds, code, tol), p10(ds),
-            p11(ds, tol), p12(ds, tol)]
-    for name, found in REGISTRY.items():
-        try:
-            study = open_study(path, name)
-        except FragilityError:
-            study = None
-        if study is not None:
-            rows += found.claims(study, ds)
-    rows += [claim_row(k, text, rule, "", "untestable", chapter, needs=f"the {name} study in the profile")
-             for k, (name, text, rule, chapter) in _STUDY_CLAIMS.items() if k not in {r["id"] for r in rows}]
-    order = {k: i for i, k in enumerate(["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12",
-                                         "S2a", "S2b", "S3a", "S3b", "S4"])}
-    return pd.DataFrame(sorted(rows, key=lambda r: order.get(r["id"], 99))).reset_index(drop=True)
+    ev = Evidence(results, checks.count(samples, "samples"))
+    found = [c for chapter in chapters.CHAPTERS.values() for c in chapter.claims]
+    rows = [r for claim in sorted(found, key=lambda c: _number(c.id)) for r in decide_claim(claim, ev)]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-# the claims a study decides, for a results folder that lacks the study
-_STUDY_CLAIMS = {
-    "P7": ("batchnorm", "*Even after filtering all parameters in a layer, the network performs relatively well* "
-                        "because of the following BatchNorm (Fig. 11)", "see the batchnorm study", "fig11_batchnorm"),
-    "P8": ("selective", "Selective backpropagation raises adversarial accuracy over regular training (Fig. 12)",
-           "see the selective study", "fig12_selective"),
-    "P9": ("selective", "The gain of selective backpropagation is larger on CIFAR-10 and Tiny ImageNet (Sec. 5)",
-           "see the selective study", "fig12_selective"),
-    "S2a": ("neurons", "The attack concentrates on the fragile neurons (seed 002)", "see the neurons study",
-            "study_neurons"),
-    "S2b": ("neurons", "The compress/amplify defense raises FGSM accuracy (seed 002)", "see the neurons study",
-            "study_neurons"),
-    "S3a": ("removal", "Top layers tolerate > 70 % random removal (seed 003)", "see the removal study",
-            "study_removal"),
-    "S3b": ("removal", "The first layer falls to chance (seed 003)", "see the removal study", "study_removal"),
-    "S4": ("depth", "Deeper networks are more fragile (seed 004)", "see the depth study", "study_depth"),
-}
+def _number(claim_id: str) -> tuple:
+    """P2 < P2b < P10 < S2a: by letter, number, suffix."""
+    digits = "".join(ch for ch in claim_id[1:] if ch.isdigit())
+    return ("PS".find(claim_id[0]) % 3, int(digits or 0), claim_id)
 
 
-def antifragility_note(ds, model=None, dataset=None, tol=TAU) -> str:
-    """What drives antifragile scores under h1 in one model: the share of its layers labelled Af, its last layer's
-    r_x under each filter, and how much of that layer h1 removes before the clean accuracy halves."""
-    model = model or _models(ds)[0]
-    dataset = dataset or _datasets(ds, model)[0]
-    r = {h: layer_scores(ds, model, dataset, filter=h)["r_x"].isel(epoch=-1) for h in ("h1", "h2", "h3")}
-    local = r["h1"].drop_sel(layer="global")
-    share = float((characterize(local, tol) == "Af").mean())
-    last = edge_layers(ds, model)[1]
-    sub = select(ds, model, dataset)
-    sub = sub.sel(epoch=sub["epoch"].values[-1], layer=last, filter="h1")
-    beta = scaled(sub).sel(input="clean").mean("seed")
-    removed = (sub["n_filtered"] / sub["n_params"]).mean("seed")
-    halves = bool((beta < 0.5).any())
-    half = int(np.argmax(beta.values < 0.5)) if halves else len(beta) - 1
-    h1, h2 = float(r["h1"].sel(layer=last)), float(r["h2"].sel(layer=last))
-    other = (f"h2, which removes the largest weights first, gives the opposite sign ({h2:+.2f}): the score says "
-             "which weights the filter removes first as much as how fragile the layer is."
-             if np.sign(h2) != np.sign(h1) and abs(h2) > tol else
-             f"h2, which removes the largest weights first, gives {h2:+.2f}: the sign does not hinge on the order "
-             "alone.")
-    return (f"{model} on {dataset} (last epoch): {share:.0%} of its layers are antifragile under h1 (r_x > {tol}); "
-            f"its last layer `{last}` has r_x = {h1:+.2f} under h1, {h2:+.2f} under h2 and "
-            f"{float(r['h3'].sel(layer=last)):+.2f} under h3. h1 removes the most negative weights first: "
-            + (f"it has removed {float(removed[half]):.0%} of `{last}`'s weights before its clean accuracy falls "
-               f"below half of the unperturbed one (α = {float(beta['alpha'][half]):.2f})" if halves else
-               f"`{last}` keeps more than half of its clean accuracy until every weight is gone")
-            + ", while the baseline φ̄ (Eq. 10) counts every "
-            f"removed weight alike — β̄ − φ̄ is the area r_x (Eq. 14), {'positive' if h1 > 0 else 'negative'} here. "
-            + other)
-
-
-def report(results) -> str:
-    """The claims of `claims(results)` as an HTML table whose chapter column links to the figure chapters, after a
-    count of verdicts and what drives antifragile scores."""
-    import html
-
-    table = claims(results)
-    counts = table["verdict"].value_counts()
-    head = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("holds", "differs", "untestable"))
-    rows = "".join(
-        f"<tr><td><b>{html.escape(r.id)}</b></td><td>{_markup(r.claim)}</td><td>{html.escape(r.rule)}</td>"
-        f"<td>{_markup(r.evidence)}</td><td class='verdict-{r.verdict}'><b>{r.verdict}</b>"
-        + (f"<br><small>authors' code: {html.escape(r.code_reading)}</small>" if r.code_reading else "")
-        + f"</td><td><a href='{r.chapter}.html'>{r.chapter.split('_')[0]}</a></td></tr>"
-        for r in table.itertuples())
-    note = antifragility_note(open_results(checks.folder(results, "results")))
-    return (f"<p>{len(table)} claims: {head}.</p><p>{html.escape(note)}</p>"
-            "<table class='claims'><thead><tr><th>id</th><th>claim (the paper's words)</th><th>rule</th>"
-            "<th>evidence</th><th>verdict</th><th>chapter</th></tr></thead><tbody>" + rows + "</tbody></table>")
-
-
-def _markup(text: str) -> str:
-    """Escaped text with *emphasis* and `code` kept."""
-    import html
-    import re
-
-    text = html.escape(text)
-    text = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", text)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+def chapter_claims(results, chapter: str) -> str:
+    """The claims a chapter owns, decided on `results` (a folder or an `Evidence`), as Markdown bullets."""
+    ev = results if isinstance(results, Evidence) else Evidence(results)
+    rows = [r for c in chapters.CHAPTERS[chapter].claims for r in decide_claim(c, ev)]
+    return "\n".join(f"- **{r['id']}** {r['panel']} — **{r['verdict']}**: {r['evidence']} *Readings:* "
+                     f"{r['readings'] or '—'}." for r in rows)

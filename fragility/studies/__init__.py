@@ -1,8 +1,9 @@
 """The related studies, registered once: a profile's `studies` mapping names the studies to run and their settings.
 
 Each study is one module of this package holding everything it knows — its computation, settings and their checks,
-units, stored variables, derived quantities, figure, summary and claims — and one `Study` record, registered below.
-Adding a study is one new module plus one entry in `REGISTRY`.
+units, stored variables, derived quantities, figure, summary and claims — and registers its `Study` record
+(`base.register`) and its book chapter (`fragility.chapters.register`). Adding a study is one new module plus one
+import line below.
 
 Results go to results/<profile>/studies/<study>/<label>__<dataset>__seed<seed>.nc, one file per unit, written
 atomically and skipped when present, so an interrupted run resumes; `open_study` combines a study's units.
@@ -11,24 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import xarray as xr
 from tqdm.auto import tqdm
 
 from .. import checks, data
 from ..errors import FragilityError
-from . import base, batchnorm, conventions, depth, neurons, removal, selective
-from .base import Study, study_path
+from .. import study as base
+from . import batchnorm, conventions, depth, neurons, removal, selective  # noqa: F401 (each registers itself)
+from ..study import REGISTRY, open_study, study, study_path  # noqa: F401 (the package's public names)
 
-REGISTRY: dict[str, Study] = {s.name: s for s in (selective.STUDY, batchnorm.STUDY, neurons.STUDY, removal.STUDY,
-                                                  depth.STUDY, conventions.STUDY)}
 STUDIES = tuple(REGISTRY)
-
-
-def study(name) -> Study:
-    """The registered study `name`, or one FragilityError listing them."""
-    if not isinstance(name, str) or name not in REGISTRY:
-        raise FragilityError(f"unknown study {name!r}: choose from {', '.join(STUDIES)}.")
-    return REGISTRY[name]
 
 
 def check(raw, profile, source: str = "profile") -> dict[str, dict]:
@@ -76,28 +68,3 @@ def run(profile, results: Path, data_dir=None, device="cpu", progress: bool = Tr
     cache: dict = {}
     for name, unit in tqdm(todo, desc="studies", unit="unit", disable=not progress):
         run_unit(profile, results, name, unit, data_dir, device, progress, cache)
-
-
-def open_study(results, name: str) -> xr.Dataset:
-    """Every stored unit of study `name` under `results`, combined along model, dataset and seed.
-
-    Args:
-        results: a results folder written by `fragility run`.
-        name: a registered study (see `STUDIES`).
-
-    Returns:
-        The study's variables with dims model, dataset, seed (NaN where a unit is missing) and its own; the
-        attribute `study` names it.
-
-    Raises:
-        FragilityError: an unknown study, none stored, or a damaged or foreign unit file (named).
-    """
-    found = study(name)
-    files = sorted((Path(results) / "studies" / name).glob("*.nc"))
-    if not files:
-        raise FragilityError(f"no stored {name} study under {results}: run `fragility run --profile …` with that "
-                             f"profile (it runs the studies the profile lists; add `studies: {{{name}: {{}}}}` to "
-                             "a profile that lacks it).")
-    ds = base.combine([base.read(f, found) for f in files])
-    ds.attrs["study"] = name
-    return ds

@@ -16,15 +16,18 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .. import checks, data
-from ..attacks import accuracy
+from .. import chapters, checks, data, uncertainty
+from ..engine import batchnorm_statistics
 from ..errors import FragilityError
 from ..preserve import preserved
-from ..scores import curves, retention
-from . import base
+from ..plot import draw
+from ..scores import retention
+from ..selection import check_parameters, curves
+from ..verdicts import Claim, Outcome, Panel, Untestable, estimate
+from .. import study as base
 
 PAPER_LAYERS = ("layer2.0.conv1", "layer3.0.conv1", "layer4.0.downsample.0")  # Fig. 11: ResNet-18 on CIFAR-10
-STATES = ("trained", "zeroed", "following re-estimated", "all re-estimated")
+STATES = ("trained", "zeroed", "following re-estimated", "all re-estimated", "batch statistics")
 SURVIVES = 0.5  # share of the above-chance accuracy a fully filtered layer keeps to count as surviving
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -41,18 +44,19 @@ def removed(model: nn.Module, layer: str, follower: str | None = None, state: st
     `state`: "trained"; "zeroed" (its output forced to 0); "following re-estimated" / "all re-estimated" (running
     statistics of that BatchNorm / of every BatchNorm re-estimated on `x_train`). Everything is restored on exit."""
     checks.require(state, checks.one_of(STATES), "state")
-    if state != "trained" and not follower:
+    if state not in ("trained", "batch statistics") and not follower:
         raise FragilityError(f"state {state!r} needs the BatchNorm that follows {layer!r}, and none does.")
     if state.endswith("re-estimated") and x_train is None:
         raise FragilityError(f"state {state!r} needs training inputs x_train to re-estimate the statistics on.")
     modules, hooks = dict(model.named_modules()), []
-    with preserved(model, values=True):
+    reading = "batch" if state == "batch statistics" else "running"
+    with preserved(model, values=True), batchnorm_statistics(model, reading):
         model.eval()
         with torch.no_grad():
             modules[layer].weight.zero_()
             if state == "zeroed":
                 hooks.append(modules[follower].register_forward_hook(lambda m, i, o: torch.zeros_like(o)))
-            elif state != "trained":
+            elif state not in ("trained", "batch statistics"):
                 names = [follower] if state.startswith("following") else [n for n, m in modules.items()
                                                                           if isinstance(m, _BN)]
                 for n in names:
@@ -79,17 +83,21 @@ def remove_layers(model: nn.Module, layers, x, y, x_train: torch.Tensor, batch_s
     batch_size = checks.count(batch_size, "batch_size")
     x, y = checks.examples(x, y)
     x_train = checks.inputs(x_train, "x_train")
-    values, followers = np.full((len(layers), len(STATES)), np.nan), []
+    hits, followers = np.full((len(layers), len(STATES), len(y)), np.nan), []
     with preserved(model):
         for i, layer in enumerate(layers):
             followers.append(following_batchnorm(model, layer, x) or "")
             for j, state in enumerate(STATES):
-                if state != "trained" and not followers[-1]:
+                if state not in ("trained", "batch statistics") and not followers[-1]:
                     continue
                 with removed(model, layer, followers[-1], state, x_train, batch_size):
-                    values[i, j] = accuracy(model, x, y, batch_size)
-        intact = accuracy(model.eval(), x, y, batch_size)
-    return xr.Dataset({"accuracy": (("layer", "state"), values), "intact_accuracy": ((), intact)},
+                    hits[i, j] = base.classified(model, x, y, batch_size)
+        intact = base.classified(model.eval(), x, y, batch_size)
+        with batchnorm_statistics(model, "batch"):
+            intact_batch = base.classified(model.eval(), x, y, batch_size)
+    return xr.Dataset({"accuracy": (("layer", "state"), hits.mean(-1)), "correct": (("layer", "state", "image"), hits),
+                       "intact_accuracy": ((), intact.mean()), "intact_correct": (("image",), intact),
+                       "intact_batch_accuracy": ((), intact_batch.mean())},
                       coords={"layer": layers, "state": list(STATES), "batchnorm": ("layer", followers)},
                       attrs={"n_train": len(x_train), "n_test": len(y)})
 
@@ -131,54 +139,77 @@ def _validate(settings, profile):
                                  f"choose from {list(profile.grid(model).epochs)}.")
 
 
-def shares(ds: xr.Dataset, model, dataset) -> xr.Dataset:
-    """Per layer and state, the share of the above-chance accuracy kept (mean over seeds), and the follower."""
+def shares(ds: xr.Dataset, model, dataset, samples: int = uncertainty.SAMPLES) -> xr.Dataset:
+    """Per layer and state, the share of the above-chance accuracy kept (`kept`, mean over seeds) with bootstrap
+    replicates (dim `sample`, sample 0 as stored: images and seeds resampled), the accuracy, and the follower."""
     sub = ds.sel(model=model, dataset=dataset, seed=base.seeds(ds, model, dataset))
     sub = sub.dropna("layer", how="all", subset=["accuracy"])
     classes = data.info(dataset).classes
-    kept = retention(sub["accuracy"], sub["intact_accuracy"], classes)
+    cells = xr.concat([sub["correct"], sub["intact_correct"].expand_dims(state=["intact"])], "state")
+    rs = uncertainty.bootstrap(cells, samples)
+    kept = retention(rs["accuracy"].drop_sel(state="intact"), rs["accuracy"].sel(state="intact", drop=True), classes)
     # seeds may study different layers: a layer's follower is the name any seed that studied it recorded
     followers = [next((v for v in sub["batchnorm"].sel(layer=layer).values if isinstance(v, str) and v), "")
                  for layer in sub["layer"].values]
-    return xr.Dataset({"kept": kept.mean("seed"), "accuracy": sub["accuracy"].mean("seed"),
-                       "intact": sub["intact_accuracy"].mean("seed")}, coords={"batchnorm": ("layer", followers)})
+    return xr.Dataset({"kept": uncertainty.seed_mean(kept, rs), "accuracy": sub["accuracy"].mean("seed"),
+                       "intact": sub["intact_accuracy"].mean("seed"),
+                       "intact_batch": sub["intact_batch_accuracy"].mean("seed")},
+                      coords={"batchnorm": ("layer", followers)})
 
 
-def verdict(ds, model, dataset) -> tuple[str, str]:
-    """(verdict, evidence) of P7: a layer survives full removal when it keeps ≥ half of the above-chance accuracy;
-    the BatchNorm carries it when zeroing the BatchNorm's output then drops it below half."""
-    s = shares(ds, model, dataset)
-    parts, carried, survivors = [], 0, 0
+def _carried(s: xr.Dataset, reading=None) -> xr.DataArray:
+    """Per replicate, how many studied layers survive full removal (keep ≥ SURVIVES of the above-chance accuracy)
+    and are carried by their BatchNorm (zeroing its output drops them below); under the batch-statistics reading,
+    how many survive with every BatchNorm on the batch's own statistics (the authors' notebook)."""
+    if reading is not None and (reading.name, reading.value) == ("batchnorm", "batch"):
+        return (s["kept"].sel(state="batch statistics") >= SURVIVES).sum("layer").astype(float)
+    survives = s["kept"].sel(state="trained") >= SURVIVES
+    return (survives & (s["kept"].sel(state="zeroed") < SURVIVES)).sum("layer").astype(float)
+
+
+def _path(layer: str) -> str:
+    """What else carries a block's signal when `layer` is gone: the residual branch for a downsample (which is the
+    skip path itself), else the block's skip connection."""
+    return "the residual branch" if "downsample" in layer else "the block's skip connection (another path)"
+
+
+def explain(s: xr.Dataset) -> str:
+    """Each studied layer's kept share in every BatchNorm state, with intervals, and what carries it."""
+    parts = []
     for layer in s["layer"].values:
         k = s["kept"].sel(layer=layer)
-        trained, zeroed = float(k.sel(state="trained")), float(k.sel(state="zeroed"))
-        follower = str(s["batchnorm"].sel(layer=layer).values) if "batchnorm" in s else ""
-        if trained >= SURVIVES and not np.isfinite(zeroed):
-            survivors += 1
-            how = "no BatchNorm follows it, so none can carry it"
-        elif trained >= SURVIVES:
-            survivors += 1
-            by_bn = np.isfinite(zeroed) and zeroed < SURVIVES
-            carried += by_bn
-            how = "the BatchNorm carries it" if by_bn else "it survives with the BatchNorm's output zeroed: the " \
-                                                          "skip connection carries it, not the BatchNorm"
-        else:
+        trained, zeroed = k.sel(state="trained"), k.sel(state="zeroed")
+        follower = str(s["batchnorm"].sel(layer=layer).values)
+        if float(trained.sel(sample=0)) < SURVIVES:
             how = "it does not survive"
-        states = (f", {zeroed:.0%} with `{follower}` zeroed, {float(k.sel(state='following re-estimated')):.0%} "
-                  "with its statistics re-estimated") if np.isfinite(zeroed) else " (no BatchNorm follows it)"
-        parts.append(f"`{layer}` keeps {trained:.0%} of the above-chance accuracy as trained{states} — {how}")
-    result = "holds" if carried else "differs"
-    return result, f"{model} on {dataset}: " + "; ".join(parts) + f" ({survivors} survive, {carried} by BatchNorm)"
+        elif not np.isfinite(float(zeroed.sel(sample=0))):
+            how = "no BatchNorm follows it, so none can carry it"
+        elif float(zeroed.sel(sample=0)) < SURVIVES:
+            how = "the BatchNorm carries it"
+        else:
+            how = f"it survives with the BatchNorm's output zeroed: {_path(str(layer))} carries it, not the BatchNorm"
+        states = "; ".join(f"{state} {estimate(k.sel(state=state), '.0%')}" for state in STATES
+                           if state != "trained" and np.isfinite(float(k.sel(state=state, sample=0))))
+        parts.append(f"`{layer}` (followed by `{follower or 'no BatchNorm'}`) keeps {estimate(trained, '.0%')} of the "
+                     f"above-chance accuracy as trained; {states} — {how}")
+    return "; ".join(parts)
+
+
+def _p7(ev, panel, reading) -> Outcome:
+    study = ev.study("batchnorm")
+    if study is None or (panel.model, panel.dataset) not in base.pairs(study):
+        raise Untestable(f"the batchnorm study on {panel.model} and {panel.dataset}")
+    s = shares(study, panel.model, panel.dataset, ev.samples)
+    stat = _carried(s, reading)
+    return Outcome(stat, explain(s) + f". Layers carried by their BatchNorm: {estimate(stat, '.0f')} of "
+                                      f"{s.sizes['layer']}.")
 
 
 def figure(ds, results=None, model=None, dataset=None, seed=None):
     """Fig. 11: clean accuracy against α (h1 and h2) of each studied layer, every weight removed at the dotted
     line, with the accuracy of the fully filtered layer in every BatchNorm state as markers at α = 1."""
-    from ..plot import draw
-    from ..selection import check_parameters
-
     p = check_parameters(ds, model=model, dataset=dataset, seed=seed)
-    s = shares(ds, p["model"], p["dataset"])
+    s = shares(ds, p["model"], p["dataset"], samples=1)
     layers, epoch = [str(n) for n in s["layer"].values], int(ds.attrs.get("epoch", 0)) or None
     c = None
     if results is not None:
@@ -189,7 +220,7 @@ def figure(ds, results=None, model=None, dataset=None, seed=None):
     fig = draw.figure(shown, f"Fig. 11 · {p['model']} on {p['dataset']} · epoch {epoch} · fully filtered layers and "
                              "their BatchNorm", 4.2, line=draw.provenance_line(c if c is not None else shown))
     axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
-    markers = dict(zip(STATES, ("s", "X", "^", "D")))
+    markers = dict(zip(STATES, ("s", "X", "^", "D", "P")))
     for ax, layer in zip(axes, layers):
         if c is not None and layer in c["layer"].values:
             unit = c.sel(layer=layer)
@@ -198,7 +229,7 @@ def figure(ds, results=None, model=None, dataset=None, seed=None):
             ax.axvline(1.0, color="purple", ls=":", label="every weight removed")
         ax.axhline(chance, color="0.4", ls="--", lw=0.8, label=f"chance 1/{round(1 / chance)}")
         for state in STATES:
-            value = float(s["accuracy"].sel(layer=layer, state=state))
+            value = float(s["accuracy"].sel(layer=layer, state=state))  # (mean over seeds)
             if np.isfinite(value):
                 ax.plot([1.0], [value], markers[state], ms=8, mec="k", label=f"removed, BatchNorm {state}")
         ax.set(title=layer, xlabel=draw.ALPHA, ylabel="clean accuracy", ylim=(0, 1.02))
@@ -208,33 +239,41 @@ def figure(ds, results=None, model=None, dataset=None, seed=None):
 
 
 def summary(ds, results=None, model=None, dataset=None, seed=None) -> str:
-    """Markdown: each studied layer's accuracy in every BatchNorm state and what carries it (the rule of P7)."""
-    from ..selection import check_parameters
-
+    """Markdown: each studied layer's kept share in every BatchNorm state, with intervals, what carries it, and what
+    re-estimating every BatchNorm's statistics restores (the rule of P7)."""
     p = check_parameters(ds, model=model, dataset=dataset, seed=seed)
-    result, evidence = verdict(ds, p["model"], p["dataset"])
-    return (f"{evidence}.\n\nRule of claim P7: a fully filtered layer *survives* when it keeps at least "
-            f"{SURVIVES:.0%} of the above-chance accuracy; the BatchNorm *carries* it when forcing the BatchNorm's "
-            f"output to zero drops it below that. The paper's explanation **{result}** here.")
+    s = shares(ds, p["model"], p["dataset"])
+    carried = _carried(s)
+    restored = s["kept"].sel(state="all re-estimated").sel(sample=0)
+    return (f"{explain(s)}.\n\nRe-estimating every BatchNorm's statistics on training images restores "
+            + ", ".join(f"`{n}` to {float(v):.0%}" for n, v in zip(s["layer"].values, restored.values))
+            + f" of the above-chance accuracy. The intact network's accuracy is {float(s['intact']):.3f} with running "
+              f"statistics and {float(s['intact_batch']):.3f} with batch statistics (the authors' notebook).\n\n"
+              f"Rule of claim P7: a fully filtered layer *survives* when it keeps at least {SURVIVES:.0%} of the "
+              "above-chance accuracy; the BatchNorm *carries* it when forcing the BatchNorm's output to zero drops it "
+              f"below that. Layers carried by their BatchNorm: {estimate(carried, '.0f')} (95 % interval over test "
+              "images and seeds).")
 
 
-def claims(ds, responses=None) -> list[dict]:
-    pairs = base.pairs(ds)
-    results = [verdict(ds, m, d) for m, d in pairs]
-    return [base.claim_row(
-        "P7", "*Even after filtering all parameters in a layer, the network performs relatively well [...] due to "
-              "the following batch normalization layer features propagating through the network* (Fig. 11, Sec. 5)",
-        f"a layer survives full removal when it keeps ≥ {SURVIVES:.0%} of the above-chance accuracy; the BatchNorm "
-        "carries it when forcing that BatchNorm's output to zero drops it below; holds when some surviving layer is "
-        "carried by its BatchNorm",
-        "; ".join(e for _, e in results), "holds" if any(v == "holds" for v, _ in results) else "differs",
-        "fig11_batchnorm")]
+CLAIMS = (
+    Claim("P7", "*Even after filtering all parameters in a layer, the network performs relatively well [...] due to "
+                "the following batch normalization layer features propagating through the network* (Sec. 5, Fig. 11: "
+                "ResNet-18 on CIFAR10, layers layer2.0.conv1, layer3.0.conv1, layer4.0.downsample.0)",
+          (Panel("11", "resnet18", "mnist"), Panel("11", "resnet18", "cifar10")),
+          f"a fully filtered layer survives when it keeps ≥ {SURVIVES:.0%} of the above-chance accuracy, and is "
+          "carried by its BatchNorm when forcing that BatchNorm's output to zero drops it below; the claim holds "
+          "when at least one of the paper's layers is carried (count above 0.5)", _p7, 0.5, True, "fig11_batchnorm",
+          readings=("batchnorm",)),
+)
 
 
-STUDY = base.Study(
+STUDY = base.register(base.Study(
     name="batchnorm", title="Fully filtered layers and BatchNorm (Fig. 11)",
     settings={"models": base.Setting(None, base.models_rule()), "epoch": base.Setting(None, checks.whole(1)),
               "layers": base.Setting(None, checks.items(checks.Rule(lambda v: isinstance(v, str), "a layer name"))),
               "n_train": base.Setting(2000, checks.whole(1))},
-    units=_units, run=_run, variables=("accuracy", "intact_accuracy"), parameters=("model", "dataset", "seed"),
-    figure=figure, summary=summary, claims=claims, validate=_validate, needs_responses=True)
+    units=_units, run=_run, variables=("accuracy", "correct", "intact_accuracy"),
+    parameters=("model", "dataset", "seed"), figure=figure, summary=summary, claims=CLAIMS, validate=_validate,
+    needs_responses=True))
+chapters.register(chapters.Chapter("fig11_batchnorm", figure, summary, study="batchnorm",
+                                   paper=dict(model="resnet18", dataset="cifar10"), controls=("seed",), claims=CLAIMS))

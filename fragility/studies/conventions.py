@@ -19,17 +19,19 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .. import checks, store
+from .. import chapters, checks, store
 from ..engine import sweep
 from ..errors import FragilityError
 from ..filters import FILTERS
 from ..scores import characterize, scores
-from . import base
+from ..plot import draw
+from ..selection import check_parameters, select
+from .. import study as base
 
 CODE = {"rule": "simpson", "scaling": "first"}  # with the adaptive attack: the authors' code
 PAPER = {"rule": "rectangle", "scaling": "unperturbed"}  # with the fixed attack: the paper's text
 READINGS = {"adaptive": {"attack": "adaptive"}, "batch": {"batchnorm": "batch"}, "epsilon": {"epsilon": "auto"}}
-VARIABLES = ("accuracy", "n_filtered", "n_params", "base_accuracy", "epsilon", "chance")
+VARIABLES = ("accuracy", "n_filtered", "n_params", "base_accuracy", "epsilon", "chance", "correct", "base_correct")
 
 
 def _checkpoints(ctx, reading: str) -> list[int]:
@@ -128,9 +130,6 @@ def readings(ds: xr.Dataset, responses: xr.Dataset, model, dataset, filter="h1")
 def figure(ds, results=None, model=None, dataset=None):
     """Each layer's r_x and r_xε under the paper's reading (fixed attack, rectangle rule, scaled by the unperturbed
     accuracy) and the authors' code (adaptive attack, Simpson's rule, scaled at the first threshold), last epoch."""
-    from ..plot import draw
-    from ..selection import check_parameters
-
     p = check_parameters(ds, model=model, dataset=dataset)
     if results is None:
         raise FragilityError("the conventions figure compares with the stored responses: pass results=.")
@@ -166,23 +165,41 @@ def agreement(ds, responses, model, dataset) -> str:
             "(layer, epoch) cells")
 
 
+def drift(results: xr.Dataset, ratio: float = 0.5) -> str:
+    """How far the adversarial/clean accuracy ratio of the unperturbed networks drifts from ρ across checkpoints when
+    ε is searched once per network (on the last checkpoint of the first seed), per model (mean over seeds)."""
+    lines = []
+    for model in np.atleast_1d(results["model"].values):
+        sub = select(results, str(model))
+        r = (sub["base_accuracy"].sel(input="adversarial") / sub["base_accuracy"].sel(input="clean")).mean("seed")
+        for dataset in np.atleast_1d(r["dataset"].values) if "dataset" in r.dims else [None]:
+            v = r.sel(dataset=dataset) if dataset is not None else r
+            v = v.dropna("epoch")
+            lines.append(f"- {model}: acc(f(x_ε)) / acc(f(x)) by epoch " + ", ".join(
+                f"{int(e)}: {float(x):.2f}" for e, x in zip(v["epoch"].values, v.values))
+                + f" (ρ = {ratio}; range {float(v.min()):.2f}–{float(v.max()):.2f})")
+    return "\n".join(lines)
+
+
 def summary(ds, results=None, model=None, dataset=None) -> str:
-    from ..selection import check_parameters
-
     p = check_parameters(ds, model=model, dataset=dataset)
-    return agreement(ds, results, p["model"], p["dataset"]) + "."
+    text = agreement(ds, results, p["model"], p["dataset"]) + "."
+    if results is not None:
+        text += ("\n\n**ε's drift.** With ε searched once per network, the adversarial/clean ratio of each unperturbed "
+                 "checkpoint:\n\n" + drift(results, float(results.attrs.get("ratio", 0.5))))
+    return text
 
 
-STUDY = base.Study(
+STUDY = base.register(base.Study(
     name="conventions", title="The authors' code conventions",
     settings={"models": base.Setting(None, base.models_rule()),
               "seeds": base.Setting(None, checks.items(checks.whole(0))),
-              "epochs": base.Setting(None, checks.items(checks.whole(1), increasing=True)),
               "filters": base.Setting(["h1"], checks.items(checks.one_of(FILTERS))),
               "A": base.Setting(None, checks.whole(1)),
               "readings": base.Setting(dict.fromkeys(READINGS), checks.Rule(
                   lambda v: isinstance(v, dict) and len(v) > 0, f"a mapping of readings ({', '.join(READINGS)}) to "
                                                                "the checkpoints each sweeps"))},
     units=_units, run=_run, variables=VARIABLES,
-    parameters=("model", "dataset"), figure=figure, summary=summary, claims=lambda ds, responses=None: [],
-    validate=_validate, needs_responses=True)
+    parameters=("model", "dataset"), figure=figure, summary=summary, validate=_validate, needs_responses=True))
+chapters.register(chapters.Chapter("study_conventions", figure, summary, study="conventions",
+                                   paper=dict(model="resnet18")))

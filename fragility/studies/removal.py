@@ -18,14 +18,17 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from .. import checks, data
+from .. import chapters, checks, data, uncertainty
 from ..attacks import accuracy
 from ..engine import INPUTS, _trace, count_correct, prepare
 from ..errors import FragilityError
 from ..preserve import preserved
 from ..selection import choices as response_choices
 from ..store import layer_order
-from . import base
+from ..plot import draw
+from ..selection import check_parameters
+from ..verdicts import Claim, Outcome, Untestable, estimate, panels
+from .. import study as base
 
 AT, KEEP = 0.7, 0.3  # seed 003: > 70 % removed, < 30 % accuracy decrease
 TOP_LAYERS = 2  # seed 003's "top convolutional or dense layers": the last two layers in forward order
@@ -203,30 +206,50 @@ def vs_filtering(ds, results, model, dataset, seed=None, input="clean", filter="
     return xr.concat(out, xr.DataArray(seeds, dims="seed"))
 
 
-def verdicts(ds, model, dataset, seed=None) -> dict[str, tuple[str, str]]:
-    """S3a: the top layers lose < 30 % of their accuracy at p = 0.7; S3b: the first layer falls to chance there
-    (keeps < 10 % of its above-chance accuracy). Clean inputs, linear between the stored fractions."""
-    c = curves(ds, model, dataset, seed)
-    at = lambda name: float(c["mean"].sel(layer=name).interp(p=AT))  # noqa: E731
-    layers, base_acc = [str(n) for n in c["layer"].values], float(c["base"])
-    top, first = layers[-TOP_LAYERS:], layers[0]
-    loss = {n: 1 - at(n) / base_acc for n in top}
-    chance = 1 / data.info(dataset).classes
-    kept = (at(first) - chance) / (base_acc - chance)
-    return {"S3a": ("holds" if all(v < KEEP for v in loss.values()) else "differs",
-                    f"{model} on {dataset}: accuracy lost at p = {AT} — " + ", ".join(
-                        f"`{n}` {v:.0%}" for n, v in loss.items())),
-            "S3b": ("holds" if kept < CHANCE else "differs",
-                    f"{model} on {dataset}: `{first}` at p = {AT} keeps {kept:.0%} of its above-chance accuracy "
-                    f"({at(first):.3f}, chance {chance:.2f})")}
+def at_fraction(ds, model, dataset, samples: int = uncertainty.SAMPLES, seed: int = 0) -> xr.Dataset:
+    """Per layer, the clean accuracy with the fraction AT of its weights removed at random and the unperturbed
+    accuracy, with bootstrap replicates over the (seed, draw) runs (dim `sample`, sample 0 the mean of every run)."""
+    sub = ds.sel(model=model, dataset=dataset, seed=base.seeds(ds, model, dataset), input="clean")
+    sub = sub.dropna("layer", how="all", subset=["n_params"])
+    accuracy = sub["accuracy"].interp(p=AT).stack(run=("seed", "draw")).dropna("run", how="all")
+    weights = uncertainty.draws(accuracy.sizes["run"], samples, np.random.default_rng(seed))
+    weights = xr.DataArray(weights / weights.sum(1, keepdims=True), dims=("sample", "run"))
+    base_acc = sub["base_accuracy"].broadcast_like(sub["accuracy"].isel(layer=0, p=0, drop=True))
+    base_acc = base_acc.stack(run=("seed", "draw")).sel(run=accuracy["run"])
+    mean = (accuracy.fillna(0) * weights).sum("run")
+    return xr.Dataset({"accuracy": mean, "base": (base_acc * weights).sum("run")}).assign_coords(
+        sample=np.arange(samples + 1), chance=1 / data.info(dataset).classes)
+
+
+def _found(ev, panel):
+    study = ev.study("removal")
+    if study is None or (panel.model, panel.dataset) not in base.pairs(study):
+        raise Untestable(f"the removal study on {panel.model} and {panel.dataset}")
+    return at_fraction(study, panel.model, panel.dataset, ev.samples)
+
+
+def _s3a(ev, panel, reading) -> Outcome:
+    f = _found(ev, panel)
+    top = [str(n) for n in f["layer"].values[-TOP_LAYERS:]]
+    loss = 1 - f["accuracy"].sel(layer=top) / f["base"]
+    stat = loss.max("layer")
+    return Outcome(stat, f"clean accuracy lost with {AT:.0%} of the weights removed at random (over draws and seeds) "
+                         "— " + ", ".join(f"`{n}` {estimate(loss.sel(layer=n), '.1%')}" for n in top)
+                         + f"; the larger: {estimate(stat, '.1%')}.")
+
+
+def _s3b(ev, panel, reading) -> Outcome:
+    f = _found(ev, panel)
+    first = str(f["layer"].values[0])
+    kept = (f["accuracy"].sel(layer=first) - f["chance"]) / (f["base"] - f["chance"])
+    return Outcome(kept, f"`{first}` with {AT:.0%} of its weights removed at random keeps {estimate(kept, '.1%')} of "
+                         f"its above-chance accuracy (accuracy {estimate(f['accuracy'].sel(layer=first))}, chance "
+                         f"{float(f['chance']):.2f}).")
 
 
 def figure(ds, results=None, model=None, dataset=None, seed=None, layer=None, input="clean", filter="h1"):
     """Seed 003: (a) mean accuracy, layer × removed fraction p; (b) one layer's random removal (mean ± std over
     draws and seeds) beside `filter` filtering of the same share (with the sweep `results`)."""
-    from ..plot import draw
-    from ..selection import check_parameters
-
     p = check_parameters(ds, model=model, dataset=dataset, seed=seed, layer=layer, input=input, filter=filter)
     c = curves(ds, p["model"], p["dataset"], seed, p["input"], results)
     layers = [str(n) for n in c["layer"].values]
@@ -254,30 +277,28 @@ def figure(ds, results=None, model=None, dataset=None, seed=None, layer=None, in
 
 
 def summary(ds, results=None, model=None, dataset=None, seed=None, layer=None, input="clean", filter="h1") -> str:
-    """Markdown: the accuracy each layer keeps at p = 0.7, and the verdicts of S3a and S3b."""
-    from ..selection import check_parameters
-
+    """Markdown: the accuracy each layer keeps at p = 0.7 and at p = 1 (the claims S3a and S3b are decided in the
+    claims chapter, with their intervals over draws and seeds)."""
     p = check_parameters(ds, model=model, dataset=dataset, seed=seed, input=input, filter=filter)
     c = curves(ds, p["model"], p["dataset"], seed, "clean", results)
-    found = verdicts(ds, p["model"], p["dataset"], seed)
     rows = ["| layer | weights | accuracy at p = 0.7 | at p = 1 |", "|---|---|---|---|"]
     rows += [f"| `{n}` | {int(c['n_params'].sel(layer=n))} | {float(c['mean'].sel(layer=n).interp(p=AT)):.3f} | "
              f"{float(c['mean'].sel(layer=n).isel(p=-1)):.3f} |" for n in c["layer"].values]
-    return "\n".join(rows + ["", f"Unperturbed accuracy {float(c['base']):.3f}. Rule of S3a (the top {TOP_LAYERS} "
-                             f"layers lose < {KEEP:.0%} at p = {AT}): {found['S3a'][1]} — **{found['S3a'][0]}**. "
-                             f"Rule of S3b (the first layer keeps < {CHANCE:.0%} of its above-chance accuracy at "
-                             f"p = {AT}): {found['S3b'][1]} — **{found['S3b'][0]}**."])
+    return "\n".join(rows + ["", f"Unperturbed accuracy {float(c['base']):.3f} (mean over seeds; each cell the mean "
+                                  "over draws and seeds)."])
 
 
-def claims(ds, responses=None) -> list[dict]:
-    texts = {"S3a": "*Alexnet shows less than a 30% decrease in classification performance when randomly removing "
-                    "over 70% of weight connections in the top convolutional or dense layers* (seed 003)",
-             "S3b": "*but performance is almost at chance with the same perturbation in the first convolutional "
-                    "layer* (seed 003)"}
-    rules = {"S3a": f"each of the last {TOP_LAYERS} layers loses < {KEEP:.0%} of the clean accuracy with a random "
-                    f"{AT:.0%} of its weights removed (mean over draws and seeds)",
-             "S3b": f"the first layer keeps < {CHANCE:.0%} of its above-chance accuracy with {AT:.0%} removed"}
-    return base.pair_claims(ds, verdicts, texts, rules, "study_removal")
+CLAIMS = (
+    Claim("S3a", "*Alexnet shows less than a 30% decrease in classification performance when randomly removing over "
+                 "70% of weight connections in the top convolutional or dense layers* (seed 003)",
+          panels("a mnist cifar10"), f"each of the last {TOP_LAYERS} layers loses < {KEEP:.0%} of the clean accuracy "
+                                     f"with a random {AT:.0%} of its weights removed (mean over draws and seeds; the "
+                                     "larger loss below 0.3)", _s3a, KEEP, False, "study_removal", ()),
+    Claim("S3b", "*but performance is almost at chance with the same perturbation in the first convolutional layer* "
+                 "(seed 003)", panels("a mnist cifar10"),
+          f"the first layer keeps < {CHANCE:.0%} of its above-chance accuracy with a random {AT:.0%} of its weights "
+          "removed (mean over draws and seeds)", _s3b, CHANCE, False, "study_removal", ()),
+)
 
 
 def _choices(ds, model, dataset):
@@ -286,7 +307,7 @@ def _choices(ds, model, dataset):
             "input": [str(i) for i in ds["input"].values], "filter": ["h1", "h2"]}
 
 
-STUDY = base.Study(
+STUDY = base.register(base.Study(
     name="removal", title="Random weight removal (seed 003)",
     settings={"models": base.Setting(None, base.models_rule()), "epoch": base.Setting(None, checks.whole(1)),
               "p": base.Setting([round(0.1 * k, 1) for k in range(11)],
@@ -295,4 +316,6 @@ STUDY = base.Study(
               "layers": base.Setting(None, checks.items(checks.Rule(lambda v: isinstance(v, str), "a layer name")))},
     units=_units, run=_run, variables=("accuracy", "base_accuracy", "n_removed", "n_params"),
     parameters=("model", "dataset", "seed", "layer", "input", "filter"), figure=figure, summary=summary,
-    claims=claims, extra_choices=_choices, needs_responses=True, validate=_validate)
+    claims=CLAIMS, extra_choices=_choices, needs_responses=True, validate=_validate))
+chapters.register(chapters.Chapter("study_removal", figure, summary, study="removal", paper=dict(model="resnet18"),
+                                   controls=("layer",), claims=CLAIMS))

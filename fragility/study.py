@@ -17,11 +17,14 @@ from pathlib import Path
 from collections.abc import Callable
 
 import numpy as np
+import torch
 import xarray as xr
 
-from .. import checks, data, store, training
-from ..errors import FragilityError
-from ..provenance import device_description, provenance
+from . import checks, data, store, training
+from .errors import FragilityError
+from .models import NAMES
+from .preserve import preserved
+from .provenance import device_description, provenance
 
 SCHEMA = "fragility-study/1"
 KEY = ("model", "dataset", "seed")
@@ -58,7 +61,7 @@ class Study:
     parameters: tuple[str, ...]  # the selections its figure and summary take
     figure: Callable
     summary: Callable
-    claims: Callable  # (study Dataset, responses or None) -> list of claim rows
+    claims: tuple = ()  # the `fragility.verdicts.Claim`s the study decides
     validate: Callable = lambda settings, profile: None  # checks against the profile
     extra_choices: Callable = lambda ds, model, dataset: {}  # selections beyond model, dataset, seed
     needs_responses: bool = False  # its figure and summary also read the sweep results
@@ -96,6 +99,49 @@ class Study:
                 **self.extra_choices(ds, model, dataset)}
 
 
+REGISTRY: dict[str, Study] = {}  # filled by each study module's `register`
+
+
+def register(found: Study) -> Study:
+    """Add a study to `REGISTRY`; a name registered twice is refused."""
+    if found.name in REGISTRY:
+        raise FragilityError(f"study {found.name!r} is registered twice.")
+    REGISTRY[found.name] = found
+    return found
+
+
+def study(name) -> Study:
+    """The registered study `name`, or one FragilityError listing them."""
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise FragilityError(f"unknown study {name!r}: choose from {', '.join(REGISTRY)}.")
+    return REGISTRY[name]
+
+
+def open_study(results, name: str) -> xr.Dataset:
+    """Every stored unit of study `name` under `results`, combined along model, dataset and seed.
+
+    Args:
+        results: a results folder written by `fragility run`.
+        name: a registered study (see `fragility.studies.STUDIES`).
+
+    Returns:
+        The study's variables with dims model, dataset, seed (NaN where a unit is missing) and its own; the
+        attribute `study` names it.
+
+    Raises:
+        FragilityError: an unknown study, none stored, or a damaged or foreign unit file (named).
+    """
+    found = study(name)
+    files = sorted((Path(results) / "studies" / name).glob("*.nc"))
+    if not files:
+        raise FragilityError(f"no stored {name} study under {results}: run `fragility run --profile …` with that "
+                             f"profile (it runs the studies the profile lists; add `studies: {{{name}: {{}}}}` to "
+                             "a profile that lacks it).")
+    ds = combine([read(f, found) for f in files])
+    ds.attrs["study"] = name
+    return ds
+
+
 def seeds(ds: xr.Dataset, model, dataset) -> list[int]:
     """The seeds with a stored unit of (model, dataset)."""
     have = ds["stored"].sel(model=model, dataset=dataset).fillna(False).astype(bool)
@@ -109,8 +155,6 @@ def pairs(ds: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def models_rule() -> checks.Rule:
-    from ..models import NAMES
-
     return checks.items(checks.one_of(NAMES), what=f"a list of distinct models from {', '.join(NAMES)}")
 
 
@@ -266,6 +310,13 @@ def pair_claims(ds, verdicts, texts: dict, rules: dict, chapter: str) -> list[di
             for k in texts]
 
 
+def classified(model, x, y, batch_size: int = 500) -> np.ndarray:
+    """Which examples the model (in its current mode) classifies correctly, booleans (n,)."""
+    with torch.no_grad():
+        return torch.cat([model(xb).argmax(1) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
+                         ).cpu().numpy()
+
+
 def timed(fn, *args, **kwargs):
     """(fn(*args, **kwargs), seconds it took)."""
     start = time.perf_counter()
@@ -275,10 +326,6 @@ def timed(fn, *args, **kwargs):
 
 def consumer(model, name: str, sample, types) -> str | None:
     """The name of the first module of `types` that takes module `name`'s output as its input, or None."""
-    import torch
-
-    from ..preserve import preserved
-
     modules = dict(model.named_modules())
     if name not in modules:
         raise FragilityError(f"the model has no module {name!r}.")

@@ -1,0 +1,60 @@
+"""Fig. 6 — the three synaptic filters h1, h2, h3 on one layer: what each removes, each one's accuracy, and their
+combination β̃ (Eq. 13)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import chapters
+from ..plot import draw
+from ..plot.draw import ALPHA
+from ..selection import check_parameters, curves, select
+
+
+KEPT = 0.98  # accuracy "kept": the scaled response β̄ ≥ 0.98
+
+
+@draw.styled
+def figure(ds, model=None, dataset=None, layer=None, seed=None, input="clean"):
+    """Fig. 6 in the paper's three rows: (1) the filters h1, h2, h3 — the share of the layer's weights each removes
+    and its threshold against α; (2) each filter's accuracy β against α, a line per epoch; (3) their combination
+    β̃ (Eq. 13), a line per epoch."""
+    p = check_parameters(ds, model=model, dataset=dataset, layer=layer, seed=seed, input=input)
+    c = curves(ds, p["model"], p["dataset"], seed).sel(layer=p["layer"], input=p["input"])
+    sub = select(ds, p["model"], p["dataset"], seed).sel(layer=p["layer"]).isel(seed=0, epoch=-1)
+    fig = draw.figure(c, f"Fig. 6 · {p['model']} on {p['dataset']} · {p['layer']} · {p['input']} inputs", 8.6)
+    axes = fig.subplot_mosaic([["f1", "f2", "f3"], ["h1", "h2", "h3"], ["combined"] * 3])
+    removed = c["n_filtered"] / c["n_params"]
+    last = c["epoch"].values[-1]
+    for k, (h, name) in enumerate((("h1", "high-pass"), ("h2", "low-pass"), ("h3", "pulse wave")), 1):
+        ax = axes[f"f{k}"]
+        ax.plot(c["alpha"], removed.sel(filter=h, epoch=last), "-", color="teal", lw=2, label="share removed")
+        ax.set(title=f"{h} ({name})", xlabel=ALPHA, ylabel="share of weights removed", ylim=(-0.03, 1.03))
+        twin = ax.twinx()
+        twin.plot(c["alpha"], sub["threshold"].sel(filter=h), ":", color="0.3", label="threshold $t_i$")
+        twin.set_ylabel("threshold (weight units)", fontsize=9)
+        draw.lines(axes[h], c["accuracy"].sel(filter=h), "epoch")
+        axes[h].set(title=f"{h}: accuracy", xlabel=ALPHA, ylabel=r"accuracy $\beta$", ylim=(0, 1.02))
+    draw.lines(axes["combined"], c["response"].sel(filter="combined"), "epoch")
+    axes["combined"].set(title=r"combined $\tilde\beta$ (Eq. 13): mean of the scaled h1, h2, h3", xlabel=ALPHA,
+                         ylabel=r"scaled accuracy $\tilde\beta$")
+    axes["combined"].legend(ncol=min(5, len(c["epoch"])))
+    return fig
+
+
+def summary(ds, model=None, dataset=None, layer=None, seed=None, input="clean"):
+    p = check_parameters(ds, model=model, dataset=dataset, layer=layer, seed=seed, input=input)
+    c = curves(ds, p["model"], p["dataset"], seed).sel(layer=p["layer"], input=p["input"])
+    c = c.sel(epoch=c["epoch"].values[-1])
+    parts = []
+    for h in ("h1", "h2", "h3"):
+        ok = c["response"].sel(filter=h) >= KEPT
+        share = float((c["n_filtered"].sel(filter=h) / c["n_params"]).where(ok).max())
+        parts.append(f"{h} {share:.0%}" if np.isfinite(share) else f"{h} none")
+    return (f"`{p['layer']}` of {p['model']} on {p['dataset']}, last epoch: the largest share of its weights each "
+            f"filter removes with the scaled response still ≥ {KEPT} (the rule of P10): " + ", ".join(parts)
+            + ". The combined response averages the three filters' scaled responses (Eq. 13).")
+
+
+chapters.register(chapters.Chapter(
+    "fig06_filters", figure, summary, paper=dict(model="resnet18", dataset="cifar10", layer="conv1"),
+                                   controls=("model", "input")))
