@@ -135,6 +135,7 @@ class Claim:
     readings: tuple[str, ...] = ("scaling",)
     needs: str = ""  # what would decide the claim where no panel is held
     note: str = ""  # how the panels were read from the sentence (e.g. the "all" reading)
+    own_readings: tuple[str, ...] = ()  # swept readings the statistic applies to its own data (not the conventions')
 
 
 def label_of(value: float, tol: float = TAU) -> str:
@@ -192,14 +193,18 @@ class Evidence:
                epochs=None) -> xr.Dataset:
         """r_x, r_xe, r_e (Eq. 14–16) of every layer (and `global`) by (sample, epoch, layer), mean over the
         replicate's seeds, under `reading`'s scaling; only `epochs` when given."""
-        rs = self.replicates(model, dataset, reading if reading and reading.name in SWEPT else None)
-        if epochs is not None:
-            rs = rs.sel(epoch=list(epochs))
+        swept = reading if reading is not None and reading.name in SWEPT else None
         scaling = "chance" if reading is not None and (reading.name, reading.value) == ("scaling", "chance") \
             else "unperturbed"
-        r = scores(rs, filter=filter, scaling=scaling)
-        r = r.where(np.isfinite(r))
-        return uncertainty.seed_mean(r, rs)
+
+        def compute():
+            rs = self.replicates(model, dataset, swept)
+            if epochs is not None:
+                rs = rs.sel(epoch=list(epochs))
+            r = scores(rs, filter=filter, scaling=scaling)
+            return uncertainty.seed_mean(r.where(np.isfinite(r)), rs)
+        return self._once(("scores", model, dataset, swept, scaling, filter, None if epochs is None else
+                           tuple(epochs)), compute)
 
     def layers(self, model: str) -> list[str]:
         """The model's filterable layers in forward order (without `global`)."""
@@ -297,7 +302,7 @@ def _readings(claim: Claim, ev: Evidence, panel: Panel, verdict: str) -> str:
             try:
                 found = decision(claim, ev, panel, reading).verdict
                 base, where = verdict, ""
-                if name in SWEPT:  # the paper's reading on the cells the study swept
+                if name in SWEPT and name not in claim.own_readings:  # the paper's reading on the swept cells
                     cells = ev.replicates(panel.model, panel.dataset, reading)
                     base = decision(claim, _Restricted(ev, cells), panel).verdict
                     where = (f" on seed {int(cells['seed'][0])}, epoch(s) "

@@ -14,7 +14,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from fragility import book
+from fragility import book, verdicts
 from fragility.chapters import CHAPTERS
 
 pytestmark = pytest.mark.slow
@@ -96,13 +96,21 @@ def test_book_builds_without_warnings_broken_links_or_machine_paths(site, tiny_r
     assert 'results = "results"' in re.sub(r"<[^>]+>", "", parameters).replace("&quot;", '"')
 
 
-def test_the_claims_chapter_links_every_claim_to_its_evidence(site):
+def test_the_claims_chapter_links_every_claim_to_its_evidence(site, tiny_run):
     html, _, _ = site
     page = html / "book" / "_executed" / "claims.html"
+    text = page.read_text()
     links = [t for t in parse(page).links if t.endswith(".html") and not t.startswith(("http", "#"))]
     assert {"fig10_local.html", "fig12_selective.html", "study_removal.html"} <= {Path(t).name for t in links}
-    for verdict in ("holds", "differs", "untestable"):
-        assert f"verdict-{verdict}" in page.read_text()
+    # one row per claim and panel, each verdict styled by its class, after a count of the verdicts
+    table = verdicts.claims(tiny_run[1], samples=20)
+    counts = table["verdict"].value_counts()
+    head = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in verdicts.VERDICTS)
+    assert f"{len(table)} rows (claim × panel): {head}." in text
+    for verdict in verdicts.VERDICTS:
+        assert text.count(f"verdict-{verdict}") == int(counts.get(verdict, 0)), verdict
+    for claim in table["id"].unique():
+        assert f"<b>{claim}</b>" in text, claim
     intro = (html / "index.html").read_text() if (html / "index.html").exists() else ""
     first = re.search(r'href="([^"]*_executed/[^"]+)"', (html / "book" / "intro.html").read_text())
     assert first and "claims" in first.group(1), "the intro links the claims chapter first"

@@ -14,8 +14,8 @@ from distributed import LocalCluster
 from test_pipeline import TINY
 
 from fragility import cluster, pipeline, profiles, store, studies, training
+from fragility import study as base
 from fragility.errors import FragilityError
-from fragility.studies import base
 
 PROFILE = {**TINY, "studies": {"removal": {"p": [0.0, 0.5], "draws": 1}}}
 UNTIMED = ("seconds", "train_seconds", "device")

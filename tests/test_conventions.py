@@ -1,4 +1,5 @@
-"""The authors' code conventions beside the paper's reading (fragility.studies.conventions)."""
+"""The authors' code conventions and the other readings beside the paper's (fragility.studies.conventions): one sweep
+per reading and checkpoint — the adaptive attack, BatchNorm on batch statistics, ε searched per checkpoint."""
 import shutil
 
 import numpy as np
@@ -8,18 +9,41 @@ import xarray as xr
 from test_pipeline import TINY
 
 import fragility as fr
-from fragility import data, pipeline, profiles, studies, training
-from fragility.studies.conventions import agreement, readings
+from fragility import data, pipeline, profiles, store, studies, training, verdicts
+from fragility.studies.conventions import agreement, as_responses, chosen, drift, readings
 
 KEY = {"model": "smallcnn", "dataset": "digits"}
 SCORES = ["r_x", "r_xe", "r_e"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+def test_chosen_checkpoints():
+    assert chosen(None, (2, 4, 6, 8)) == [2, 4, 6, 8]  # null: every checkpoint
+    assert chosen(1, (2, 4, 6, 8)) == [8]  # a number: spread evenly, the last always included
+    assert chosen(2, (2, 4, 6, 8)) == [2, 8]
+    assert chosen(3, (2, 4, 6, 8, 10)) == [2, 6, 10]
+    assert chosen(9, (2, 4)) == [2, 4]  # no more than there are
+    assert chosen([4, 6], (2, 4, 6, 8)) == [4, 6]  # a list: those checkpoints
+
+
+def test_drift_reports_the_ratio_per_epoch():
+    base = np.array([[[0.9, 0.45], [0.8, 0.6]], [[0.7, 0.35], [0.6, 0.3]]])  # (seed, epoch, input)
+    ds = xr.Dataset({"base_accuracy": (("model", "dataset", "seed", "epoch", "input"), base[None, None])},
+                    coords={"model": ["m"], "dataset": ["digits"], "seed": [0, 1], "epoch": [1, 2],
+                            "input": ["clean", "adversarial"], "layer": ["fc", "global"]})
+    ds["layer_index"] = ("layer", [0, 1])
+    text = drift(ds, ratio=0.5)
+    # epoch 1: 0.5 in both seeds; epoch 2: 0.75 and 0.5, mean 0.625
+    assert text == "- m: acc(f(x_ε)) / acc(f(x)) by epoch 1: 0.50, 2: 0.62 (ρ = 0.5; range 0.50–0.62)"
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+slow = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
-    """The tiny profile, one seed, with the conventions study: (profile, results folder)."""
+    """The tiny profile, one seed, with the conventions study sweeping every reading at every checkpoint:
+    (profile, results folder)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     profile = profiles.parse_profile({**TINY, "seeds": [0], "studies": {"conventions": {}}})
@@ -30,31 +54,107 @@ def ran(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def adaptive(ran):
+def network(ran):
+    """{epoch: checkpoint} of the run and its test subset (x, y, image indices)."""
+    profile, results = ran
+    test = data.load("digits", "test")
+    x, y = data.test_subset(test, profile.n_test, seed=0)
+    image = data.subset_indices(len(test), profile.n_test, seed=0).numpy()
+    nets = {e: training.load_checkpoint(training.checkpoint_path(results, "smallcnn", "digits", 0, e))[0]
+            for e in profile.epochs}
+    return nets, x, y, image
+
+
+@pytest.fixture(scope="module")
+def adaptive(ran, network):
     """Each checkpoint swept again here, independently, with the adaptive attack: {epoch: sweep}."""
     profile, results = ran
-    x, y = data.test_subset(data.load("digits", "test"), profile.n_test, seed=0)
+    nets, x, y, image = network
     responses = fr.open_results(results)
     out = {}
-    for epoch in profile.epochs:
-        net = training.load_checkpoint(training.checkpoint_path(results, "smallcnn", "digits", 0, epoch))[0]
+    for epoch, net in nets.items():
         eps = float(responses["epsilon"].sel(**KEY, seed=0, epoch=epoch))
         out[epoch] = fr.sweep(net, x, y, A=profile.A, filters=("h1",), epsilon=eps, attack="adaptive",
-                              batch_size=profile.batch_size, progress=False)
+                              batch_size=profile.batch_size, image=image, progress=False)
     return out
 
 
-def test_the_study_stores_adaptive_sweeps(ran, adaptive):
-    _, results = ran
+def assert_same_sweep(unit: xr.Dataset, sweep: xr.Dataset):
+    """A stored reading's sweep holds what `sweep` computed: accuracies, per-image results and ε."""
+    unit = unit.sel(layer=sweep["layer"].values)
+    for name in ("accuracy", "correct"):
+        np.testing.assert_array_equal(unit[name].sel(filter="h1").transpose(*sweep[name].sel(filter="h1").dims)
+                                      .values.astype(float), sweep[name].sel(filter="h1").values.astype(float))
+    np.testing.assert_array_equal(unit["base_correct"].values.astype(float), sweep["base_correct"].values)
+    assert float(unit["epsilon"]) == float(sweep["epsilon"])
+
+
+@slow
+def test_the_study_stores_one_sweep_per_reading_and_checkpoint(ran):
+    profile, results = ran
     ds = fr.open_study(results, "conventions")
     assert ds.attrs["study"] == "conventions" and list(ds["epoch"].values) == [1, 2]
+    assert list(ds["reading"].values) == ["adaptive", "batch", "epsilon"]
+    for reading in ("adaptive", "batch"):
+        assert bool(ds["accuracy"].sel(**KEY, seed=0, reading=reading).notnull().any(
+            ["layer", "filter", "alpha", "input"]).all()), reading  # every checkpoint
+    skipped = ds.attrs["epsilon_skipped"]
+    swept = [e for e in profile.epochs if f"epoch {e}:" not in skipped]
+    assert profile.epochs[-1] in swept  # where the profile's ε was searched, one exists
+    found = ds["accuracy"].sel(**KEY, seed=0, reading="epsilon").notnull().any(["layer", "filter", "alpha", "input"])
+    assert [int(e) for e, ok in zip(ds["epoch"].values, found.values) if ok] == swept
+
+
+@slow
+def test_the_adaptive_reading_is_the_adaptive_sweep(ran, adaptive):
+    _, results = ran
+    ds = fr.open_study(results, "conventions")
     for epoch, sweep in adaptive.items():
-        unit = ds.sel(**KEY, seed=0, epoch=epoch).sel(layer=sweep["layer"].values)
-        np.testing.assert_array_equal(unit["accuracy"].sel(filter="h1").transpose(*sweep["accuracy"].sel(
-            filter="h1").dims).values, sweep["accuracy"].sel(filter="h1").values)
-        assert float(unit["epsilon"]) == float(sweep["epsilon"])
+        assert_same_sweep(ds.sel(**KEY, seed=0, epoch=epoch, reading="adaptive"), sweep)
 
 
+@slow
+def test_the_batch_reading_normalizes_by_batch_statistics_with_the_stored_epsilon(ran, network):
+    profile, results = ran
+    nets, x, y, image = network
+    ds, responses = fr.open_study(results, "conventions"), fr.open_results(results)
+    for epoch, net in nets.items():
+        eps = float(responses["epsilon"].sel(**KEY, seed=0, epoch=epoch))
+        sweep = fr.sweep(net, x, y, A=profile.A, filters=("h1",), epsilon=eps, batchnorm="batch",
+                         batch_size=profile.batch_size, image=image, progress=False)
+        assert_same_sweep(ds.sel(**KEY, seed=0, epoch=epoch, reading="batch"), sweep)
+    # the batch statistics are not the running ones: the readings differ from the stored responses somewhere
+    stored = responses.sel(**KEY, seed=0, filter="h1").load()
+    batch = as_responses(ds, "batch").sel(**KEY, seed=0, filter="h1")
+    layers = list(batch.dropna("layer", how="all", subset=["n_params"])["layer"].values)
+    assert not np.array_equal(stored["accuracy"].sel(layer=layers).transpose(*batch["accuracy"].sel(
+        layer=layers).dims).values, batch["accuracy"].sel(layer=layers).values)
+
+
+@slow
+def test_the_epsilon_reading_repeats_the_stored_sweep_where_the_profile_searched_epsilon(ran):
+    """ε is searched once per network on the last checkpoint of the first seed: searched again there, it is the same
+    ε, and the sweep is the stored one."""
+    profile, results = ran
+    last = profile.epochs[-1]
+    unit = fr.open_study(results, "conventions").sel(**KEY, seed=0, epoch=last, reading="epsilon")
+    stored = store.read_unit(store.unit_path(results, "smallcnn", "digits", 0, last))
+    assert float(unit["epsilon"]) == float(stored["epsilon"])
+    assert_same_sweep(unit, stored.sel(filter=["h1"]))
+
+
+@slow
+def test_as_responses_gives_one_readings_sweeps_as_responses(ran):
+    _, results = ran
+    ds = fr.open_study(results, "conventions")
+    batch = as_responses(ds, "batch")
+    assert "reading" not in batch.dims and "stored" not in batch and list(batch["epoch"].values) == [1, 2]
+    xr.testing.assert_equal(batch["accuracy"], ds["accuracy"].sel(reading="batch", drop=True))
+    r = fr.scores(batch.sel(**KEY, seed=0), "h1")  # scores as on the stored responses
+    assert set(SCORES) <= set(r.data_vars) and bool(np.isfinite(r["r_x"].sel(layer="global")).all())
+
+
+@slow
 def test_readings_are_the_paper_and_the_code_scores(ran, adaptive):
     _, results = ran
     responses = fr.open_results(results)
@@ -71,6 +171,7 @@ def test_readings_are_the_paper_and_the_code_scores(ran, adaptive):
     assert not np.allclose(r["r_x"].sel(reading="paper"), r["r_x"].sel(reading="code"))  # the readings differ
 
 
+@slow
 def test_agreement_counts_shared_labels(ran):
     _, results = ran
     ds, responses = fr.open_study(results, "conventions"), fr.open_results(results)
@@ -85,15 +186,40 @@ def test_agreement_counts_shared_labels(ran):
     assert f"**the two readings agree on {agree} of {total} Fr/Ro/Af labels**" in text
 
 
-def test_an_interrupted_unit_resumes_from_its_epochs(ran, tmp_path):
+@slow
+def test_the_claims_read_the_swept_readings_with_the_stored_image_draws(ran):
+    """A claim decided under a swept reading reads the study's sweeps: sample 0 is the sweep as stored, and every
+    replicate draws the same images as the stored responses' replicates (the unfiltered network under the adaptive
+    attack is the stored one, so its replicates are the stored ones)."""
+    _, results = ran
+    ev = verdicts.Evidence(results, samples=20)
+    stored = ev.replicates("smallcnn", "digits")
+    for reading in (verdicts.Reading("batchnorm", "batch"), verdicts.Reading("attack", "adaptive")):
+        swept = ev.replicates("smallcnn", "digits", reading)
+        study = fr.open_study(results, "conventions").sel(**KEY, seed=0, reading=verdicts.SWEPT[reading.name])
+        first = swept["accuracy"].sel(sample=0, seed=0)
+        np.testing.assert_allclose(first.values, study["accuracy"].sel(layer=first["layer"].values).transpose(
+            *first.dims).values, atol=1e-6)
+    base = swept["base_accuracy"]  # the adaptive reading's
+    np.testing.assert_allclose(base.values, stored["base_accuracy"].sel(epoch=base["epoch"].values).transpose(
+        *base.dims).values, atol=1e-6)
+    assert float(base.std("sample").max()) > 0  # and they are replicates, not copies of sample 0
+    with pytest.raises(verdicts.Untestable, match="the conventions study with smallcnn and the epsilon reading"):
+        ev.replicates("smallcnn", "mnist", verdicts.Reading("epsilon", "per-checkpoint"))
+
+
+@slow
+def test_an_interrupted_unit_resumes_from_its_sweeps(ran, tmp_path):
     profile, results = ran
     results = shutil.copytree(results, tmp_path / "results")
     path = studies.study_path(results, "conventions", "smallcnn", "digits", 0)
     before = xr.load_dataset(path, engine="h5netcdf")
     parts = sorted((results / "studies" / "conventions" / "runs").rglob("*.nc"))
-    assert [p.name for p in parts] == ["epoch001.nc", "epoch002.nc"]
+    names = [p.name for p in parts]
+    assert {"adaptive-epoch001.nc", "adaptive-epoch002.nc", "batch-epoch001.nc", "batch-epoch002.nc",
+            "epsilon-epoch002.nc"} <= set(names) <= {*names, "epsilon-epoch001.nc"}
     times = {p: p.stat().st_mtime_ns for p in parts}
     path.unlink()
     pipeline.run(profile, results, progress=False)
-    assert {p: p.stat().st_mtime_ns for p in parts} == times  # each epoch's sweep read back, not recomputed
+    assert {p: p.stat().st_mtime_ns for p in parts} == times  # each sweep read back, not recomputed
     xr.testing.assert_equal(xr.load_dataset(path, engine="h5netcdf")["accuracy"], before["accuracy"])

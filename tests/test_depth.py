@@ -1,16 +1,25 @@
-"""Fragility against depth (seed 004, claim S4): perturbation curves, internal stress, a unit, the verdict."""
+"""Fragility against depth (seed 004, claim S4): perturbation curves, internal stress, a unit, claim S4 decided with
+its interval on hand-made units."""
 import copy
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
-from test_studies import combined
+from test_studies import combined, decided, evidence, nested
 
 import fragility as fr
-from fragility import FragilityError, models
+from fragility import FragilityError, models, verdicts
 from fragility.attacks import accuracy
-from fragility.studies.depth import depth_profile, family, internal_stress, perturbation_curves, table, verdict
+from fragility.studies.depth import (
+    depth_profile,
+    family,
+    internal_stress,
+    kept,
+    perturbation_correct,
+    perturbation_curves,
+    table,
+)
 
 MAGNITUDES = [0.0, 0.1, 0.3]
 SCORES = ["r_x", "r_xe", "r_e"]
@@ -36,6 +45,21 @@ def test_perturbation_curves(trained_cnn, test_set):
     assert perturbation_curves(model, x, y, magnitudes=MAGNITUDES, seed=4).equals(curves)  # seeded noise
     with pytest.raises(FragilityError, match="epsilons"):
         perturbation_curves(model, x, y, magnitudes=[-0.1])
+
+
+def test_perturbation_correct_is_per_image(trained_cnn, test_set):
+    x, y = test_set
+    model = copy.deepcopy(trained_cnn).eval()
+    hits = perturbation_correct(model, x, y, magnitudes=MAGNITUDES, seed=4, batch_size=25)
+    assert hits.dims == ("perturbation", "magnitude", "image") and hits.shape == (2, 3, len(y))
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        np.testing.assert_array_equal(hits.sel(perturbation="gaussian", magnitude=0.3).values,
+                                      (model(x + 0.3 * z).argmax(1) == y).numpy())
+        np.testing.assert_array_equal(hits.sel(perturbation="fgsm", magnitude=0.1).values,
+                                      (model(fr.fgsm(model, x, y, 0.1)).argmax(1) == y).numpy())
+    xr.testing.assert_equal(hits.mean("image").rename("accuracy").drop_attrs(),
+                            perturbation_curves(model, x, y, magnitudes=MAGNITUDES, seed=4).drop_attrs())
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +116,7 @@ def test_depth_profile(depth, local):
     assert int(one["n_params"]) == weights
     assert float(one["base_accuracy"]) == accuracy(model, x, y) == 0.75
     xr.testing.assert_equal(one["accuracy"], perturbation_curves(model, x, y, magnitudes=MAGNITUDES, seed=2))
+    xr.testing.assert_equal(one["correct"].mean("image").drop_attrs(), one["accuracy"].drop_attrs())  # per image
     assert float(one["epsilon"]) == 0.1 and one.attrs["A"] == 2
     np.testing.assert_array_equal(one["global_score"].values,
                                   fr.scores(sweep)[SCORES].sel(layer="global").to_array("score").values)
@@ -115,14 +140,21 @@ def test_family():
         "smallcnn", "smallcnn", "resnet", "resnet", "smallcnn"]
 
 
-def unit(n_layers, fgsm, gaussian, base=0.8, global_score=(0.0, -0.1, -0.1), fragile=0.5):
-    """A depth unit: accuracy kept under FGSM and noise `fgsm`, `gaussian` at magnitudes 0.2 and 0.4."""
+N = 2000  # test images of the hand-made units
+
+
+def unit(n_layers, fgsm, gaussian, base=0.8, global_score=(0.0, -0.1, -0.1), fragile=0.5, n=N):
+    """A depth unit: the share of the clean accuracy kept under FGSM and noise `fgsm`, `gaussian` at magnitudes 0.2
+    and 0.4, with per-image results of n images (nested, so that their bootstrap replicates move together)."""
     acc = base * np.array([[1.0, *fgsm], [1.0, *gaussian]])
-    return xr.Dataset({"accuracy": (("perturbation", "magnitude"), acc), "base_accuracy": ((), base),
+    correct = nested(acc, n)
+    return xr.Dataset({"accuracy": (("perturbation", "magnitude"), correct.mean(-1)),
+                       "correct": (("perturbation", "magnitude", "image"), correct), "base_accuracy": ((), base),
                        "n_layers": ((), n_layers), "n_params": ((), 100 * n_layers),
                        "global_score": ("score", list(global_score)),
                        "fragile_fraction": ("score", [0.0, 0.0, fragile])},
-                      coords={"perturbation": ["fgsm", "gaussian"], "magnitude": [0.0, 0.2, 0.4], "score": SCORES})
+                      coords={"perturbation": ["fgsm", "gaussian"], "magnitude": [0.0, 0.2, 0.4], "score": SCORES,
+                              "image": np.arange(n)})
 
 
 def study(variants, seeds=(0,), dataset="digits"):
@@ -153,33 +185,71 @@ def test_table_averages_seeds():
     np.testing.assert_allclose(table(ds, "digits", seed=1)["fgsm"].sel(model="smallcnn-d1"), 0.5)
 
 
-@pytest.mark.parametrize("variants, expected", [
-    # deeper keeps less under both perturbations: holds
+def test_kept_resamples_the_images_of_every_variant_alike():
+    ds = study({"smallcnn-d1": unit(2, (0.8, 0.6), (0.9, 0.8), n=500),
+                "smallcnn-d2": unit(3, (0.6, 0.4), (0.8, 0.7), n=500)})
+    k = kept(ds, "digits", samples=40)
+    assert set(k["kept"].dims) == {"sample", "model", "perturbation"} and k.sizes["sample"] == 41
+    np.testing.assert_allclose(k["kept"].sel(sample=0, perturbation="fgsm").values, [0.7, 0.5])
+    np.testing.assert_allclose(k["kept"].sel(sample=0, perturbation="gaussian").values, [0.85, 0.75])
+    np.testing.assert_array_equal(k["n_layers"].values, [2, 3])
+    spread = k["kept"].sel(sample=slice(1, None), perturbation="fgsm")
+    assert float(spread.std("sample").min()) > 0  # the images resampled
+    # the same draws for both variants: their kept shares move together
+    a, b = (spread.sel(model=m).values for m in ("smallcnn-d1", "smallcnn-d2"))
+    assert np.corrcoef(a, b)[0, 1] > 0.5
+
+
+def s4(tmp_path, variants, dataset="digits"):
+    return decided(evidence(tmp_path, "depth", {(label, dataset, 0): ds for label, ds in variants.items()}),
+                   "depth", "S4", "resnet18", dataset)
+
+
+@pytest.mark.parametrize("variants, expected, rho", [
+    # deeper keeps less under both perturbations: ρ = −1 under both, in every replicate
     ({"smallcnn-d1": unit(2, (0.8, 0.6), (0.9, 0.8)), "smallcnn-d2": unit(3, (0.6, 0.4), (0.8, 0.7)),
-      "smallcnn-d4": unit(5, (0.4, 0.2), (0.7, 0.5))}, "holds"),
+      "smallcnn-d4": unit(5, (0.4, 0.2), (0.7, 0.5))}, "holds", -1),
     # deeper keeps more: differs
-    ({"smallcnn-d1": unit(2, (0.4, 0.2), (0.7, 0.5)), "smallcnn-d4": unit(5, (0.8, 0.6), (0.9, 0.8))}, "differs"),
-    # less under FGSM but more under noise: differs (both must fall)
-    ({"smallcnn-d1": unit(2, (0.8, 0.6), (0.7, 0.5)), "smallcnn-d4": unit(5, (0.4, 0.2), (0.9, 0.8))}, "differs"),
+    ({"smallcnn-d1": unit(2, (0.4, 0.2), (0.7, 0.5)), "smallcnn-d4": unit(5, (0.8, 0.6), (0.9, 0.8))}, "differs", 1),
+    # less under FGSM but more under noise: differs (both must fall: the larger ρ decides)
+    ({"smallcnn-d1": unit(2, (0.8, 0.6), (0.7, 0.5)), "smallcnn-d4": unit(5, (0.4, 0.2), (0.9, 0.8))}, "differs", 1),
     # one family holds, the other differs: differs
     ({"smallcnn-d1": unit(2, (0.8, 0.6), (0.9, 0.8)), "smallcnn-d4": unit(5, (0.4, 0.2), (0.7, 0.5)),
-      "resnet18": unit(18, (0.4, 0.2), (0.7, 0.5)), "resnet50": unit(50, (0.8, 0.6), (0.9, 0.8))}, "differs"),
-    # one depth per family: nothing to compare
-    ({"smallcnn-d2": unit(3, (0.8, 0.6), (0.9, 0.8)), "resnet18": unit(18, (0.4, 0.2), (0.7, 0.5))}, "untestable"),
-    ({"smallcnn-d2": unit(3, (0.8, 0.6), (0.9, 0.8))}, "untestable"),
+      "resnet18": unit(18, (0.4, 0.2), (0.7, 0.5)), "resnet50": unit(50, (0.8, 0.6), (0.9, 0.8))}, "differs", 1),
 ])
-def test_verdict(variants, expected):
-    result, evidence = verdict(study(variants), "digits")
-    assert result == expected
-    if expected == "untestable":
-        assert "no family with two depths" in evidence
-    else:
-        assert "smallcnn (" in evidence and "ρ" in evidence
+def test_s4_rule(tmp_path, variants, expected, rho):
+    found = s4(tmp_path, variants)
+    assert found.verdict == expected
+    assert (found.value, found.low, found.high) == pytest.approx((rho, rho, rho))
+    assert "smallcnn (" in found.evidence and "ρ" in found.evidence
+    assert f"the larger ρ: {rho:+.2f} [{rho:+.2f}, {rho:+.2f}]" in found.evidence
 
 
-def test_verdict_per_dataset():
-    ds = combined({("smallcnn-d1", "digits", 0): unit(2, (0.8, 0.6), (0.9, 0.8)),
-                   ("smallcnn-d4", "digits", 0): unit(5, (0.4, 0.2), (0.7, 0.5)),
-                   ("smallcnn-d1", "mnist", 0): unit(2, (0.4, 0.2), (0.7, 0.5)),
-                   ("smallcnn-d4", "mnist", 0): unit(5, (0.8, 0.6), (0.9, 0.8))})
-    assert verdict(ds, "digits")[0] == "holds" and verdict(ds, "mnist")[0] == "differs"
+def test_s4_is_inconclusive_when_the_images_cannot_order_the_depths(tmp_path):
+    # 0.61 against 0.6 of the clean accuracy kept, on 200 images (other images for each depth): the replicates order
+    # the two depths both ways
+    deep = unit(5, (0.61, 0.61), (0.61, 0.61), n=200)
+    deep["correct"] = deep["correct"].roll(image=100)
+    found = s4(tmp_path, {"smallcnn-d1": unit(2, (0.6, 0.6), (0.6, 0.6), n=200), "smallcnn-d4": deep})
+    assert found.verdict == "inconclusive" and found.value == pytest.approx(1)
+    assert (found.low, found.high) == pytest.approx((-1, 1))
+
+
+@pytest.mark.parametrize("variants", [
+    {"smallcnn-d2": unit(3, (0.8, 0.6), (0.9, 0.8)), "resnet18": unit(18, (0.4, 0.2), (0.7, 0.5))},
+    {"smallcnn-d2": unit(3, (0.8, 0.6), (0.9, 0.8))},
+])
+def test_s4_needs_two_depths_of_one_family(tmp_path, variants):
+    with pytest.raises(verdicts.Untestable, match="two depths of one family"):
+        s4(tmp_path, variants)
+
+
+def test_s4_per_dataset(tmp_path):
+    ev = evidence(tmp_path, "depth", {("smallcnn-d1", "digits", 0): unit(2, (0.8, 0.6), (0.9, 0.8)),
+                                      ("smallcnn-d4", "digits", 0): unit(5, (0.4, 0.2), (0.7, 0.5)),
+                                      ("smallcnn-d1", "mnist", 0): unit(2, (0.4, 0.2), (0.7, 0.5)),
+                                      ("smallcnn-d4", "mnist", 0): unit(5, (0.8, 0.6), (0.9, 0.8))})
+    assert decided(ev, "depth", "S4", "resnet18", "digits").verdict == "holds"
+    assert decided(ev, "depth", "S4", "resnet18", "mnist").verdict == "differs"
+    with pytest.raises(verdicts.Untestable, match="the depth study on cifar10"):
+        decided(ev, "depth", "S4", "resnet18", "cifar10")

@@ -1,23 +1,25 @@
-"""Nodal dropout after the BatchNorm, neuron ranking and the compress/amplify defense (seed 002, claims S2a, S2b)."""
+"""Nodal dropout after the BatchNorm, neuron ranking and the compress/amplify defense (seed 002); claims S2a, S2b
+decided with their intervals on hand-made units."""
 import copy
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
-from test_studies import combined
+from test_studies import combined, decided, evidence, nested
 
 import fragility as fr
-from fragility import FragilityError, models
+from fragility import FragilityError, models, verdicts
 from fragility.attacks import accuracy
 from fragility.studies.neurons import (
+    _neurons_rho,
     defend,
     defense_factors,
     nodal_dropout,
     rank_neurons,
     scale_channels,
     silencing_point,
-    verdicts,
+    spearman,
 )
 
 EPS = 0.2
@@ -224,31 +226,104 @@ def test_defend(trained_cnn, test_set):
                                   [accuracy(defended, x, y), accuracy(defended, fr.fgsm(defended, x, y, EPS), y),
                                    accuracy(defended, x_adv, y)])
     assert ds.attrs["amplify"] == 2.0 and ds.attrs["compress"] == 0.5
+    # per image: which test examples each network gets right on each input, averaging to the accuracies
+    assert ds["defense_correct"].dims == ("network", "defense_input", "image")
+    np.testing.assert_array_equal(ds["defense_correct"].mean("image").values, ds["defense_accuracy"].values)
+    with torch.no_grad():
+        np.testing.assert_array_equal(ds["defense_correct"].sel(network="defended", defense_input="fixed").values,
+                                      (defended(x_adv).argmax(1) == y).numpy())
     with pytest.raises(FragilityError, match="nodal_dropout"):
         defend(model, x, y, synthetic().drop_vars("epsilon"))
 
 
-def unit(effect, drops, defended):
-    """A neurons unit: the clean drop of each neuron, its attack effect, and FGSM accuracy 0.3 → `defended`."""
-    drops = np.asarray(drops)
+def test_spearman_of_the_finite_pairs():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, np.nan, 4], [4, 3, 2, 100, 1]) == pytest.approx(-1.0)  # the NaN pair is left out
+    assert np.isnan(spearman([1, 2], [1, 2]))  # fewer than three pairs
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3])) and np.isnan(spearman([1, 2, 3], [5, 5, 5]))  # constant
+
+
+NEURONS = 40
+N = 4000  # test images of the hand-made units
+
+
+def unit(effect, defended, fixed=None, n=N):
+    """A neurons unit: neuron k's clean accuracy drop is k / 400 (the higher the neuron, the more fragile), the
+    attack's effect on it `effect[k]`; FGSM accuracy 0.3 before the defense and `defended` after (crafted against
+    each network; `fixed`, crafted against the original, default `defended`); per-image results of n images."""
+    drops = np.arange(NEURONS) / 400
+    defense = np.array([[0.8, 0.3, 0.3], [0.78, defended, defended if fixed is None else fixed]])
+    correct = nested(defense, n)
     return xr.Dataset({
         "accuracy": (("neuron", "input"), np.stack([0.8 - drops, 0.3 - drops / 2], 1)),
         "base_accuracy": ("input", [0.8, 0.3]),
-        "attack_effect": ("neuron", effect),
-        "defense_accuracy": (("network", "defense_input"), [[0.8, 0.3, 0.3], [0.78, defended, 0.35]]),
-    }, coords={"neuron": np.arange(len(effect)), "input": ["clean", "adversarial"],
-               "network": ["original", "defended"], "defense_input": ["clean", "adversarial", "fixed"]})
+        "attack_effect": ("neuron", np.asarray(effect, dtype=float)),
+        "defense_accuracy": (("network", "defense_input"), correct.mean(-1)),
+        "defense_correct": (("network", "defense_input", "image"), correct),
+    }, coords={"neuron": np.arange(NEURONS), "input": ["clean", "adversarial"], "network": ["original", "defended"],
+               "defense_input": ["clean", "adversarial", "fixed"], "image": np.arange(n)})
 
 
-@pytest.mark.parametrize("effects, defended, s2a, s2b", [
-    ([[1, 2, 3, 4], [1, 2, 3, 5]], [0.35, 0.33], "holds", "holds"),  # ρ = +1 in both seeds; +0.04 mean gain
-    ([[4, 3, 2, 1], [1, 2, 3, 5]], [0.3, 0.31], "differs", "differs"),  # mean ρ 0; +0.005 is within 0.01
-    ([[4, 3, 2, 1], [5, 3, 2, 1]], [0.25, 0.25], "differs", "differs"),  # ρ = −1; the defense costs accuracy
+UP, DOWN = np.linspace(0.1, 4.0, NEURONS), np.linspace(4.0, 0.1, NEURONS)
+
+
+def claims(tmp_path, effects, defended, fixed=None):
+    """S2a and S2b decided on hand-made units, a seed per entry of `effects` and `defended`."""
+    ev = evidence(tmp_path, "neurons", {("smallcnn", "digits", s): unit(e, d, fixed)
+                                        for s, (e, d) in enumerate(zip(effects, defended))})
+    return {c: decided(ev, "neurons", c, "smallcnn", "digits") for c in ("S2a", "S2b")}, ev
+
+
+@pytest.mark.parametrize("effects, s2a, rho", [
+    ([UP, UP], "holds", 1.0),  # the attack hits hardest where silencing hurts most, in both seeds
+    ([DOWN, DOWN], "differs", -1.0),  # and least
 ])
-def test_verdicts(effects, defended, s2a, s2b):
-    drops = [0.0, 0.05, 0.1, 0.2]  # the higher the neuron, the more fragile
-    ds = combined({("smallcnn", "digits", s): unit(e, drops, d) for s, (e, d) in enumerate(zip(effects, defended))})
-    found = verdicts(ds, "smallcnn", "digits")
-    assert found["S2a"][0] == s2a and found["S2b"][0] == s2b
-    gain = np.mean(defended) - 0.3
-    assert f"({gain:+.3f})" in found["S2b"][1]
+def test_s2a_rule(tmp_path, effects, s2a, rho):
+    found, _ = claims(tmp_path, effects, [0.35, 0.35])
+    assert found["S2a"].verdict == s2a
+    assert (found["S2a"].value, found["S2a"].low, found["S2a"].high) == pytest.approx((rho, rho, rho))
+    assert f"per seed {rho:+.2f}, {rho:+.2f}; mean {rho:+.2f} [{rho:+.2f}, {rho:+.2f}]" in found["S2a"].evidence
+
+
+def test_s2a_is_inconclusive_when_the_seeds_disagree(tmp_path):
+    found, ev = claims(tmp_path, [UP, DOWN], [0.35, 0.35])
+    assert found["S2a"].verdict == "inconclusive"
+    assert found["S2a"].value == pytest.approx(0.0)  # mean of +1 and −1
+    assert (found["S2a"].low, found["S2a"].high) == pytest.approx((-1.0, 1.0))  # a replicate may draw one seed twice
+
+
+def test_neurons_rho_resamples_the_neurons():
+    noisy = UP + np.random.default_rng(0).normal(0, 1.0, NEURONS)
+    ds = combined({("smallcnn", "digits", 0): unit(noisy, 0.35, n=10)})
+    rho = _neurons_rho(ds, "smallcnn", "digits", "clean", samples=60)
+    assert rho.dims == ("sample",) and rho.sizes["sample"] == 61
+    assert float(rho.sel(sample=0)) == pytest.approx(spearman(np.arange(NEURONS), noisy))  # as stored
+    assert float(rho.std()) > 0.01  # neurons drawn with replacement
+
+
+@pytest.mark.parametrize("defended, s2b, gain", [
+    ([0.35, 0.33], "holds", 0.04),  # +0.04 mean gain
+    ([0.305, 0.305], "differs", 0.005),  # +0.005 is within 0.01
+    ([0.25, 0.25], "differs", -0.05),  # the defense costs accuracy
+])
+def test_s2b_rule(tmp_path, defended, s2b, gain):
+    found, _ = claims(tmp_path, [UP, UP], defended)
+    assert found["S2b"].verdict == s2b
+    assert found["S2b"].value == pytest.approx(gain, abs=1e-6)
+    assert found["S2b"].low <= found["S2b"].value <= found["S2b"].high
+    assert f"gain {gain:+.3f} [" in found["S2b"].evidence
+
+
+def test_s2b_under_the_reading_that_crafts_fgsm_against_the_original_network(tmp_path):
+    _, ev = claims(tmp_path, [UP, UP], [0.35, 0.35], fixed=0.3)
+    assert decided(ev, "neurons", "S2b", "smallcnn", "digits").verdict == "holds"
+    found = decided(ev, "neurons", "S2b", "smallcnn", "digits", verdicts.Reading("defended", "original"))
+    assert found.verdict == "differs" and found.value == pytest.approx(0.0)
+    assert "crafted against the original network" in found.evidence
+
+
+def test_s2_need_the_study_on_the_panel(tmp_path):
+    _, ev = claims(tmp_path, [UP], [0.35])
+    for claim in ("S2a", "S2b"):
+        with pytest.raises(verdicts.Untestable, match="the neurons study on resnet18 and mnist"):
+            decided(ev, "neurons", claim, "resnet18", "mnist")

@@ -1,4 +1,5 @@
-"""Random weight removal per layer (seed 003), its comparison with synaptic filtering, and claims S3a, S3b."""
+"""Random weight removal per layer (seed 003), its comparison with synaptic filtering, and claims S3a, S3b decided
+with their intervals on hand-made units."""
 import copy
 import math
 
@@ -8,12 +9,18 @@ import torch
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_studies import combined
+from test_studies import combined, decided, evidence
 
 import fragility as fr
 from fragility import FragilityError
 from fragility.attacks import accuracy
-from fragility.studies.removal import compare_with_filtering, random_mask, random_removal, removal_count, verdicts
+from fragility.studies.removal import (
+    at_fraction,
+    compare_with_filtering,
+    random_mask,
+    random_removal,
+    removal_count,
+)
 
 EPS = 0.2
 P = [0.0, 0.3, 1.0]
@@ -191,7 +198,7 @@ def test_compare_with_a_real_sweep(removal, trained_cnn, test_set):
                                [removal_count(n, 0.3) / n for n in removal["n_params"].values])
 
 
-# the S3a and S3b verdicts on hand-made units
+# claims S3a and S3b on hand-made units
 
 
 def unit(at, layers=("conv1", "conv2", "conv3", "fc"), p=(0.0, 0.5, 0.7, 1.0), base=0.9):
@@ -207,52 +214,99 @@ GOOD = {"conv1": [(0.5, 0.5), (0.1, 0.1), (0.1, 0.1)], "conv2": [(0.8, 0.8), (0.
         "conv3": [(0.85, 0.85), (0.8, 0.8), (0.3, 0.3)], "fc": [(0.9, 0.9), (0.85, 0.85), (0.5, 0.5)]}
 
 
+def claims(tmp_path, units, model="smallcnn", dataset="digits"):
+    """S3a and S3b decided on hand-made units {(model, dataset, seed): unit}."""
+    ev = evidence(tmp_path, "removal", units)
+    return {c: decided(ev, "removal", c, model, dataset) for c in ("S3a", "S3b")}
+
+
 @pytest.mark.parametrize("change, s3a, s3b", [
     ({}, "holds", "holds"),  # the top layers lose 11 % and 6 % at p = 0.7; the first layer is at chance
     ({"fc": [(0.9, 0.9), (0.5, 0.5), (0.5, 0.5)]}, "differs", "holds"),  # fc loses 44 %
-    ({"fc": [(0.9, 0.9), (0.5, 1.0), (0.5, 0.5)]}, "holds", "holds"),  # the mean over draws loses 17 %
     ({"conv2": [(0.1, 0.1), (0.1, 0.1), (0.1, 0.1)]}, "holds", "holds"),  # a middle layer does not count
     ({"conv1": [(0.5, 0.5), (0.2, 0.2), (0.1, 0.1)]}, "holds", "differs"),  # keeps 12.5 % above chance
 ])
-def test_verdicts(change, s3a, s3b):
-    ds = combined({("smallcnn", "digits", 0): unit({**GOOD, **change})})
-    found = verdicts(ds, "smallcnn", "digits")
-    assert (found["S3a"][0], found["S3b"][0]) == (s3a, s3b)
-    assert "`conv3`" in found["S3a"][1] and "`fc`" in found["S3a"][1] and "`conv1`" in found["S3b"][1]
+def test_s3_rules(tmp_path, change, s3a, s3b):
+    found = claims(tmp_path, {("smallcnn", "digits", 0): unit({**GOOD, **change})})
+    assert (found["S3a"].verdict, found["S3b"].verdict) == (s3a, s3b)
+    assert "`conv3`" in found["S3a"].evidence and "`fc`" in found["S3a"].evidence and "`conv2`" not in \
+        found["S3a"].evidence
+    assert "`conv1`" in found["S3b"].evidence
+    for one in found.values():  # two equal draws of one seed: nothing to resample
+        assert one.low == pytest.approx(one.value) and one.high == pytest.approx(one.value)
 
 
-def test_verdicts_interpolate_between_stored_fractions_and_average_seeds():
+def test_s3a_is_inconclusive_when_the_draws_disagree(tmp_path):
+    # fc at p = 0.7: 0.5 in one draw, 1.0 in the other; the mean loses 17 %, but a replicate that draws the first
+    # draw twice loses 44 %
+    found = claims(tmp_path, {("smallcnn", "digits", 0): unit({**GOOD, "fc": [(0.9, 0.9), (0.5, 1.0), (0.5, 0.5)]})})
+    s3a = found["S3a"]
+    assert s3a.verdict == "inconclusive" and s3a.value == pytest.approx(1 - 0.75 / 0.9)
+    assert s3a.low < 0.3 < s3a.high and s3a.high == pytest.approx(1 - 0.5 / 0.9)
+    assert "`fc` 16.7% [" in s3a.evidence
+
+
+def test_s3_interpolate_between_stored_fractions_and_pool_the_seeds(tmp_path):
     # only p = 0, 0.5, 1 stored: conv1 at p = 0.7 is 0.5 − 0.4 · (0.5 − 0.1) = 0.34, keeping 30 % above chance
     at = {n: [v[0], v[2]] for n, v in GOOD.items()}
-    ds = combined({("smallcnn", "digits", 0): unit(at, p=(0.0, 0.5, 1.0))})
-    assert verdicts(ds, "smallcnn", "digits")["S3b"][0] == "differs"
-    assert "keeps 30%" in verdicts(ds, "smallcnn", "digits")["S3b"][1]
-    # seed 1 loses 40 % in fc, seed 0 6 %: the mean, 23 %, is below 30 %
+    found = claims(tmp_path / "interpolated", {("smallcnn", "digits", 0): unit(at, p=(0.0, 0.5, 1.0))})
+    assert found["S3b"].verdict == "differs" and found["S3b"].value == pytest.approx(0.3)
+    assert "keeps 30.0% [30.0%, 30.0%] of its above-chance accuracy" in found["S3b"].evidence
+    # seed 1 loses 40 % in fc, seed 0 6 %: alone, seed 1 differs; pooled, the mean (23 %) is below 30 % but the
+    # replicates drawing seed 1's runs lose 40 %
     worse = {**GOOD, "fc": [(0.9, 0.9), (0.54, 0.54), (0.5, 0.5)]}
-    ds = combined({("smallcnn", "digits", 0): unit(GOOD), ("smallcnn", "digits", 1): unit(worse)})
-    assert verdicts(ds, "smallcnn", "digits")["S3a"][0] == "holds"
-    assert verdicts(ds, "smallcnn", "digits", seed=1)["S3a"][0] == "differs"
+    assert claims(tmp_path / "one", {("smallcnn", "digits", 1): unit(worse)})["S3a"].verdict == "differs"
+    pooled = claims(tmp_path / "both", {("smallcnn", "digits", 0): unit(GOOD),
+                                        ("smallcnn", "digits", 1): unit(worse)})["S3a"]
+    assert pooled.value == pytest.approx(1 - (0.85 + 0.54) / 2 / 0.9)
+    assert pooled.verdict == "inconclusive" and pooled.high == pytest.approx(0.4)
 
 
-def test_verdicts_use_forward_order_when_models_are_combined():
+def test_at_fraction_resamples_the_runs():
+    ds = combined({("smallcnn", "digits", s): unit({**GOOD, "fc": [(0.9, 0.9), (0.85 - 0.1 * s, 0.85), (0.5, 0.5)]})
+                   for s in (0, 1)})
+    f = at_fraction(ds, "smallcnn", "digits", samples=80)
+    assert set(f["accuracy"].dims) == {"sample", "layer"} and f.sizes["sample"] == 81
+    # sample 0: the mean over the four (seed, draw) runs
+    assert float(f["accuracy"].sel(sample=0, layer="fc")) == pytest.approx((0.85 * 3 + 0.75) / 4)
+    assert float(f["base"].sel(sample=0, layer="fc")) == pytest.approx(0.9) and float(f["chance"]) == 0.1
+    runs = f["accuracy"].sel(layer="fc", sample=slice(1, None))
+    assert float(runs.min()) >= 0.75 - 1e-12 and float(runs.max()) <= 0.85 + 1e-12 and float(runs.std()) > 0
+
+
+def test_s3_use_forward_order_when_models_are_combined(tmp_path):
     """First and top layers are the forward order's, also when another model's layers join the study."""
     forward = ("conv1", "layer1.0.conv1", "layer4.1.conv2", "fc")  # alphabetically fc comes second
     at = {"conv1": GOOD["conv1"], "layer1.0.conv1": [(0.5, 0.5), (0.45, 0.45), (0.1, 0.1)],
           "layer4.1.conv2": GOOD["conv3"], "fc": GOOD["fc"]}
-    alone = combined({("resnet18", "digits", 0): unit(at, layers=forward)})
-    assert verdicts(alone, "resnet18", "digits")["S3a"][0] == "holds"
+    alone = claims(tmp_path / "alone", {("resnet18", "digits", 0): unit(at, layers=forward)}, "resnet18")
+    assert alone["S3a"].verdict == "holds"
     small = unit({"blocks.0.conv": GOOD["conv1"], "blocks.1.conv": GOOD["conv2"], "fc": GOOD["fc"]},
                  layers=("blocks.0.conv", "blocks.1.conv", "fc"))
-    both = combined({("smallcnn", "digits", 0): small, ("resnet18", "digits", 0): unit(at, layers=forward)})
-    found = verdicts(both, "resnet18", "digits")
-    assert found["S3a"][0] == "holds" and "`layer4.1.conv2`" in found["S3a"][1] and "`fc`" in found["S3a"][1]
+    both = claims(tmp_path / "both", {("smallcnn", "digits", 0): small,
+                                      ("resnet18", "digits", 0): unit(at, layers=forward)}, "resnet18")
+    assert both["S3a"].verdict == "holds"
+    assert "`layer4.1.conv2`" in both["S3a"].evidence and "`fc`" in both["S3a"].evidence
+    assert "`conv1`" in both["S3b"].evidence and both["S3b"].verdict == "holds"
 
 
-def test_verdicts_use_each_datasets_chance():
+def test_s3_use_each_datasets_chance(tmp_path):
     """Tiny ImageNet's chance is 1/200: 0.1 of an intact 0.5 at p = 0.7 keeps 19 % above chance, not chance."""
     at = {**GOOD, "conv1": [(0.3, 0.3), (0.1, 0.1), (0.01, 0.01)]}
     tiny = {("resnet18", "tiny-imagenet", 0): unit(at, base=0.5)}
-    assert verdicts(combined(tiny), "resnet18", "tiny-imagenet")["S3b"][0] == "differs"
+    found = claims(tmp_path / "tiny", tiny, "resnet18", "tiny-imagenet")["S3b"]
+    assert found.verdict == "differs" and found.value == pytest.approx((0.1 - 0.005) / (0.5 - 0.005))
+    assert "chance 0.01" in found.evidence
     both = {**tiny, ("resnet18", "cifar10", 0): unit(GOOD)}
-    assert verdicts(combined(both), "resnet18", "cifar10")["S3b"][0] == "holds"
-    assert verdicts(combined(both), "resnet18", "tiny-imagenet")["S3b"][0] == "differs"
+    assert claims(tmp_path / "cifar", both, "resnet18", "cifar10")["S3b"].verdict == "holds"
+    assert claims(tmp_path / "both", both, "resnet18", "tiny-imagenet")["S3b"].verdict == "differs"
+
+
+def test_at_fraction_averages_a_layer_over_the_runs_that_studied_it():
+    """Seeds may study different layers (the `layers` setting, or another checkpoint's): a layer only seed 1 studied
+    keeps its accuracy, as the BatchNorm study keeps a follower only another seed recorded."""
+    two = {"conv1": GOOD["conv1"], "fc": GOOD["fc"]}
+    ds = combined({("smallcnn", "digits", 0): unit(two, layers=("conv1", "fc")),
+                   ("smallcnn", "digits", 1): unit(GOOD)})
+    f = at_fraction(ds, "smallcnn", "digits", samples=10)
+    assert float(f["accuracy"].sel(sample=0, layer="conv3")) == pytest.approx(0.8)  # seed 1's two draws

@@ -1,4 +1,5 @@
-"""Selective backpropagation (Fig. 12): the readings' frozen layers, real freezing, ε_E and the P8 verdict."""
+"""Selective backpropagation (Fig. 12): the readings' frozen layers, real freezing, regular training as the original
+run continued exactly, ε_E, the gains and claim P8 decided with its interval on hand-made curves."""
 import copy
 
 import numpy as np
@@ -8,12 +9,21 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from test_studies import decided, evidence, nested
 from torch.utils.data import TensorDataset
 
 import fragility as fr
-from fragility import FragilityError, largest_epsilon
+from fragility import FragilityError, largest_epsilon, verdicts
 from fragility.attacks import accuracy, epsilon_curve
-from fragility.studies.selective import continue_training, frozen_layers, gains, selective_backprop, verdict
+from fragility.studies.selective import (
+    continue_training,
+    curves,
+    frozen_layers,
+    gains,
+    original_run,
+    resampled,
+    selective_backprop,
+)
 from fragility.training import TrainConfig, load_checkpoint, train
 
 CLASSES = 4
@@ -39,6 +49,14 @@ def start(tmp_path_factory):
     torch.set_num_threads(1)
     config = TrainConfig(model="smallcnn", dataset="toy", seed=3, epochs=1, every=1, batch_size=10, classes=CLASSES)
     return train(config, TRAIN, TEST, tmp_path_factory.mktemp("start"), progress=False)[-1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The same run as `start`'s, trained for 3 epochs: its checkpoints at epochs 1, 2, 3."""
+    torch.set_num_threads(1)
+    config = TrainConfig(model="smallcnn", dataset="toy", seed=3, epochs=3, every=1, batch_size=10, classes=CLASSES)
+    return train(config, TRAIN, TEST, tmp_path_factory.mktemp("run"), progress=False)
 
 
 def state(path):
@@ -129,6 +147,23 @@ def test_continue_training_every_sets_the_checkpoints(tmp_path, start, every, na
     assert [p.name for p in paths] == names and all(p.is_file() for p in paths)
     assert sorted(p.name for p in paths[0].parent.glob("*.pt")) == names
     assert [torch.load(p, weights_only=True)["epoch"] for p in paths] == [int(n[5:8]) for n in names]
+
+
+def test_continuing_with_nothing_frozen_repeats_the_original_run_bit_for_bit(tmp_path, run):
+    again = continue_training(run[0], TRAIN, TEST, tmp_path, 2, progress=False)
+    assert [p.name for p in again] == ["epoch002.pt", "epoch003.pt"]
+    for continued, original in zip(again, run[1:]):
+        a, b = state(continued), state(original)
+        assert all(torch.equal(a[k], b[k]) for k in b)  # weights and BatchNorm statistics
+
+
+def test_original_run_names_the_checkpoints_continued_training_would_write(tmp_path, run, start):
+    assert original_run(run[0], 2) == run[1:]
+    assert original_run(run[1], 1) == run[2:]
+    assert original_run(run[0], 2, every=2) == run[1:]  # epoch 2 (a multiple of 2) and the last, 3
+    assert original_run(run[0], 3) is None  # epoch 4 was never trained
+    assert original_run(start, 1) is None  # a run trained for one epoch only has nothing to reuse
+    assert original_run(run[0], 1, every=5) == [run[1]]  # the last epoch is always saved
 
 
 # largest_epsilon and epsilon_curve
@@ -259,6 +294,31 @@ def test_selective_backprop_on_a_doctored_sweep(tmp_path, start):
         assert ds["start_accuracy"].sel(level=level) == accuracy(start_model, fr.fgsm(start_model, x, y, float(eps)), y)
     assert ds["start_accuracy"].sel(level=0.0) > 1 / CLASSES
     assert ds.attrs["start_epoch"] == 1 and ds.attrs["epochs"] == 2 and ds.attrs["n_test"] == len(y)
+    # the run has no checkpoint past epoch 1: regular training was trained again, not read
+    assert not ds["reused"].any()
+    # per image: each curve point is the mean of which test images the network gets right
+    xr.testing.assert_equal(ds["correct"].mean("image"), ds["accuracy"])
+    xr.testing.assert_equal(ds["start_correct"].mean("image"), ds["start_accuracy"])
+    np.testing.assert_array_equal(ds["image"].values, np.arange(len(y)))
+
+
+def test_selective_backprop_reuses_the_original_runs_checkpoints(tmp_path, run):
+    """From epoch 1 of a run trained to epoch 3, regular training for 2 epochs is the run's own epochs 2 and 3 —
+    read, not trained — and the curves of a frozen reading are trained."""
+    x, y = TEST.tensors
+    image = np.arange(100, 100 + len(y))
+    ds = selective_backprop(run[0], TRAIN, TEST, tmp_path / "run", 2, x=x, y=y, sweep_ds=doctored(run[0], x, y),
+                            readings="prose", levels=2, batch_size=20, device="cpu", image=image, progress=False)
+    assert list(ds["training"].values) == ["regular", "prose"]
+    assert ds["reused"].sel(training="regular") and not ds["reused"].sel(training="prose")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["prose"]  # nothing trained for regular
+    np.testing.assert_array_equal(ds["image"].values, image)
+    for epoch, path in zip((2, 3), run[1:]):
+        net = load_checkpoint(path)[0]
+        clean = ds["correct"].sel(training="regular", epoch=epoch, level=0.0)
+        np.testing.assert_array_equal(clean.values, (net(x).argmax(1) == y).numpy())  # ε = 0: the clean inputs
+        adversarial = ds["accuracy"].sel(training="regular", epoch=epoch, level=1.0)
+        assert float(adversarial) == accuracy(net, fr.fgsm(net, x, y, float(ds["epsilon_E"])), y)
 
 
 def test_selective_backprop_with_one_reading(tmp_path, start):
@@ -272,52 +332,107 @@ def test_selective_backprop_with_one_reading(tmp_path, start):
                            readings=["negative"], progress=False)
 
 
-# gains and the P8 verdict on hand-made curves
+# gains and claim P8 on hand-made curves
+
+TRAININGS = ["regular", "prose", "equation", "random"]
+N = 4000  # test images of the hand-made curves
+LEVELS = [0.0, 0.5, 1.0]
 
 
-def curves(prose_gain, seeds=3, frozen=True, level0=0.3):
-    """Hand-made curves: regular at 0.5 under attack; prose `prose_gain[s]` above it in seed s; equation and
-    random 0.02 below; at level 0 every training differs by `level0`, which gains must ignore."""
-    trainings = ["regular", "prose", "equation", "random"]
-    acc = np.full((seeds, 4, 2, 3), 0.5)
-    for s in range(seeds):
-        acc[s, 1] += prose_gain[s]
-        acc[s, 2:] -= 0.02
-    acc[:, 1:, :, 0] += level0
-    acc[:, 0, :, 0] = 0.9
-    flags = np.zeros((seeds, 4, 2), dtype=bool)
-    flags[:, 1, 0] = frozen
-    flags[:, 2:, 1] = True
-    return xr.Dataset({"accuracy": (("seed", "training", "epoch", "level"), acc),
-                       "frozen": (("seed", "training", "layer"), flags)},
-                      coords={"seed": np.arange(seeds), "training": trainings, "epoch": [2, 3],
-                              "level": [0.0, 0.5, 1.0], "layer": ["a", "b"]})
+def unit(prose_gain, frozen=True, level0=0.3, n=N, epoch_gain=0.0, start_epoch=1):
+    """A hand-made selective unit: regular at 0.5 under attack; prose `prose_gain` above it (`epoch_gain` more at
+    epoch 3); equation and random 0.02 below; at ε = 0 regular is at 0.9 and the others `level0` higher than under
+    attack, which the gains must ignore. Per-image results of n images, nested so that replicates move together."""
+    acc = np.full((4, 2, 3), 0.5)
+    acc[1] += prose_gain
+    acc[1, 1] += epoch_gain
+    acc[2:] -= 0.02
+    acc[1:, :, 0] += level0
+    acc[0, :, 0] = 0.9
+    correct = nested(acc, n)
+    flags = np.zeros((4, 2), dtype=bool)
+    flags[1, 0] = frozen
+    flags[2:, 1] = True
+    start = nested(np.array([0.9, 0.6, 0.3]), n)
+    return xr.Dataset({"accuracy": (("training", "epoch", "level"), correct.mean(-1)),
+                       "correct": (("training", "epoch", "level", "image"), correct),
+                       "start_accuracy": ("level", start.mean(-1)), "start_correct": (("level", "image"), start),
+                       "epsilon": ("level", np.array(LEVELS) * 0.2), "epsilon_E": ((), 0.2),
+                       "frozen": (("training", "layer"), flags), "score": ("layer", [0.5, -0.5]),
+                       "reused": ("training", [True, False, False, False])},
+                      coords={"training": TRAININGS, "epoch": [2, 3], "level": LEVELS, "layer": ["a", "b"],
+                              "image": np.arange(n)}, attrs={"start_epoch": start_epoch})
 
 
-def test_gains_average_the_attacked_levels_and_epochs():
-    c = curves([0.1, 0.05, -0.03])
-    c["accuracy"].loc[{"seed": 0, "training": "prose", "epoch": 3}] += 0.2  # one epoch better: the mean moves 0.1
-    g = gains(c)
-    assert set(g.dims) == {"seed", "training"}
-    np.testing.assert_allclose(g.sel(training="prose").values, [0.2, 0.05, -0.03])
-    np.testing.assert_allclose(g.sel(training="regular").values, 0.0)
-    np.testing.assert_allclose(g.sel(training="random").values, -0.02)
+def p8(tmp_path, gains_by_seed, reading=None, **kw):
+    ev = evidence(tmp_path, "selective", {("smallcnn", "digits", s): unit(g, **kw) for s, g in enumerate(gains_by_seed)})
+    return decided(ev, "selective", "P8", "smallcnn", "digits", reading)
+
+
+def test_gains_per_level_mean_over_the_checkpoints():
+    # prose 0.1 above regular under attack, 0.2 more at epoch 3: the mean over checkpoints is 0.2 above; at ε = 0
+    # prose is at 0.7 and 0.9 against regular's 0.9
+    ds = unit(0.1, epoch_gain=0.2, level0=0.1, n=1000)
+    g = gains(ds["accuracy"])
+    assert g.dims == ("level",)
+    np.testing.assert_allclose(g.values, [-0.1, 0.2, 0.2], atol=1e-12)
+    np.testing.assert_allclose(gains(ds["accuracy"], "random").sel(level=[0.5, 1.0]).values, -0.02, atol=1e-12)
+    np.testing.assert_allclose(gains(ds["accuracy"], "prose", "random").sel(level=1.0), 0.22, atol=1e-12)
+    # relative: each arm divided by its own accuracy at ε = 0 first, then the mean over checkpoints
+    relative = gains(ds["accuracy"], "prose", relative=True)
+    np.testing.assert_allclose(float(relative.sel(level=1.0)), (0.6 / 0.7 + 0.8 / 0.9) / 2 - 0.5 / 0.9, atol=1e-12)
+    np.testing.assert_allclose(float(relative.sel(level=0.0)), 0.0, atol=1e-12)
+
+
+def test_resampled_curves_keep_sample_zero_as_stored(tmp_path):
+    ev = evidence(tmp_path, "selective", {("smallcnn", "digits", s): unit(0.05, n=500) for s in (0, 1)})
+    c = curves(ev.study("selective"), "smallcnn", "digits")
+    rs = resampled(c, samples=30)
+    assert set(rs["accuracy"].dims) == {"sample", "seed", "training", "epoch", "level"}
+    xr.testing.assert_allclose(rs["accuracy"].sel(sample=0, drop=True).transpose(*c["accuracy"].dims),
+                               c["accuracy"].astype(float))
+    assert float(rs["accuracy"].sel(sample=slice(1, None)).std("sample").max()) > 0
+    np.testing.assert_array_equal(rs["seed_weight"].sel(sample=0).values, [1, 1])
 
 
 @pytest.mark.parametrize("prose_gain, expected", [
     ([0.05, 0.05, 0.05], "holds"),
     ([0.005, 0.005, 0.005], "differs"),  # positive everywhere but within the ±0.01 margin
-    ([0.1, -0.01, -0.01], "differs"),  # mean gain 0.027 > 0.01, but positive in 1 seed of 3 only
-    ([0.03, 0.03, -0.01], "holds"),  # mean 0.017, positive in 2 of 3
+    ([0.1, -0.01, -0.01], "inconclusive"),  # mean gain 0.027 > 0.01, but a replicate may draw the losing seeds only
     ([-0.05, -0.05, -0.05], "differs"),
 ])
-def test_verdict_rule(prose_gain, expected):
-    result, evidence = verdict(curves(prose_gain))
-    assert result == expected
-    assert "random" in evidence and "3 seeds" in evidence
+def test_p8_rule(tmp_path, prose_gain, expected):
+    found = p8(tmp_path, prose_gain)
+    assert found.verdict == expected
+    assert found.value == pytest.approx(np.mean(prose_gain), abs=1e-6)  # the ε = 0 level is left out
+    assert found.low <= found.value <= found.high
+    assert "3 seed(s), continued from epoch 1 for 2 checkpoint(s)" in found.evidence
+    assert "layers frozen of 2 — prose 1, equation 1, random 1" in found.evidence
+    assert f"mean over (0, 1]: {found.value:+.3f} [" in found.evidence
 
 
-def test_verdict_untestable_when_nothing_is_frozen():
-    result, evidence = verdict(curves([0.05, 0.05, 0.05], frozen=False))
-    assert result == "untestable" and "froze no layer" in evidence
-    assert verdict(curves([0.05, 0.05, 0.05]), reading="equation")[0] == "differs"  # its gain is −0.02
+def test_p8_is_inconclusive_when_nothing_is_frozen(tmp_path):
+    found = p8(tmp_path, [0.05, 0.05], frozen=False)
+    assert found.verdict == "inconclusive" and np.isnan(found.value)
+    assert "froze no layer" in found.evidence
+
+
+@pytest.mark.parametrize("reading, expected, value", [
+    (("freeze", "equation"), "differs", -0.02),  # the equation's layers: 0.02 below regular training
+    (("freeze", "random"), "differs", -0.02),
+    (("against", "random"), "holds", 0.07),  # prose against the random control
+    (("gain", "relative"), "holds", None),
+])
+def test_p8_under_its_readings(tmp_path, reading, expected, value):
+    found = p8(tmp_path, [0.05, 0.05], verdicts.Reading(*reading))
+    assert found.verdict == expected
+    if value is not None:
+        assert found.value == pytest.approx(value, abs=1e-6)
+    else:  # prose (0.55 under attack of 0.85 clean) against regular (0.5 of 0.9), each relative to its own clean
+        assert found.value == pytest.approx(0.55 / 0.85 - 0.5 / 0.9, abs=1e-6)
+
+
+def test_p8_needs_the_study_on_the_panel(tmp_path):
+    ev = evidence(tmp_path, "selective", {("smallcnn", "digits", 0): unit(0.05)})
+    with pytest.raises(verdicts.Untestable, match="the selective study on resnet18 and mnist"):
+        decided(ev, "selective", "P8", "resnet18", "mnist")

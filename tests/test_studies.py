@@ -1,17 +1,22 @@
-"""The study registry (fragility.studies): settings checked at profile load, the study store, a full tiny run."""
+"""The study registry (fragility.studies): settings checked at profile load, the study store, a study's claim
+decided per panel (`verdicts.decide_claim`), a full tiny run."""
 import re
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 from test_pipeline import TINY, write_profile
+from test_verdicts import results as store_sweeps
+from test_verdicts import unit as sweep
 
 import fragility as fr
-from fragility import FragilityError, data, pipeline, profiles, store, studies, training
-from fragility.studies import base
+from fragility import FragilityError, data, pipeline, profiles, store, studies, training, verdicts
+from fragility import study as base
+from fragility.studies import removal as removal_study
+
+PROFILE = profiles.parse_profile(TINY)
 
 
 def combined(units: dict) -> xr.Dataset:
@@ -21,11 +26,47 @@ def combined(units: dict) -> xr.Dataset:
                          .assign_attrs(classes=data.info(d).classes) for (m, d, s), ds in units.items()])
 
 
+def nested(accuracy, n: int) -> np.ndarray:
+    """Per-image results whose mean is `accuracy` (any shape; NaN: not computed): the first round(accuracy · n) of n
+    images correct, so that two cells' images are nested and their bootstrap replicates move together."""
+    accuracy = np.asarray(accuracy, dtype=float)
+    out = (np.arange(n) < np.round(np.nan_to_num(accuracy) * n)[..., None]).astype(float)
+    out[np.isnan(accuracy)] = np.nan
+    return out
+
+
+def evidence(folder, study: str, units: dict, responses=(), samples: int = 200) -> verdicts.Evidence:
+    """`verdicts.Evidence` of a results folder holding hand-made units {(label, dataset, seed): Dataset} of `study`,
+    written as `fragility run` writes them, and a small sweep unit per (model, dataset) of `responses` (one, of
+    another model, when none is named: the folder needs some responses to be a results folder)."""
+    for key, ds in units.items():
+        base.write(ds, studies.study_path(folder, study, *key), study, base.Unit(key, key[0]), PROFILE, {}, 0.5,
+                   torch.device("cpu"))
+    store_sweeps(folder, {(m, d, 0, 1): sweep({"conv1": 0.0, "fc": 0.0}, n=20)
+                          for m, d in (responses or [("squeezenet1_1", "digits")])})
+    return verdicts.Evidence(folder, samples=samples)
+
+
+def decided(ev, study: str, claim: str, model: str, dataset: str, reading=None) -> verdicts.Decision:
+    """The study's claim `claim` decided on the panel (model, dataset) under `reading` (None: the paper's)."""
+    found = next(c for c in studies.REGISTRY[study].claims if c.id == claim)
+    return verdicts.decision(found, ev, verdicts.Panel("x", model, dataset), reading)
+
+
+def assert_interval(found: verdicts.Decision, low=None, high=None):
+    """The decision's interval holds its value (and is [low, high] when given, to 1e-9)."""
+    assert found.low - 1e-12 <= found.value <= found.high + 1e-12
+    if low is not None:
+        assert found.low == pytest.approx(low, abs=1e-9) and found.high == pytest.approx(high, abs=1e-9)
+
+
 # settings, checked when the profile is read
 
 
 def test_every_study_is_registered():
-    assert studies.STUDIES == ("selective", "batchnorm", "neurons", "removal", "depth", "conventions")
+    # registered as each module is imported (alphabetically, from fragility.studies)
+    assert sorted(studies.STUDIES) == ["batchnorm", "conventions", "depth", "neurons", "removal", "selective"]
+    assert studies.STUDIES == tuple(studies.REGISTRY)
     for name, study in studies.REGISTRY.items():
         assert study.name == name and studies.study(name) is study
     with pytest.raises(FragilityError, match="unknown study 'nope'.*selective"):
@@ -61,7 +102,13 @@ def test_defaults_are_filled_in():
     ({"depth": {"depths": [0]}}, "studies.depth.depths must be"),
     ({"depth": {"depths": [1], "seeds": [5]}}, r"studies.depth.seeds \[5\] are not the profile's seeds"),
     ({"depth": {"models": ["vgg"]}}, "studies.depth.models must be"),
-    ({"conventions": {"epochs": [5]}}, r"studies.conventions.epochs \[5\] are not epochs of smallcnn"),
+    ({"conventions": {"epochs": [5]}}, r"study conventions has unknown setting\(s\) epochs"),
+    ({"conventions": {"readings": {"adaptive": [5]}}}, r"studies.conventions.readings.adaptive must be null \(every "
+                                                       r"checkpoint\), a number of checkpoints ≥ 1, or checkpoints of "
+                                                       r"smallcnn \(\[1, 2\]\); got \[5\]"),
+    ({"conventions": {"readings": {"batch": 0}}}, "studies.conventions.readings.batch must be null"),
+    ({"conventions": {"readings": {"sideways": None}}}, r"studies.conventions.readings: unknown reading\(s\) sideways"),
+    ({"conventions": {"readings": {}}}, "studies.conventions.readings must be a mapping of readings"),
     ({"conventions": {"seeds": [7]}}, r"studies.conventions.seeds \[7\] are not seeds of smallcnn"),
     ({"conventions": {"filters": ["h4"]}}, "studies.conventions.filters must be"),
 ])
@@ -102,8 +149,7 @@ def store_unit(results, study="removal", key=("smallcnn", "digits", 0), folder="
     """Write a unit as `fragility run` does, into studies/<folder>/ under the name of `key`."""
     path = results / "studies" / folder / "{}__{}__seed{}.nc".format(*key)
     unit = base.Unit(key, key[0], (key,))
-    base.write(removal_unit() if ds is None else ds, path, study, unit, SimpleNamespace(name="tiny"), {"draws": 1},
-               0.5, torch.device("cpu"))
+    base.write(removal_unit() if ds is None else ds, path, study, unit, PROFILE, {"draws": 1}, 0.5, torch.device("cpu"))
     return path
 
 
@@ -173,7 +219,7 @@ STUDIES = {
     "neurons": {},
     "removal": {"p": [0.0, 0.5, 1.0], "draws": 2},
     "depth": {"depths": [3, 4], "epochs": 1, "A": 2, "magnitudes": [0.0, 0.2]},  # 1 epoch: 2 blocks stay at chance
-    "conventions": {"epochs": [2]},
+    "conventions": {"readings": {"adaptive": [2], "batch": 1}},  # 1 checkpoint: the last
 }
 
 
@@ -230,17 +276,22 @@ def test_open_study_gives_every_study_its_dims(ran):
     selective = opened["selective"]
     assert {"regular", "prose", "equation", "random"} <= set(selective["training"].values)
     assert set(selective["accuracy"].dims) == {"training", "epoch", "level", "model", "dataset", "seed"}
+    assert set(selective["correct"].dims) == {"training", "epoch", "level", "image", "model", "dataset", "seed"}
     assert list(selective["epoch"].values) == [2] and selective.sizes["level"] == 3
+    assert selective.sizes["image"] == profile.n_test
     assert set(selective["frozen"].dims) == {"training", "layer", "model", "dataset", "seed"}
     np.testing.assert_allclose(selective["epsilon"].sel(**key).values,
                                selective["level"].values * float(selective["epsilon_E"].sel(**key)))
     batchnorm = opened["batchnorm"]
-    assert list(batchnorm["state"].values) == ["trained", "zeroed", "following re-estimated", "all re-estimated"]
-    assert batchnorm.sizes["layer"] == 3
+    assert list(batchnorm["state"].values) == ["trained", "zeroed", "following re-estimated", "all re-estimated",
+                                               "batch statistics"]
+    assert batchnorm.sizes["layer"] == 3 and batchnorm.sizes["image"] == profile.n_test
+    assert 0 < float(batchnorm["intact_batch_accuracy"].sel(**key)) <= 1
     neurons = opened["neurons"]
     first = fr.models.build("smallcnn", 1, 10, depth=profile.depth).blocks[0].conv
     assert neurons.sizes["neuron"] == first.out_channels
     assert set(neurons["defense_accuracy"].dims) == {"network", "defense_input", "model", "dataset", "seed"}
+    assert set(neurons["defense_correct"].dims) == {"network", "defense_input", "image", "model", "dataset", "seed"}
     removal = opened["removal"]
     assert list(removal["p"].values) == [0.0, 0.5, 1.0] and removal.sizes["draw"] == 2
     # p = 0 is the unperturbed network: the sweep's own unperturbed accuracy on the same test subset
@@ -250,9 +301,61 @@ def test_open_study_gives_every_study_its_dims(ran):
     depth = opened["depth"]
     assert sorted(depth["model"].values) == ["smallcnn-d3", "smallcnn-d4"]
     assert set(depth["accuracy"].dims) == {"perturbation", "magnitude", "model", "dataset", "seed"}
+    assert set(depth["correct"].dims) == {"perturbation", "magnitude", "image", "model", "dataset", "seed"}
     np.testing.assert_array_equal(depth["n_layers"].sel(dataset="digits", seed=SEED).values, [4, 5])
     conventions = opened["conventions"]
+    assert list(conventions["reading"].values) == ["adaptive", "batch"]  # only the readings the profile names
     assert list(conventions["epoch"].values) == [2] and "global" in conventions["layer"].values
+    assert set(conventions["correct"].dims) == {"reading", "epoch", "layer", "filter", "alpha", "input", "image",
+                                                "model", "dataset", "seed"}
+
+
+def assert_mean_is(correct: xr.DataArray, accuracy: xr.DataArray):
+    """The per-image results average to the stored accuracy in every cell (NaN where neither was computed)."""
+    mean = correct.astype(float).mean("image")
+    np.testing.assert_allclose(mean.transpose(*accuracy.dims).values, accuracy.values.astype(float), rtol=0,
+                               atol=1e-12)
+    assert int(accuracy.notnull().sum()) > 0
+
+
+@pytest.mark.slow
+def test_per_image_results_average_to_the_stored_accuracies(ran):
+    _, results = ran
+    opened = {name: fr.open_study(results, name).sel(**KEY) for name in STUDIES if name != "depth"}
+    s = opened["selective"]
+    assert_mean_is(s["correct"], s["accuracy"])
+    assert_mean_is(s["start_correct"], s["start_accuracy"])
+    b = opened["batchnorm"]
+    assert_mean_is(b["correct"], b["accuracy"])  # NaN for the states no following BatchNorm allows
+    assert_mean_is(b["intact_correct"], b["intact_accuracy"])
+    n = opened["neurons"]
+    assert_mean_is(n["defense_correct"], n["defense_accuracy"])
+    c = opened["conventions"]
+    assert_mean_is(c["correct"], c["accuracy"])
+    assert_mean_is(c["base_correct"], c["base_accuracy"])
+    depth = fr.open_study(results, "depth").sel(dataset="digits", seed=SEED)
+    assert_mean_is(depth["correct"], depth["accuracy"])
+
+
+@pytest.mark.slow
+def test_selective_regular_training_is_the_original_run(ran):
+    """Continued from epoch 1 for one epoch, regular training is the run's own epoch-2 checkpoint, read and not
+    trained again: its curve at ε = 0 is, image by image, the clean unperturbed result of that checkpoint's sweep."""
+    _, results = ran
+    s = fr.open_study(results, "selective").sel(**KEY)
+    assert bool(s["reused"].sel(training="regular"))
+    runs = results / "studies" / "selective" / "runs" / f"smallcnn__digits__seed{SEED}"
+    assert not (runs / "regular").exists()  # nothing was trained for it
+    unit = store.read_unit(store.unit_path(results, *RUN, 2))
+    regular = s["correct"].sel(training="regular", epoch=2, level=0.0)
+    assert sorted(regular["image"].values) == sorted(unit["image"].values)  # the same test subset
+    np.testing.assert_array_equal(regular.sel(image=unit["image"].values).values.astype(bool),
+                                  unit["base_correct"].sel(input="clean").values.astype(bool))
+    assert float(s["accuracy"].sel(training="regular", epoch=2, level=0.0)) == pytest.approx(
+        float(unit["base_accuracy"].sel(input="clean")), abs=1e-12)
+    for training in ("prose", "equation", "random"):  # the readings that froze layers were trained
+        if bool(s["frozen"].sel(training=training).any()):
+            assert not bool(s["reused"].sel(training=training)), training
 
 
 @pytest.mark.slow
@@ -300,17 +403,58 @@ def test_a_study_starts_from_the_profiles_checkpoint(ran):
     assert float(c["start_accuracy"].sel(level=0.0)) == fr.attacks.accuracy(net, x, y)
 
 
-def test_pair_claims_hold_only_when_every_pair_holds():
-    from fragility.studies import base
+# a study's claim, one row per panel
 
-    ds = xr.Dataset({"stored": (("model", "dataset", "seed"), [[[True], [True]]])},
-                    coords={"model": ["m"], "dataset": ["digits", "mnist"], "seed": [0]})
-    texts, rules = {"X": "the claim"}, {"X": "the rule"}
+def removal_unit_at(top_loss: float, layers=("conv1", "mid", "fc"), base_acc=0.9) -> xr.Dataset:
+    """A removal unit (clean inputs, two equal draws): with 70 % of its weights removed the first layer falls to
+    chance (0.1) and the last two lose `top_loss` of the clean accuracy."""
+    at = {layers[0]: 0.1, **{n: base_acc * (1 - top_loss) for n in layers[1:]}}
+    acc = np.array([[[base_acc] * 2, [at[n]] * 2, [0.1] * 2] for n in layers])[..., None]
+    return xr.Dataset({"accuracy": (("layer", "p", "draw", "input"), acc), "base_accuracy": ("input", [base_acc]),
+                       "n_removed": (("layer", "p"), np.tile([0, 70, 100], (len(layers), 1))),
+                       "n_params": ("layer", [100] * len(layers))},
+                      coords={"layer": list(layers), "p": [0.0, 0.7, 1.0], "draw": [0, 1], "input": ["clean"]})
 
-    def verdicts(outcome):
-        return lambda ds, model, dataset: {"X": (outcome(dataset), f"{model}/{dataset}")}
 
-    both = base.pair_claims(ds, verdicts(lambda d: "holds"), texts, rules, "chapter")
-    assert [(r["id"], r["verdict"], r["evidence"]) for r in both] == [("X", "holds", "m/digits; m/mnist")]
-    one = base.pair_claims(ds, verdicts(lambda d: "holds" if d == "digits" else "differs"), texts, rules, "chapter")
-    assert one[0]["verdict"] == "differs"
+def test_decide_claim_gives_one_row_per_panel_and_names_what_would_decide_the_others(tmp_path):
+    """S3a names ResNet-18 on MNIST and on CIFAR10: the panel the study holds is decided with its interval; a panel
+    whose responses are stored but not the study needs the study; a panel with nothing stored needs its profile."""
+    s3a = next(c for c in removal_study.CLAIMS if c.id == "S3a")
+    assert [p.label for p in s3a.panels] == ["a MNIST", "a CIFAR10"]
+    ev = evidence(tmp_path / "both", "removal", {("resnet18", "mnist", 0): removal_unit_at(0.1)},
+                  responses=[("resnet18", "mnist"), ("resnet18", "cifar10")])
+    rows = verdicts.decide_claim(s3a, ev)
+    assert [(r["id"], r["panel"]) for r in rows] == [("S3a", "a MNIST"), ("S3a", "a CIFAR10")]
+    mnist, cifar = rows
+    assert mnist["verdict"] == "holds" and mnist["statistic"] == pytest.approx(0.1)
+    assert mnist["interval"] == pytest.approx((0.1, 0.1)) and mnist["threshold"] == 0.3  # equal draws: no spread
+    assert "`fc` 10.0% [10.0%, 10.0%]" in mnist["evidence"] and mnist["readings"] == "same under every reading"
+    assert mnist["claim"] == s3a.quote and mnist["rule"] == s3a.rule and mnist["chapter"] == "study_removal"
+    assert cifar["verdict"] == "untestable" and cifar["evidence"] == "needs the removal study on resnet18 and cifar10"
+    assert np.isnan(cifar["statistic"]) and cifar["readings"] == ""
+    ev = evidence(tmp_path / "one", "removal", {("resnet18", "mnist", 0): removal_unit_at(0.5)},
+                  responses=[("resnet18", "mnist")])
+    mnist, cifar = verdicts.decide_claim(s3a, ev)
+    assert mnist["verdict"] == "differs" and mnist["statistic"] == pytest.approx(0.5)  # loses 50 % ≥ 30 %
+    assert cifar["verdict"] == "untestable"
+    assert cifar["evidence"] == "needs resnet18 on cifar10: the cifar10 profile (or paper)"
+    with pytest.raises(verdicts.Untestable, match="the removal study on resnet18 and cifar10"):
+        verdicts.decision(s3a, ev, s3a.panels[1])
+
+
+def test_a_claim_without_panels_is_one_untestable_row(tmp_path):
+    p9 = next(c for c in studies.REGISTRY["selective"].claims if c.id == "P9")
+    ev = evidence(tmp_path, "removal", {("resnet18", "mnist", 0): removal_unit_at(0.1)})
+    [row] = verdicts.decide_claim(p9, ev)
+    assert row["panel"] == "" and row["verdict"] == "untestable"
+    assert row["evidence"] == "needs the selective study on mnist, cifar10 and tiny-imagenet (the paper profile)"
+
+
+def test_every_study_registers_its_claims_with_its_chapter():
+    for name, found in studies.REGISTRY.items():
+        chapter = [c for c in fr.chapters.CHAPTERS.values() if c.study == name]
+        assert len(chapter) == 1 and chapter[0].claims == found.claims, name
+        assert all(isinstance(c, verdicts.Claim) and c.chapter == chapter[0].name for c in found.claims), name
+    ids = {name: [c.id for c in found.claims] for name, found in studies.REGISTRY.items()}
+    assert ids == {"selective": ["P8", "P9"], "batchnorm": ["P7"], "neurons": ["S2a", "S2b"],
+                   "removal": ["S3a", "S3b"], "depth": ["S4"], "conventions": []}

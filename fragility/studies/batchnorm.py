@@ -263,7 +263,7 @@ CLAIMS = (
           f"a fully filtered layer survives when it keeps ≥ {SURVIVES:.0%} of the above-chance accuracy, and is "
           "carried by its BatchNorm when forcing that BatchNorm's output to zero drops it below; the claim holds "
           "when at least one of the paper's layers is carried (count above 0.5)", _p7, 0.5, True, "fig11_batchnorm",
-          readings=("batchnorm",)),
+          readings=("batchnorm",), own_readings=("batchnorm",)),
 )
 
 

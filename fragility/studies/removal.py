@@ -208,7 +208,8 @@ def vs_filtering(ds, results, model, dataset, seed=None, input="clean", filter="
 
 def at_fraction(ds, model, dataset, samples: int = uncertainty.SAMPLES, seed: int = 0) -> xr.Dataset:
     """Per layer, the clean accuracy with the fraction AT of its weights removed at random and the unperturbed
-    accuracy, with bootstrap replicates over the (seed, draw) runs (dim `sample`, sample 0 the mean of every run)."""
+    accuracy, with bootstrap replicates over the (seed, draw) runs (dim `sample`, sample 0 the mean of every run).
+    A layer is averaged over the runs that studied it, its unperturbed accuracy over the same runs."""
     sub = ds.sel(model=model, dataset=dataset, seed=base.seeds(ds, model, dataset), input="clean")
     sub = sub.dropna("layer", how="all", subset=["n_params"])
     accuracy = sub["accuracy"].interp(p=AT).stack(run=("seed", "draw")).dropna("run", how="all")
@@ -216,8 +217,11 @@ def at_fraction(ds, model, dataset, samples: int = uncertainty.SAMPLES, seed: in
     weights = xr.DataArray(weights / weights.sum(1, keepdims=True), dims=("sample", "run"))
     base_acc = sub["base_accuracy"].broadcast_like(sub["accuracy"].isel(layer=0, p=0, drop=True))
     base_acc = base_acc.stack(run=("seed", "draw")).sel(run=accuracy["run"])
-    mean = (accuracy.fillna(0) * weights).sum("run")
-    return xr.Dataset({"accuracy": mean, "base": (base_acc * weights).sum("run")}).assign_coords(
+    # a layer is averaged over the runs that studied it only (weights renormalised per layer)
+    studied = weights * accuracy.notnull()
+    studied = studied / studied.sum("run")
+    mean = (accuracy.fillna(0) * studied).sum("run")
+    return xr.Dataset({"accuracy": mean, "base": (base_acc * studied).sum("run")}).assign_coords(
         sample=np.arange(samples + 1), chance=1 / data.info(dataset).classes)
 
 
@@ -241,7 +245,7 @@ def _s3a(ev, panel, reading) -> Outcome:
 def _s3b(ev, panel, reading) -> Outcome:
     f = _found(ev, panel)
     first = str(f["layer"].values[0])
-    kept = (f["accuracy"].sel(layer=first) - f["chance"]) / (f["base"] - f["chance"])
+    kept = (f["accuracy"].sel(layer=first) - f["chance"]) / (f["base"].sel(layer=first) - f["chance"])
     return Outcome(kept, f"`{first}` with {AT:.0%} of its weights removed at random keeps {estimate(kept, '.1%')} of "
                          f"its above-chance accuracy (accuracy {estimate(f['accuracy'].sel(layer=first))}, chance "
                          f"{float(f['chance']):.2f}).")
