@@ -23,6 +23,7 @@ import errno
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -57,6 +58,8 @@ STOP_SECONDS = 30  # for the server to shut its kernels down after SIGTERM
 CULL_SECONDS = 600  # a kernel whose page was closed is shut down after this long idle
 NAMES = {False: "Voilà", True: "JupyterLab"}
 BOOLEAN = checks.Rule(lambda v: isinstance(v, bool), "true or false")
+QUIET = ("-W", "ignore::DeprecationWarning")  # the servers' own deprecations are not the reader's business
+STOPPING = re.compile(r"received signal \d+, stopping")  # JupyterLab's line on SIGTERM: serve says it in its own
 
 
 @dataclass(frozen=True)
@@ -173,19 +176,22 @@ def command(chosen: Plan, chapters: Path) -> list[str]:
     """The server's command line (its token, when any, travels in a file or the environment, not here)."""
     if chosen.lab:
         root = ["--ServerApp.allow_root=True"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-        return [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.root_dir={chapters}",
+        return [sys.executable, *QUIET, "-m", "jupyterlab", "--no-browser", f"--ServerApp.root_dir={chapters}",
                 f"--ServerApp.ip={chosen.ip}", f"--ServerApp.port={chosen.port}", "--ServerApp.port_retries=0",
                 "--ServerApp.log_level=WARN", "--LabApp.log_level=WARN", "--KernelManager.transport=ipc",
                 "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *root]
-    return [sys.executable, "-m", "voila", str(chapters), "--no-browser", f"--Voila.ip={chosen.ip}",
+    return [sys.executable, *QUIET, "-m", "voila", str(chapters), "--no-browser", f"--Voila.ip={chosen.ip}",
             f"--Voila.port={chosen.port}", "--Voila.port_retries=0", "--Voila.log_level=ERROR",
             "--KernelManager.transport=ipc", "--VoilaConfiguration.show_tracebacks=True"]
 
 
 def voila_settings(token: str | None) -> dict:
-    """Voilà's configuration beyond its command line: the token (None: none required); the kernel of a page that
-    was closed is shut down once idle for CULL_SECONDS; websocket pings as tornado accepts them."""
-    settings = {"Voila": {"tornado_settings": {"ws_ping_interval": 30000, "ws_ping_timeout": 30000}},
+    """Voilà's configuration beyond its command line: the token (None: none required); websocket pings as tornado
+    accepts them; the XSRF check off, since Voilà's page sends no XSRF token with the request that shuts its
+    kernel down when it is closed (its only other unsafe request, deleting a kernel, also needs the kernel's random
+    id); a kernel whose page is gone all the same is shut down once idle for CULL_SECONDS."""
+    settings = {"Voila": {"tornado_settings": {"ws_ping_interval": 30000, "ws_ping_timeout": 30000,
+                                               "disable_check_xsrf": True}},
                 "MappingKernelManager": {"cull_idle_timeout": CULL_SECONDS, "cull_interval": 60,
                                          "cull_connected": False}}
     if token:
@@ -206,6 +212,14 @@ class Server:
     process: subprocess.Popen
     folder: Path
     url: str
+
+
+def _relay(stream) -> None:
+    """Copy the server's messages (and its kernels') to stderr as they come, but for its stopping line."""
+    for line in iter(stream.readline, ""):
+        if not STOPPING.search(line):
+            sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def _ready(chosen: Plan, process: subprocess.Popen) -> None:
@@ -261,8 +275,10 @@ def running(chosen: Plan):
             settings = voila_settings(chosen.token)
             atomic(root / "voila.json", lambda tmp: Path(tmp).write_text(json.dumps(settings)))
         process = subprocess.Popen(command(chosen, chapters), cwd=root, env=env, stdin=subprocess.DEVNULL,
-                                   start_new_session=True,
+                                   stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
                                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        relay = threading.Thread(target=_relay, args=(process.stderr,), daemon=True)
+        relay.start()
         _ready(chosen, process)
         yield Server(process, root, chosen.url("lab" if chosen.lab else ""))
     finally:
@@ -271,6 +287,9 @@ def running(chosen: Plan):
         try:
             if process is not None:
                 _stop(process)
+                relay.join(5)  # its last messages, once every process holding its stderr is gone
+                if not relay.is_alive():
+                    process.stderr.close()
             shutil.rmtree(root, ignore_errors=True)
         finally:
             if main:

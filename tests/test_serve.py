@@ -1,6 +1,7 @@
 """`fragility serve`: bad arguments refused in one line before anything starts; the chapters live in a real browser
 with a real kernel (Voilà); JupyterLab and any address but 127.0.0.1 behind a token; nothing left behind."""
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -81,6 +82,41 @@ def test_serve_checks_its_arguments_in_python_too(bad, message, nothing_started)
         serve.serve(**{"port": 0, "browser": False, **bad})
 
 
+def test_help_names_every_option(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert all(option in out for option in ("--results", "--profile", "--port", "--ip", "--lab", "--no-browser"))
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "fragility serve" in capsys.readouterr().out
+
+
+def test_the_copies_take_the_results_after_their_parameters(tmp_path):
+    chosen = serve.Plan(Path("/somewhere/results"), "results", "tiny", "127.0.0.1", 8866, False, None,
+                        tuple(sorted((ROOT / "notebooks").glob("*.ipynb"))))
+    written = serve.write_notebooks(chosen, tmp_path / "chapters")
+    assert [p.name for p in written] == [p.name for p in chosen.notebooks]
+    for original, copy in zip(chosen.notebooks, written):
+        before, after = json.loads(original.read_text())["cells"], json.loads(copy.read_text())["cells"]
+        at = next(i for i, c in enumerate(before) if "parameters" in c["metadata"].get("tags", []))
+        assert len(after) == len(before) + 1 and after[at + 1]["metadata"]["tags"] == ["injected-parameters"]
+        assert [c["source"] for c in after[:at + 1] + after[at + 2:]] == [c["source"] for c in before]
+        code = "".join(after[at + 1]["source"])
+        assert 'results = "/somewhere/results"' in code and 'profile = "tiny"' in code
+
+
+def test_the_token_travels_in_a_file_not_on_the_command_line(tmp_path):
+    chosen = serve.Plan(tmp_path, "results", "tiny", "127.0.0.2", 8866, False, "secret-token", ())
+    assert not any("secret-token" in part for part in serve.command(chosen, tmp_path))
+    assert serve.voila_settings("secret-token")["Voila"]["token"] == "secret-token"
+    assert "token" not in serve.voila_settings(None)["Voila"]
+    assert chosen.url() == "http://127.0.0.2:8866/?token=secret-token"
+    lab = dataclasses.replace(chosen, lab=True)
+    assert not any("secret-token" in part for part in serve.command(lab, tmp_path))
+
+
 class Serving:
     """`python -m fragility.cli serve …` as a reader starts it; its output read as it comes."""
 
@@ -141,6 +177,14 @@ def serving(*args: str):
         server.close()
 
 
+def command_of(process: psutil.Process) -> str:
+    """Its command line, or "" once it has ended."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def running(processes: list[psutil.Process]) -> list[psutil.Process]:
     """Those of `processes` still running after up to 30 s (zombies are ended)."""
     _, alive = psutil.wait_procs(processes, timeout=30)
@@ -184,7 +228,7 @@ def refused(url: str) -> bool:
 
 def stopped_cleanly(server: Serving, family: list, port: int, kind: str, sig=signal.SIGINT) -> None:
     """Stopped by `sig`: one line, status 0, none of its processes left, its port free, its folder gone."""
-    folders = {Path(a).parent for p in family for a in p.cmdline() if serve.PREFIX in a}
+    folders = {Path(f) for p in family for f in re.findall(rf"(/[^\s=]*{serve.PREFIX}[^/\s]+)", command_of(p))}
     lines = len(server.out)
     assert server.stop(sig) == 0, "".join(server.err)
     assert server.out[lines:] == [f"fragility serve: stopped; the {kind} server, its kernels and its temporary "
@@ -244,9 +288,10 @@ def test_the_chapters_are_live_in_a_real_browser_with_a_real_kernel(tiny, browse
                                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
         chrome = [psutil.Process(driver.service.process.pid)]
         chrome += chrome[0].children(recursive=True)
+        family, kernels = [], []
         try:
             for chapter, control in (("fig04_baseline", "layer"), ("study_neurons", "input")):
-                driver.get(f"{url}voila/render/{chapter}.ipynb")
+                driver.get(f"{url}voila/render/{chapter}.ipynb")  # the page before is closed
                 before = until(functools.partial(drawn, driver), STARTS, f"{chapter}: the figure")
                 chosen = menu(driver, control)
                 options = [o.text for o in chosen.options]
@@ -261,9 +306,12 @@ def test_the_chapters_are_live_in_a_real_browser_with_a_real_kernel(tiny, browse
                 assert "Traceback" not in page and "Error" not in page, page[-2000:]
                 ARTIFACTS.mkdir(exist_ok=True)
                 driver.save_screenshot(str(ARTIFACTS / f"serve-{chapter}.png"))
-            family = server.family()
-            assert any("voila" in " ".join(p.cmdline()) for p in family)
-            assert sum("ipykernel" in " ".join(p.cmdline()) for p in family) >= 2  # a kernel per page
+                now = server.family()
+                family += [p for p in now if p not in family]
+                kernels.append({p for p in now if "ipykernel" in command_of(p)})
+                assert kernels[-1], f"{chapter}: no kernel"
+            assert any("voila" in command_of(p) for p in family)
+            assert not running(list(kernels[0] - kernels[1])), "the kernel of a closed page lives on"
         finally:
             driver.quit()
         assert not running(chrome), "the browser or its driver survived"
