@@ -12,8 +12,10 @@ Who can connect: the server binds to 127.0.0.1 unless told otherwise; bound to a
 random token, which is part of the address printed. JupyterLab, which runs any code it is sent, always requires one.
 
 Every argument is checked before anything starts (port in use, a results folder that does not exist or holds no
-results, an unknown profile …: one FragilityError). Ctrl-C (or SIGTERM) stops the server, which shuts its kernels
-down; any process of it still alive after that is ended, and the temporary folder is removed.
+results, an unknown profile …: one FragilityError). Each page opened starts a kernel, shut down when the page is
+closed (in Voilà; idle kernels of pages gone are culled after CULL_SECONDS). Ctrl-C (or SIGTERM) stops the server,
+which shuts its kernels down; any process of it still alive after that is ended, and the temporary folder is
+removed.
 """
 from __future__ import annotations
 
