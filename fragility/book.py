@@ -110,7 +110,8 @@ class Page:
         if self.notes:
             display(Markdown("Shown by default: " + "; ".join(self.notes) + "."))
         if widgets.live():
-            return widgets.interactive(self)
+            widgets.interactive(self)  # displayed; not returned, which would show it twice as the cell's value
+            return None
         if os.environ.get(VIEWS):
             return views.show(self, Path(os.environ[VIEWS]))
         return display(self.call(self.chapter.figure))

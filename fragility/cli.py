@@ -5,7 +5,7 @@ import argparse
 import re
 import sys
 
-from . import checks, mnist, pipeline, profiles
+from . import checks, mnist, pipeline, profiles, serve
 from .errors import FragilityError, report
 
 EXAMPLES = """examples:
@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   fragility status --profile reference          # what is trained, swept and studied so far
   fragility verify --profile reference          # retrain and re-sweep a stored unit, report the differences
   fragility data mnist                          # MNIST's four IDX files into data/MNIST/raw (offline: the registry)
+  fragility serve                               # every chapter as a live page on the reference (--lab: JupyterLab)
 
 A profile is a shipped name ({shipped}) or the path of a YAML file; copy a shipped one from
 fragility/profiles/ to make your own. Results go to results/<profile name> unless --results says otherwise.
@@ -63,6 +64,20 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("dataset", choices=["mnist"], help="the data set")
     data.add_argument("--data", help="data folder (default: $FRAGILITY_DATA, else data/)")
     data.add_argument("--quiet", action="store_true", help="no progress lines")
+    live = commands.add_parser(
+        "serve", help="serve the chapters as live pages on this machine (Voilà; --lab: JupyterLab, with the code)",
+        description="Serve every chapter as a live page with a kernel: its figure under drop-down menus that redraw "
+                    "it (Voilà, no code shown), or the notebooks in JupyterLab with --lab. The chapters read the "
+                    "results folder given (default: results/<profile>). Binds to 127.0.0.1; bound to another "
+                    "address (--ip) it requires the token printed in its address. Ctrl-C stops it.")
+    live.add_argument("--profile", default="reference", help="a shipped profile name or a profile YAML file "
+                                                             "(default reference)")
+    live.add_argument("--results", help="results folder (default: results/<profile name>)")
+    live.add_argument("--port", default=str(serve.PORT), help=f"port (default {serve.PORT}; 0: a free one)")
+    live.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                        "only; any other requires a token)")
+    live.add_argument("--lab", action="store_true", help="JupyterLab instead of Voilà: the notebooks with their code")
+    live.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     for name, summary in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
                                   epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,6 +145,9 @@ def main(argv=None) -> int:
         if args.command == "data":
             print(mnist.ensure(args.data, progress=not args.quiet))
             return 0
+        if args.command == "serve":
+            port = int(args.port) if args.port.isdigit() else args.port
+            return serve.serve(args.results, args.profile, port, args.ip, args.lab, browser=not args.no_browser)
         profile = profiles.load_profile(args.profile)
         if args.results is not None:
             checks.folder(args.results, "--results", create=True)

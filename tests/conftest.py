@@ -1,4 +1,11 @@
-"""Shared fixtures: a small network trained on the real handwritten digits."""
+"""Shared fixtures: a small network trained on the real handwritten digits, a tiny pipeline run, and headless
+Chromium with its driver for the browser tests."""
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,3 +82,71 @@ def tiny_run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return profile, results
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")  # Debian: chromium, chromium-driver
+# the network is closed here: without the background-networking flags Chromium floods refused connections
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+@dataclass(frozen=True)
+class Browser:
+    """Headless Chromium (`chromium`) and its WebDriver (`driver`)."""
+
+    chromium: Path
+    driver: Path
+
+    def flags(self, profile: Path, *extra: str) -> list[str]:
+        """Chromium's flags with a fresh user-data folder `profile` (created here; it must not exist yet)."""
+        Path(profile).mkdir(parents=True)
+        return [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra]
+
+    def webdriver(self, profile: Path, *extra: str):
+        """A Selenium WebDriver on this Chromium, through this chromedriver (no download); quit it when done."""
+        from selenium import webdriver  # the test extra's: imported by the browser tests alone
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(self.chromium)
+        for flag in self.flags(profile, *extra):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(self.driver)))
+
+
+def in_ci() -> bool:
+    """True under CI=true (any value but empty, 0, false, no)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _install_browser() -> str:
+    """Install Debian's chromium and chromium-driver with apt-get when this is root with apt-get; what happened."""
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return "cannot install them here (installing needs root and apt-get)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
+        done = subprocess.run(step, capture_output=True, text=True, env=env, timeout=1200)
+        if done.returncode:
+            return f"`{' '.join(step)}` failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
+    return "apt-get installed chromium and chromium-driver"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Browser:
+    """Headless Chromium and chromedriver (Debian's packages), installed with apt-get when missing and possible.
+    Missing all the same, the test is skipped here but fails under CI=true, with one message saying why."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    tried = _install_browser() if missing else ""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    problems = [f"{' and '.join(missing)} missing ({tried}): apt-get install -y chromium chromium-driver"] \
+        if missing else []
+    try:
+        import selenium  # noqa: F401 (the test extra's: needed by the browser tests alone)
+    except ImportError:
+        problems.append("the Python package selenium is missing: pip install -e '.[test]'")
+    if problems:
+        message = "no headless Chromium for the browser tests: " + "; ".join(problems)
+        if in_ci():
+            pytest.fail(f"{message} (CI=true: browser tests may not be skipped)", pytrace=False)
+        pytest.skip(message)
+    return Browser(CHROMIUM, CHROMEDRIVER)

@@ -20,7 +20,6 @@ from fragility.chapters import CHAPTERS
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 LAYERS = "blocks.0.conv, blocks.1.conv, fc, global"
 
 
@@ -180,18 +179,15 @@ def server(site):
     httpd.shutdown()
 
 
-def chromium(url: str, tmp_path, *extra) -> str:
+def chromium(browser, url: str, tmp_path, *extra) -> str:
     """The DOM of `url` after its scripts ran, in headless Chromium with every host but localhost unreachable."""
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", f"--user-data-dir={tmp_path / 'profile'}",
-             "--window-size=1400,2000", "--virtual-time-budget=15000", *extra]
-    return run(CHROMIUM, *flags, "--dump-dom", url, timeout=240).stdout
+    flags = browser.flags(tmp_path / "profile", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                          "--window-size=1400,2000", "--virtual-time-budget=15000", *extra)
+    return run(browser.chromium, *flags, "--dump-dom", url, timeout=240).stdout
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: apt-get install -y chromium")
-def test_equations_render_offline(server, tmp_path):
-    dom = chromium(f"{server}/book/method.html", tmp_path)
+def test_equations_render_offline(browser, server, tmp_path):
+    dom = chromium(browser, f"{server}/book/method.html", tmp_path)
     assert dom.count("<mjx-container") >= 10  # MathJax, bundled with the build, typeset the equations
     text = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)[^>]*>.*?</\1>", "", dom, flags=re.S))
     assert "\\sum" not in text and "$$" not in text and "\\bar" not in text  # no raw TeX left
@@ -216,22 +212,20 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: apt-get install -y chromium")
-def test_a_control_switches_the_figure_without_a_kernel(site, server, tmp_path):
+def test_a_control_switches_the_figure_without_a_kernel(browser, site, server, tmp_path):
     html, _, _ = site
     page = html / "book" / "_executed" / "fig04_baseline.html"
     probe = page.with_name("fig04_baseline.probe.html")
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
-    dom = chromium(f"{server}/book/_executed/{probe.name}", tmp_path)
+    dom = chromium(browser, f"{server}/book/_executed/{probe.name}", tmp_path)
     found = re.search(r'data-probe="([^"]*)"', dom)
     assert found, dom[-2000:]
     result = json.loads(found.group(1).replace("&quot;", '"'))
     assert result["before"][0] != result["after"][0]  # another view was chosen…
     assert result["before"][1] != result["after"][1] and result["width"] > 0  # …and a different figure drawn
     shot = tmp_path / "fig04.png"
-    run(CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'shot'}",
-        "--window-size=1400,2000", f"--screenshot={shot}", f"{server}/book/_executed/fig04_baseline.html",
-        timeout=240)
+    run(browser.chromium, *browser.flags(tmp_path / "shot", "--window-size=1400,2000", f"--screenshot={shot}"),
+        f"{server}/book/_executed/fig04_baseline.html", timeout=240)
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "fig04_baseline.png")
 

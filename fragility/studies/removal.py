@@ -199,7 +199,8 @@ def vs_filtering(ds, results, model, dataset, seed=None, input="clean", filter="
     out = []
     for s in seeds:
         removal = ds.sel(model=model, dataset=dataset, seed=s).reset_coords(drop=True)
-        removal = removal[["accuracy", "n_removed", "n_params"]].dropna("layer", how="all", subset=["n_params"])
+        removal = removal[["accuracy", "n_removed", "n_params", "epsilon"]].dropna("layer", how="all",
+                                                                                 subset=["n_params"])
         removal = removal.dropna("p", how="all", subset=["accuracy"]).dropna("draw", how="all", subset=["accuracy"])
         sweep = results.sel(model=model, dataset=dataset, seed=s, epoch=epoch).reset_coords(drop=True).load()
         out.append(compare_with_filtering(removal.sel(input=[input]), sweep, filter).sel(input=input, drop=True))
