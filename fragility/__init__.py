@@ -1,21 +1,24 @@
-"""fragility: fragile, robust and antifragile parameters of deep networks under synaptic filtering and FGSM.
+"""fragility: fragile, robust and antifragile parameters of deep networks under internal stress (synaptic filters…)
+and attacks (FGSM…).
 
 The reproducible companion to Pravin et al., "Fragility, robustness and antifragility in deep learning",
 Artificial Intelligence 327 (2024) 104060.
 """
 from . import figures, studies  # noqa: F401 (each chapter and study registers itself)
-from .attacks import fgsm, largest_epsilon, search_epsilon
+from .attacks import ATTACKS, FGSM, PGD, Attack, fgsm, largest_epsilon, register_attack, search_epsilon
 from .engine import sweep
 from .errors import FragilityError
 from .filters import FILTERS, synaptic_mask
 from .naive import sweep_naive
 from .scores import baseline, characterize, combined, display_normalize, scaled, scores
 from .store import layer_order, open_results
+from .stresses import STRESSES, Stress, register_stress
 from .studies import open_study
 from .verdicts import claims
 
 __all__ = [
-    "FILTERS", "FragilityError", "baseline", "characterize", "claims", "combined", "display_normalize", "fgsm",
-    "largest_epsilon", "layer_order", "open_results", "open_study", "scaled", "scores", "search_epsilon", "sweep",
-    "sweep_naive", "synaptic_mask",
+    "ATTACKS", "Attack", "FGSM", "FILTERS", "FragilityError", "PGD", "STRESSES", "Stress", "baseline",
+    "characterize", "claims", "combined", "display_normalize", "fgsm", "largest_epsilon", "layer_order",
+    "open_results", "open_study", "register_attack", "register_stress", "scaled", "scores", "search_epsilon",
+    "sweep", "sweep_naive", "synaptic_mask",
 ]

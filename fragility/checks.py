@@ -129,6 +129,30 @@ def device(value):
     return found
 
 
+def flag(value, name: str) -> bool:
+    """True or False (numpy booleans accepted) as a bool; anything else, 0 and 1 included, is refused."""
+    return bool(require(value, Rule(lambda v: isinstance(v, (bool, np.bool_)), "True or False"), name))
+
+
+def model(value, name: str = "model"):
+    """`value`, a torch.nn.Module whose parameters and buffers hold values on one device; a DataParallel or
+    DistributedDataParallel wrapper is unwrapped to the network it holds (its layers keep their own names)."""
+    from torch import nn  # deferred, as torch above
+
+    if not isinstance(value, nn.Module):
+        raise FragilityError(f"{name} must be a torch.nn.Module; got {type(value).__name__}.")
+    while isinstance(value, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        value = value.module
+    devices = {t.device for t in (*value.parameters(), *value.buffers())}
+    if any(d.type == "meta" for d in devices):
+        raise FragilityError(f"{name} has parameters on the meta device (shapes without values): load its weights "
+                             "first, e.g. model.to_empty(device='cpu') and then model.load_state_dict(…).")
+    if len(devices) > 1:
+        raise FragilityError(f"{name} has parameters on several devices ({', '.join(sorted(map(str, devices)))}): "
+                             "move it to one device (pass `device` to compute elsewhere; the model is copied there).")
+    return value
+
+
 def folder(path, name: str, create: bool = False) -> Path:
     """A folder that exists (or that can be created when `create`) and can be written to, as a Path."""
     path = Path(path)
@@ -178,7 +202,7 @@ def examples(x, y=None, classes: int | None = None):
             raise FragilityError("y is given with a DataLoader of batches: pass the DataLoader alone, or tensors x "
                                  "and y.")
         xs, ys = [], []
-        for batch in x:
+        for batch in _batches(x):
             if isinstance(batch, dict) or not isinstance(batch, (list, tuple)) or len(batch) < 2:
                 raise FragilityError(f"each batch must be an (x, y) pair of tensors; got {type(batch).__name__}"
                                      + (f" with keys {', '.join(map(str, batch))}" if isinstance(batch, dict) else "")
@@ -187,7 +211,12 @@ def examples(x, y=None, classes: int | None = None):
             ys.append(torch.as_tensor(batch[1]))
         if not xs:
             raise FragilityError("the DataLoader yields no batches: it must hold at least one example.")
-        x, y = torch.cat(xs), torch.cat(ys)
+        try:
+            x, y = torch.cat(xs), torch.cat(ys)
+        except RuntimeError:
+            shapes = ", ".join(map(str, sorted({tuple(b.shape[1:]) for b in xs})[:4]))
+            raise FragilityError(f"the DataLoader's batches hold examples of different shapes ({shapes}): every "
+                                 "example must have one shape (resize the images to one size).") from None
     if y is None:
         raise FragilityError("labels y are missing: pass y with a tensor x, or pass a DataLoader of (x, y).")
     try:
@@ -202,3 +231,13 @@ def examples(x, y=None, classes: int | None = None):
         raise FragilityError(f"labels must lie in 0..{classes - 1} for this {classes}-class model; got "
                              f"{int(y.min())}..{int(y.max())}.")
     return x, y.long()
+
+
+def _batches(loader):
+    """The batches of an iterable such as a DataLoader; one that fails to form a batch (examples of several shapes in
+    one batch…) gives one FragilityError."""
+    try:
+        yield from loader
+    except RuntimeError as err:
+        raise FragilityError(f"the DataLoader could not form a batch ({str(err).splitlines()[0][:160]}): every "
+                             "example must have one shape (resize the images to one size).") from None

@@ -2,7 +2,8 @@
 
 ``digits`` is scikit-learn's 8×8 digits made to look like MNIST (offline, always available);
 ``mnist`` and ``cifar10`` come through torchvision with their standard splits; ``tiny-imagenet``
-is the official archive, split per class 80/20 from its training set with a seed.
+is the official archive, split per class 80/20 from its training set with a seed. Each is registered
+by name with `register_dataset` (its DataInfo and a loader), which other data sets can use too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+import re
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,7 +30,6 @@ from torchvision.datasets.utils import calculate_md5, download_url, extract_arch
 from fragility import files
 from fragility.errors import FragilityError
 
-NAMES = ("digits", "mnist", "cifar10", "tiny-imagenet")
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_SIZE = 248_100_043
 TINY_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
@@ -50,19 +53,42 @@ class DataInfo:
 
 _MNIST_NORM = ((0.1307,), (0.3081,))
 _HALF = ((0.5,) * 3, (0.5,) * 3)
-_INFO = {
-    "digits": DataInfo("digits", 1, 28, 10, *_MNIST_NORM, 1797 - DIGITS_TEST, DIGITS_TEST),
-    "mnist": DataInfo("mnist", 1, 28, 10, *_MNIST_NORM, 60_000, 10_000),
-    "cifar10": DataInfo("cifar10", 3, 32, 10, *_HALF, 50_000, 10_000),
-    "tiny-imagenet": DataInfo("tiny-imagenet", 3, 64, 200, *_HALF, 80_000, 20_000),
-}
+DATASETS: dict[str, tuple[DataInfo, Callable, tuple[str, ...]]] = {}  # name: (info, loader, splits)
+NAMES: tuple[str, ...] = ()  # the registered names, in registration order (kept up to date by `register_dataset`)
+
+
+def register_dataset(name: str, info: DataInfo, splits: tuple[str, ...] = ("train", "test")):
+    """Decorator: register a loader `(split, root, download, seed) -> (images, labels)` under `name` with its
+    DataInfo: uint8 images (N, C, H, W) and int64 labels (or an ImageSet), for `load`, training and profiles.
+
+    Example:
+        >>> @register_dataset("fashion", DataInfo("fashion", 1, 28, 10, (0.286,), (0.353,), 60_000, 10_000))
+        ... def fashion(split, root, download, seed): ...
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        raise FragilityError(f"a dataset's name must be letters, digits, '.', '-' or '_'; got {name!r}.")
+    if not isinstance(info, DataInfo):
+        raise FragilityError(f"register_dataset({name!r}) needs its DataInfo; got {type(info).__name__}.")
+
+    def add(loader):
+        global NAMES
+        known = DATASETS.get(name)
+        if known is not None and (known[1].__module__, known[1].__qualname__) != (loader.__module__,
+                                                                                  loader.__qualname__):
+            raise FragilityError(f"a dataset named {name!r} is already registered ({known[1].__module__}."
+                                 f"{known[1].__qualname__}): choose another name.")
+        DATASETS[name] = (replace(info, name=name), loader, tuple(splits))
+        NAMES = tuple(DATASETS)
+        return loader
+
+    return add
 
 
 def info(name: str) -> DataInfo:
     """The DataInfo of a dataset name."""
-    if not isinstance(name, str) or name not in _INFO:
+    if not isinstance(name, str) or name not in DATASETS:
         raise FragilityError(f"unknown dataset {name!r}: use one of {', '.join(NAMES)}")
-    return _INFO[name]
+    return DATASETS[name][0]
 
 
 def data_root(root=None) -> pathlib.Path:
@@ -106,20 +132,13 @@ class ImageSet(torch.utils.data.Dataset):
 def load(name: str, split: str, root=None, download: bool = True, seed: int = 0) -> ImageSet:
     """Load a split ("train", "test"; also "val" for tiny-imagenet); ``seed`` picks Tiny ImageNet's split only."""
     meta = info(name)
-    splits = ("train", "test", "val") if name == "tiny-imagenet" else ("train", "test")
+    _, loader, splits = DATASETS[name]
     if split not in splits:
         raise FragilityError(f"unknown split {split!r} for {name}: use one of {', '.join(splits)}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise FragilityError(f"seed must be an int, got {seed!r}")
-    root = data_root(root)
-    if name == "digits":
-        images, labels = _digits(split)
-    elif name == "tiny-imagenet":
-        images, labels, classes = _tiny(root, split, download, seed)
-        meta = replace(meta, classes=classes)
-    else:
-        images, labels = _torchvision(name, split, root, download)
-    return ImageSet(images, labels, meta)
+    found = loader(split, data_root(root), download, seed)
+    return found if isinstance(found, ImageSet) else ImageSet(*found, meta)
 
 
 def subset_indices(size: int, n_test: int | None, seed: int = 0) -> torch.Tensor:
@@ -140,7 +159,8 @@ def test_subset(ds: ImageSet, n_test: int | None, seed: int = 0) -> tuple[torch.
 test_subset.__test__ = False  # not a pytest test, even when imported into a test module
 
 
-def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+@register_dataset("digits", DataInfo("digits", 1, 28, 10, *_MNIST_NORM, 1797 - DIGITS_TEST, DIGITS_TEST))
+def _digits(split: str, root=None, download=True, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
     """sklearn digits as MNIST: 8×8 → 20×20 bilinear, 0..16 → 0..255, centred in 28×28; fixed split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -151,6 +171,16 @@ def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     train, test = train_test_split(np.arange(len(x)), test_size=DIGITS_TEST, stratify=d.target, random_state=0)
     idx = torch.from_numpy(np.sort(train if split == "train" else test))
     return x[idx], torch.from_numpy(d.target).long()[idx]
+
+
+@register_dataset("mnist", DataInfo("mnist", 1, 28, 10, *_MNIST_NORM, 60_000, 10_000))
+def _mnist(split: str, root: pathlib.Path, download: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    return _torchvision("mnist", split, root, download)
+
+
+@register_dataset("cifar10", DataInfo("cifar10", 3, 32, 10, *_HALF, 50_000, 10_000))
+def _cifar10(split: str, root: pathlib.Path, download: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    return _torchvision("cifar10", split, root, download)
 
 
 def _torchvision(name: str, split: str, root: pathlib.Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +227,13 @@ def _gunzip_mnist(raw: pathlib.Path) -> None:
 def _gunzip(src: pathlib.Path, dst: str) -> None:
     with gzip.open(src, "rb") as f, open(dst, "wb") as g:
         shutil.copyfileobj(f, g)
+
+
+@register_dataset("tiny-imagenet", DataInfo("tiny-imagenet", 3, 64, 200, *_HALF, 80_000, 20_000),
+                  ("train", "test", "val"))
+def _tiny_set(split: str, root: pathlib.Path, download: bool, seed: int) -> ImageSet:
+    images, labels, classes = _tiny(root, split, download, seed)
+    return ImageSet(images, labels, replace(info("tiny-imagenet"), classes=classes))
 
 
 def _tiny(root: pathlib.Path, split: str, download: bool, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:

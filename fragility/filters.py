@@ -1,23 +1,17 @@
-"""Synaptic filters h1, h2, h3: which weights survive at threshold index i (Eq. 1, 7, 8, 9)."""
+"""Synaptic filters h1, h2, h3 by name (Eq. 1, 7, 8, 9): the functional interface to the stresses of the same names
+in `fragility.stresses` (one module each), kept for callers of `synaptic_mask` and `thresholds`."""
 from __future__ import annotations
 
 import torch
 
 from . import checks
 from .errors import FragilityError
+from .stresses import STRESSES, check_intervals, check_weights
+from .stresses.base import MAX_INTERVALS
 
 FILTERS = ("h1", "h2", "h3")
-MAX_INTERVALS = 10_000  # the paper: 25; each threshold costs a pass over the test set
-
-
-def check_weights(theta: torch.Tensor, name: str = "the weights") -> None:
-    """Refuse weights the method is undefined for: NaN/Inf, or all zeros (Definition 1)."""
-    if theta.numel() == 0:
-        raise FragilityError(f"{name} are empty: filter a layer that has weights.")
-    if not torch.isfinite(theta).all():
-        raise FragilityError(f"{name} contain NaN or Inf: load a healthy checkpoint before filtering.")
-    if not theta.any():
-        raise FragilityError(f"{name} are all zero: synaptic filtering needs non-zero weights (Definition 1).")
+__all__ = ["FILTERS", "MAX_INTERVALS", "check_filter", "check_intervals", "check_weights", "keep_mask", "masks",
+           "synaptic_mask", "thresholds"]
 
 
 def check_filter(kind: str) -> None:
@@ -26,33 +20,13 @@ def check_filter(kind: str) -> None:
         raise FragilityError(f"unknown filter {kind!r}: choose from {', '.join(FILTERS)}.")
 
 
-def check_intervals(A) -> int:
-    """A, a whole number of intervals ≥ 1 (numpy integers accepted), as an int."""
-    return int(checks.require(A, checks.Rule(lambda v: checks.is_whole(v) and 1 <= v <= MAX_INTERVALS,
-                                             f"the number of threshold intervals, a whole number in "
-                                             f"1..{MAX_INTERVALS}"), "A"))
-
-
 def thresholds(kind: str, A: int, lo: float, hi: float) -> torch.Tensor:
     """t_i for i = 0..A in weight units, float64 (Eq. 7–9); the h3 value is the window centre.
 
     The grid ends exactly at lo and hi, so h1/h2 remove every weight at i = A.
     """
     check_filter(kind)
-    A = check_intervals(A)
-    i = torch.arange(A + 1, dtype=torch.float64)
-    delta = (hi - lo) / A
-    t = (hi - i * delta) if kind == "h2" else (lo + i * delta)
-    t[0], t[A] = (hi, lo) if kind == "h2" else (lo, hi)
-    return t
-
-
-def _window_edges(A: int, lo: float, hi: float) -> torch.Tensor:
-    """h3 window edges b_0..b_{A+1}: window i is (b_i, b_{i+1}], with open outer ends so windows partition."""
-    k = torch.arange(A + 2, dtype=torch.float64)
-    edges = lo + (k - 0.5) * ((hi - lo) / A)
-    edges[0], edges[-1] = -float("inf"), float("inf")
-    return edges
+    return STRESSES[kind]().thresholds(check_intervals(A), lo, hi)
 
 
 def synaptic_mask(theta: torch.Tensor, kind: str, i: int, A: int, lo: float | None = None,
@@ -93,12 +67,8 @@ def synaptic_mask(theta: torch.Tensor, kind: str, i: int, A: int, lo: float | No
 
 
 def keep_mask(w: torch.Tensor, kind: str, i: int, A: int, lo: float, hi: float) -> torch.Tensor:
-    """`synaptic_mask` without the checks, for float64 weights already validated (the sweep's inner loop)."""
-    if kind == "h3":
-        edges = _window_edges(A, lo, hi)
-        return ~((w > edges[i]) & (w <= edges[i + 1]))
-    t = float(thresholds(kind, A, lo, hi)[i])
-    return w > t if kind == "h1" else w < t
+    """`synaptic_mask` without the checks, for float64 weights already validated."""
+    return STRESSES[kind]().keep(w, i, A, lo, hi, "")
 
 
 def masks(theta: torch.Tensor, kind: str, A: int, lo: float | None = None, hi: float | None = None) -> torch.Tensor:

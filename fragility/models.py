@@ -1,4 +1,5 @@
-"""The networks of the study (the paper's Sec. 4.3): torchvision architectures adapted to the input, and a small CNN.
+"""The networks of the study (the paper's Sec. 4.3): torchvision architectures adapted to the input, and a small CNN,
+each registered by name with `register_model` (a builder `(channels, classes, **kwargs) -> nn.Module`).
 
 Initialisation: every Conv2d and Linear weight is drawn with
 ``nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")``, i.e. U(−b, b) with
@@ -8,7 +9,9 @@ forked CPU RNG seeded by it, so the weights depend on the seed alone and the cal
 state is left untouched.
 """
 
+import re
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -16,7 +19,36 @@ from torchvision import models as tv
 
 from fragility.errors import FragilityError
 
-NAMES = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "shufflenet_v2_x1_0", "shufflenet_v2_x0_5", "smallcnn")
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+NAMES: tuple[str, ...] = ()  # the registered names, in registration order (kept up to date by `register_model`)
+
+
+def register_model(name: str):
+    """Decorator: register a builder `(channels, classes, **kwargs) -> nn.Module` under `name`, for `build`,
+    training and profiles. The keyword arguments hold `depth` (smallcnn's number of blocks); others ignore it.
+
+    Example:
+        >>> @register_model("mlp")
+        ... def mlp(channels, classes, **kwargs):
+        ...     return nn.Sequential(nn.Flatten(), nn.LazyLinear(classes))
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        raise FragilityError(f"a model's name must be letters, digits, '.', '-' or '_'; got {name!r}.")
+
+    def add(builder):
+        global NAMES
+        if not callable(builder):
+            raise FragilityError(f"register_model({name!r}) decorates a builder function; got {builder!r}.")
+        known = MODELS.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (builder.__module__,
+                                                                            builder.__qualname__):
+            raise FragilityError(f"a model named {name!r} is already registered ({known.__module__}."
+                                 f"{known.__qualname__}): choose another name.")
+        MODELS[name] = builder
+        NAMES = tuple(MODELS)
+        return builder
+
+    return add
 
 
 class SmallCNN(nn.Sequential):
@@ -42,17 +74,57 @@ class SmallCNN(nn.Sequential):
         ))
 
 
-def _torchvision(name: str, channels: int, classes: int) -> nn.Module:
-    """A torchvision architecture with `classes` outputs and its first conv taking `channels` inputs (Sec. 4.3)."""
+def _resnet(name: str, channels: int, classes: int) -> nn.Module:
+    """A torchvision ResNet whose first conv takes `channels` inputs (Sec. 4.3)."""
     model = getattr(tv, name)(weights=None, num_classes=classes)
     if channels != 3:
-        if name.startswith("resnet"):
-            model.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
-        elif name.startswith("squeezenet"):
-            model.features[0] = nn.Conv2d(channels, 64, 3, 2)
-        else:
-            model.conv1[0] = nn.Conv2d(channels, 24, 3, 2, 1, bias=False)
+        model.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
     return model
+
+
+@register_model("resnet18")
+def resnet18(channels: int, classes: int, **_) -> nn.Module:
+    return _resnet("resnet18", channels, classes)
+
+
+@register_model("resnet34")
+def resnet34(channels: int, classes: int, **_) -> nn.Module:
+    return _resnet("resnet34", channels, classes)
+
+
+@register_model("resnet50")
+def resnet50(channels: int, classes: int, **_) -> nn.Module:
+    return _resnet("resnet50", channels, classes)
+
+
+@register_model("squeezenet1_1")
+def squeezenet1_1(channels: int, classes: int, **_) -> nn.Module:
+    model = tv.squeezenet1_1(weights=None, num_classes=classes)
+    if channels != 3:
+        model.features[0] = nn.Conv2d(channels, 64, 3, 2)
+    return model
+
+
+def _shufflenet(name: str, channels: int, classes: int) -> nn.Module:
+    model = getattr(tv, name)(weights=None, num_classes=classes)
+    if channels != 3:
+        model.conv1[0] = nn.Conv2d(channels, 24, 3, 2, 1, bias=False)
+    return model
+
+
+@register_model("shufflenet_v2_x1_0")
+def shufflenet_v2_x1_0(channels: int, classes: int, **_) -> nn.Module:
+    return _shufflenet("shufflenet_v2_x1_0", channels, classes)
+
+
+@register_model("shufflenet_v2_x0_5")
+def shufflenet_v2_x0_5(channels: int, classes: int, **_) -> nn.Module:
+    return _shufflenet("shufflenet_v2_x0_5", channels, classes)
+
+
+@register_model("smallcnn")
+def smallcnn(channels: int, classes: int, depth: int = 2, **_) -> nn.Module:
+    return SmallCNN(channels, classes, depth)
 
 
 def _init(model: nn.Module) -> None:
@@ -66,7 +138,9 @@ def _init(model: nn.Module) -> None:
 
 def _construct(name: str, channels: int, classes: int, depth: int) -> nn.Module:
     """The initialised network, drawing from the current global RNG."""
-    model = SmallCNN(channels, classes, depth) if name == "smallcnn" else _torchvision(name, channels, classes)
+    model = MODELS[name](channels, classes, depth=depth)
+    if not isinstance(model, nn.Module):
+        raise FragilityError(f"the builder of model {name!r} returned {type(model).__name__}, not a torch.nn.Module.")
     _init(model)
     return model
 
@@ -74,8 +148,8 @@ def _construct(name: str, channels: int, classes: int, depth: int) -> nn.Module:
 def build(name: str, channels: int = 1, classes: int = 10, seed: int | None = None, depth: int = 2) -> nn.Module:
     """The network `name` for `channels`-channel images and `classes` classes, Kaiming-uniform initialised from
     `seed` (`depth` is for smallcnn only)."""
-    if name not in NAMES:
-        raise FragilityError(f"unknown model {name!r}; choose one of {', '.join(NAMES)}")
+    if not isinstance(name, str) or name not in MODELS:
+        raise FragilityError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     for label, value in (("channels", channels), ("classes", classes), ("depth", depth)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise FragilityError(f"{label} must be a positive integer, got {value!r}")

@@ -1,4 +1,4 @@
-"""The oracle: the plain per-threshold loop (copy the model, load filtered weights, evaluate everything).
+"""The oracle: the plain per-threshold loop (copy the model, load the stressed weights, evaluate everything).
 
 Slow on purpose and obviously right; `fragility.sweep` must give the same accuracies.
 """
@@ -11,35 +11,34 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from .attacks import fgsm
 from .engine import base_correct, batchnorm_statistics, prepare, tf32, to_dataset
 from .preserve import preserved
 
 
 def sweep_naive(model, x, y=None, **options) -> xr.Dataset:
-    """`fragility.sweep` the plain way: same arguments, same Dataset, no reuse of any kind (one mask per pass)."""
+    """`fragility.sweep` the plain way: same arguments, same Dataset, no reuse of any kind (one network per pass)."""
     with preserved(model), batchnorm_statistics(model, options.get("batchnorm", "running")), \
             tf32(options.get("precision") == "tf32"):
-        stress = prepare(model, x, y, **options)
-        stress.masks_per_pass = 1
-        base = base_correct(stress)
-        shape = (len(stress.units), len(stress.filters), stress.A + 1)
+        plan = prepare(model, x, y, **options)
+        plan.masks_per_pass = 1
+        base = base_correct(plan)
+        shape = (len(plan.units), len(plan.stresses), plan.A + 1)
         correct, n_filtered = np.zeros(shape + base.shape, dtype=bool), np.zeros(shape, dtype=np.int64)
         cells = [(u, f, i) for u in range(shape[0]) for f in range(shape[1]) for i in range(shape[2])]
-        for u, f, i in tqdm(cells, desc="oracle", disable=not stress.progress):
-            masks = stress.masks(stress.units[u], stress.filters[f], i)
-            n_filtered[u, f, i] = sum(int((~m).sum()) for m in masks.values())
-            filtered = copy.deepcopy(stress.model)
+        for u, f, i in tqdm(cells, desc="oracle", disable=not plan.progress):
+            unit, stress = plan.unit(plan.units[u]), plan.stresses[f]
+            n_filtered[u, f, i] = stress.effect(unit, i, plan.A)[0]
+            filtered = copy.deepcopy(plan.model)  # tied layers stay one tensor in the copy
             modules = dict(filtered.named_modules())
             with torch.no_grad():
-                for name, m in masks.items():
-                    modules[name].weight.copy_(stress.weights[name] * m.to(stress.weights[name].device))
+                for name, w in stress.weights(unit, i, plan.A).items():
+                    modules[name].weight.copy_(w)
             start = 0
-            for xb, yb, ab in stress.batches():
+            for xb, yb, ab in plan.batches():
                 if ab is None:
-                    ab = fgsm(filtered, xb, yb, stress.epsilon, batch_size=len(xb))
-                with torch.no_grad(), stress.autocast():
+                    ab = plan.attack(filtered, xb, yb, batch_size=len(xb), start=start)
+                with torch.no_grad(), plan.autocast():
                     for j, inp in enumerate((xb, ab)):
                         correct[u, f, i, j, start:start + len(yb)] = (filtered(inp).argmax(1) == yb).cpu().numpy()
                 start += len(yb)
-        return to_dataset(stress, correct, n_filtered, base, "oracle")
+        return to_dataset(plan, correct, n_filtered, base, "oracle")

@@ -6,10 +6,13 @@ included), runs per chunk of K masks. In a chunk the K filtered weights θ̃ = B
 folded into the batch, mask-major: a filtered layer whose input the masks share becomes one convolution (or matmul)
 with K·C_out outputs; one whose input is already folded (a layer called twice, every layer after the first for
 `global`) runs once per mask on its slice of the batch; every other operation runs unchanged on K·N samples, upstream
-values repeated K times where they meet folded ones. The adaptive attack (Definition 7) folds K into the batch of the
-whole network, so that one backward gives each masked network its own input gradient; one mask at a time reuses the
-upstream instead (forward once per batch, backward per mask). Models FX cannot trace, and units whose upstream hands
-the downstream part something other than batches of samples (a batch size…), run one mask per pass.
+values repeated K times where they meet folded ones. An attack crafted against each filtered network
+(`crafted="adaptive"`) runs the attack's own `perturb` with the input gradient of each masked network: K masks are
+folded into the batch of the whole network, so that one backward gives each masked network its own input gradient;
+one mask at a time reuses the upstream instead for the gradient at the clean inputs (forward once per batch, backward
+per mask), and an iterative attack's later steps, at inputs of their own, run the whole network (one forward and one
+backward per step). Models FX cannot trace, and units whose upstream hands the downstream part something other than
+batches of samples (a batch size…), run one mask per pass.
 
 On CPU batching buys nothing: ResNet-18 at 1×28×28, 100 images, A = 4, four layers + global, one thread of this
 project's 2-core machine took 7.8 / 8.3 / 9.5 s (fixed attack) and 17.2 / 20.1 / 19.7 s (adaptive) at K = 1 / 4 / 8,
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from .engine import Stress
+    from .plan import Plan
 
 CPU_MASKS_PER_PASS = 1  # "auto" on CPU: batching masks measured no faster there (see above)
 MEMORY_FRACTION = 0.5  # "auto" on CUDA: the share of free memory K masks may take, from the peak of one
@@ -152,7 +155,7 @@ class _Net:
         if self.cut is None:
             return [x]
         up, frontier, _ = self.cut
-        env = {self.graph.placeholder: x}
+        env = {self.graph.placeholder: x.clone()}  # a model that edits its input in place edits this copy
         self.graph.evaluate(up, env, keep=frontier)
         values = [env[n] for n in frontier]
         self.foldable = all(isinstance(v, torch.Tensor) and v.dim() > 0 and len(v) == len(x)
@@ -187,22 +190,22 @@ def _hits(logits: torch.Tensor, y: torch.Tensor, k: int) -> np.ndarray:
     return (logits.argmax(-1).view(k, -1, len(y)) == y).cpu().numpy()
 
 
-def _count(stress: Stress, net: _Net, weight_sets: list, k: int, batches, bar=None,
+def _count(plan: Plan, net: _Net, weight_sets: list, k: int, batches, bar=None,
            clean_only: bool = False) -> np.ndarray:
     """Which examples each weight set's network classifies correctly, booleans (len(weight_sets), inputs,
     examples) over `batches`, masks in chunks of at most k per pass. Clean and fixed adversarial inputs share a
-    pass, except under batch statistics (`stress.batchnorm == "batch"`), where each is a batch of its own."""
-    correct = np.zeros((len(weight_sets), 1 if clean_only else 2, len(stress.y)), dtype=bool)
+    pass, except under batch statistics (`plan.batchnorm == "batch"`), where each is a batch of its own."""
+    correct = np.zeros((len(weight_sets), 1 if clean_only else 2, len(plan.y)), dtype=bool)
     if not weight_sets:
         return correct
     chunks = np.array_split(np.arange(len(weight_sets)), -(-len(weight_sets) // k))  # sizes k or k − 1, largest first
-    fixed = clean_only or stress.attack == "fixed"
-    apart = stress.batchnorm == "batch"
+    fixed = clean_only or plan.crafted == "fixed"
+    apart = plan.batchnorm == "batch"
     start = 0
     for xb, yb, ab in batches:
         part = slice(start, start + len(yb))
         start += len(yb)
-        with torch.no_grad(), stress.autocast():
+        with torch.no_grad(), plan.autocast():
             if fixed:
                 parts = [xb] if clean_only else [xb, ab] if apart else [torch.cat([xb, ab])]
                 frontiers = [net.upstream(p) for p in parts]
@@ -216,7 +219,7 @@ def _count(stress: Stress, net: _Net, weight_sets: list, k: int, batches, bar=No
                         [_hits(net.downstream(weights, f, len(idx), shared=True), yb, len(idx)) for f in frontiers],
                         axis=1)
                 else:
-                    correct[idx, :, part] = _adaptive(stress, net, weights, xb, yb, frontier, len(idx))
+                    correct[idx, :, part] = _adaptive(plan, net, weights, xb, yb, frontier, len(idx), part.start)
                 if bar is not None:
                     bar.update(len(idx))
     return correct
@@ -235,77 +238,85 @@ def _frontier_vjp(net: _Net, x: torch.Tensor) -> tuple:
     return values, floats, *torch.func.vjp(differentiable, x)
 
 
-def _adaptive(stress: Stress, net: _Net, weights: dict, x: torch.Tensor, y: torch.Tensor, frontier: tuple | None,
-              k: int) -> np.ndarray:
-    """Which examples are classified correctly, booleans (k, 2, len(y)), on clean inputs and on FGSM inputs crafted
-    against each of the k masked networks."""
+def _adaptive(plan: Plan, net: _Net, weights: dict, x: torch.Tensor, y: torch.Tensor, frontier: tuple | None,
+              k: int, start: int) -> np.ndarray:
+    """Which examples are classified correctly, booleans (k, 2, len(y)), on clean inputs and on the attack's inputs
+    crafted against each of the k masked networks (`plan.attack.perturb`, one forward and one backward per gradient
+    it asks for); `start` is the batch's first example's number in the test set."""
+    xs, ys, found = _repeat(x, k), _repeat(y, k), []
 
     def loss(inputs, forward):
         logits = forward(inputs)
-        return F.cross_entropy(logits.float(), _repeat(y, k), reduction="sum"), logits
+        return F.cross_entropy(logits.float(), ys, reduction="sum"), logits
 
-    if k == 1:  # the batch's cached upstream: the downstream part's gradient at the frontier, then upstream's backward
-        values, floats, cached, up_vjp = frontier
-        cotangents, clean = torch.func.grad(loss, has_aux=True)(cached, lambda diff: net.downstream(
-            weights, [diff[floats.index(i)] if i in floats else v for i, v in enumerate(values)]))
-        (grad,) = up_vjp(cotangents)
-    else:  # the whole network on the k·N folded samples: one forward and one backward for the k masks
-        grad, clean = torch.func.grad(loss, has_aux=True)(_repeat(x, k), lambda xs: net(weights, xs, k))
-    adversarial = net(weights, _repeat(x, k) + stress.epsilon * grad.sign(), k)
+    def gradient(inputs):
+        if inputs is xs and k == 1:  # the clean batch's cached upstream: the downstream part's gradient at the
+            values, floats, cached, up_vjp = frontier  # frontier, then upstream's backward
+            cotangents, logits = torch.func.grad(loss, has_aux=True)(cached, lambda diff: net.downstream(
+                weights, [diff[floats.index(i)] if i in floats else v for i, v in enumerate(values)]))
+            (grad,) = up_vjp(cotangents)
+        else:  # the whole network on the k·N folded samples: one forward and one backward for the k masks
+            grad, logits = torch.func.grad(loss, has_aux=True)(inputs, lambda v: net(weights, v, k))
+        if inputs is xs:
+            found.append(logits)
+        return grad
+
+    adversarial = net(weights, plan.attack.perturb(gradient, xs, _repeat(torch.arange(start, start + len(y)), k)), k)
+    clean = found[0] if found else net.downstream(weights, frontier[0]) if k == 1 else net(weights, xs, k)
     return np.concatenate([_hits(clean, y, k), _hits(adversarial, y, k)], axis=1)
 
 
-def resolve(stress: Stress, graph: _Graph | None, unit: str, weight_sets: list, clean_only: bool = False) -> int:
-    """K, the masks per pass for `unit`: `stress.masks_per_pass`, or for "auto" CPU_MASKS_PER_PASS on CPU and on CUDA
+def resolve(plan: Plan, graph: _Graph | None, unit: str, weight_sets: list, clean_only: bool = False) -> int:
+    """K, the masks per pass for `unit`: `plan.masks_per_pass`, or for "auto" CPU_MASKS_PER_PASS on CPU and on CUDA
     as many masks as MEMORY_FRACTION of the free memory holds, from the peak memory of one mask on one batch; 1
     without a graph cut."""
-    net = _Net(stress.model, graph, stress.members(unit))
+    net = _Net(plan.model, graph, plan.modules(unit))
     if net.cut is None or not weight_sets:
         return 1
-    if stress.batchnorm == "batch":
+    if plan.batchnorm == "batch":
         return 1  # batch statistics over K folded masks would mix the masks
-    if stress.masks_per_pass != "auto":
-        return stress.masks_per_pass
-    device = stress.x.device
+    if plan.masks_per_pass != "auto":
+        return plan.masks_per_pass
+    device = plan.x.device
     if device.type != "cuda":
         return CPU_MASKS_PER_PASS
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     start = torch.cuda.memory_allocated(device)
-    _count(stress, net, weight_sets[:1], 1, [next(stress.batches())], clean_only=clean_only)
+    _count(plan, net, weight_sets[:1], 1, [next(plan.batches())], clean_only=clean_only)
     peak = torch.cuda.max_memory_allocated(device) - start
     free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return max(1, min(len(weight_sets), int(MEMORY_FRACTION * free) // max(peak, 1)))
 
 
-def evaluate(stress: Stress, graph: _Graph | None, unit: str, weight_sets: list, bar=None,
+def evaluate(plan: Plan, graph: _Graph | None, unit: str, weight_sets: list, bar=None,
              clean_only: bool = False, masks_per_pass: int | None = None) -> tuple[np.ndarray, int]:
     """Which examples each weight set's network classifies correctly (see `_count`) and the K it used. When the
-    masks cannot share a pass: a warning, and K = 1 for this unit and, through `stress.masks_per_pass`, the ones
+    masks cannot share a pass: a warning, and K = 1 for this unit and, through `plan.masks_per_pass`, the ones
     after it."""
-    net = _Net(stress.model, graph, stress.members(unit))
-    k = 1 if net.cut is None or stress.batchnorm == "batch" else \
-        masks_per_pass or resolve(stress, graph, unit, weight_sets, clean_only)
+    net = _Net(plan.model, graph, plan.modules(unit))
+    k = 1 if net.cut is None or plan.batchnorm == "batch" else \
+        masks_per_pass or resolve(plan, graph, unit, weight_sets, clean_only)
     try:
-        return _count(stress, net, weight_sets, k, stress.batches(), bar, clean_only), k
+        return _count(plan, net, weight_sets, k, plan.batches(), bar, clean_only), k
     except RuntimeError as err:  # an operation that breaks on K·N samples, or memory runs out
         if k == 1:
             raise
         warnings.warn(f"the masks cannot share a pass ({type(err).__name__}: {str(err).split('. ')[0]}); from "
                       f"{unit!r} on, one mask per pass, which is correct but slower.", stacklevel=2)
-        stress.masks_per_pass = 1
+        plan.masks_per_pass = 1
         if bar is not None:
             bar.reset()
-        return _count(stress, net, weight_sets, 1, stress.batches(), bar, clean_only), 1
+        return _count(plan, net, weight_sets, 1, plan.batches(), bar, clean_only), 1
 
 
-def count_correct(stress: Stress, graph: _Graph | None, unit: str, weight_sets: list, bar=None,
+def count_correct(plan: Plan, graph: _Graph | None, unit: str, weight_sets: list, bar=None,
                   clean_only: bool = False, masks_per_pass: int | None = None) -> np.ndarray:
     """Correct counts (len(weight_sets), inputs) with the unit's weights replaced by each weight_sets[k]() in turn.
 
     Through the graph cut when there is one (upstream once per batch, the layers and their dependants per chunk of
-    masks), else the whole network per mask. Inputs are clean and adversarial (fixed: `stress.x_adv`; adaptive:
-    FGSM against each filtered network), or clean only. K masks share a pass: `masks_per_pass`, by default
-    `stress.masks_per_pass` ("auto": see `resolve`).
+    masks), else the whole network per mask. Inputs are clean and adversarial (fixed: `plan.x_adv`; adaptive: the
+    attack crafted against each filtered network), or clean only. K masks share a pass: `masks_per_pass`, by default
+    `plan.masks_per_pass` ("auto": see `resolve`).
     """
-    return evaluate(stress, graph, unit, weight_sets, bar, clean_only, masks_per_pass)[0].sum(-1)
+    return evaluate(plan, graph, unit, weight_sets, bar, clean_only, masks_per_pass)[0].sum(-1)

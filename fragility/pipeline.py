@@ -86,6 +86,8 @@ def epsilon_task(profile: Profile, results, model: str, dataset: str, data_dir=N
     record = {"model": model, "dataset": dataset, "seed": seed, "epoch": epoch, "ratio": profile.ratio,
               "n_test": profile.n_test, "config_hash": profile.config_hash(model, dataset, seed),
               "batchnorm": profile.batchnorm, "batch_size": profile.batch_size}
+    if dict(profile.method) != {"name": "fgsm"}:  # records of FGSM, the first attack, stay as they were
+        record["method"] = dict(profile.method)
     if path.is_file():
         try:
             stored = json.loads(path.read_text())
@@ -101,7 +103,8 @@ def epsilon_task(profile: Profile, results, model: str, dataset: str, data_dir=N
     net = _checkpoint(profile, results, model, dataset, seed, epoch, device)[0]
     start = time.perf_counter()
     with engine.batchnorm_statistics(net, profile.batchnorm):
-        epsilon = search_epsilon(net, x.to(device), y.to(device), ratio=profile.ratio, batch_size=profile.batch_size)
+        epsilon = search_epsilon(net, x.to(device), y.to(device), ratio=profile.ratio, batch_size=profile.batch_size,
+                                 attack=profile.adversary())
     files.write_json({**record, "epsilon": epsilon, "seconds": round(time.perf_counter() - start, 2),
                       "device": device_description(device)}, path)
     return epsilon
@@ -115,8 +118,9 @@ def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=Non
     x, y, image = _test_set(profile, dataset, data_dir)
     net, meta = _checkpoint(profile, Path(checkpoints), model, dataset, seed, epoch, device)
     start = time.perf_counter()
-    responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters, epsilon=epsilon, attack=profile.attack,
-                             ratio=profile.ratio, batch_size=profile.batch_size, device=device, progress=progress,
+    responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters, epsilon=epsilon,
+                             attack=profile.adversary(), crafted=profile.attack, ratio=profile.ratio,
+                             batch_size=profile.batch_size, device=device, progress=progress,
                              batchnorm=profile.batchnorm, image=image)
     ds = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name, config_hash=meta["config_hash"],
                        sweep_hash=profile.sweep_hash, epsilon_policy=str(profile.epsilon),

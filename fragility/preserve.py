@@ -1,7 +1,8 @@
 """The user's model comes back exactly as it was: `preserved(model)` restores, on exit and also when the call
 fails, each submodule's train/eval mode, every parameter's gradient and requires_grad flag, the module hooks, and
 (with `values=True`, for code that edits weights or statistics in place) every parameter and buffer value and the
-BatchNorm momenta. fragility never moves a caller's model: work on another device or layout happens on a copy.
+BatchNorm momenta. fragility never moves a caller's model: work on another device or layout happens on a copy, and
+`inputs_copied` keeps a model that edits its input in place from changing the caller's tensors.
 """
 from __future__ import annotations
 
@@ -43,3 +44,19 @@ def preserved(model: nn.Module, values: bool = False):
         for p, grad, flag in zip(parameters, grads, flags):
             p.grad = grad
             p.requires_grad_(flag)
+
+
+def copy_inputs(module: nn.Module, args: tuple) -> tuple:
+    """A forward pre-hook: the module's tensor arguments replaced by copies."""
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@contextlib.contextmanager
+def inputs_copied(model: nn.Module):
+    """While inside, every call of `model` gets copies of its tensor inputs, so that a model that edits its input in
+    place never changes the caller's tensors, nor inputs that fragility reuses."""
+    handle = model.register_forward_pre_hook(copy_inputs)
+    try:
+        yield model
+    finally:
+        handle.remove()

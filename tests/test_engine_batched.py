@@ -27,13 +27,14 @@ def flags():
     return tuple(getattr(owner, name) for owner, name in tf32_flags())
 
 
-def filtered_copy(stress, unit, kind, i):
-    """The stressed model with unit's weights filtered by (kind, i), as the oracle builds it."""
-    net = copy.deepcopy(stress.model)
+def filtered_copy(plan, unit, kind, i):
+    """The model with unit's weights stressed by (kind, i), as the oracle builds it."""
+    net = copy.deepcopy(plan.model)
     modules = dict(net.named_modules())
+    stress = plan.stresses[plan.filters.index(kind)]
     with torch.no_grad():
-        for name, m in stress.masks(unit, kind, i).items():
-            modules[name].weight.copy_(stress.weights[name] * m.to(stress.weights[name].device))
+        for name, w in stress.weights(plan.unit(unit), i, plan.A).items():
+            modules[name].weight.copy_(w)
     return net
 
 

@@ -10,6 +10,7 @@ may instead be a mapping that gives a model its own, e.g. fewer seeds for a slow
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -21,12 +22,12 @@ from pathlib import Path
 import yaml
 
 from .. import data, models, studies, training
-from ..engine import ATTACKS, BATCHNORM
+from ..attacks import ATTACKS
 from ..errors import FragilityError
-from ..filters import FILTERS
+from ..plan import BATCHNORM, CRAFTED
+from ..stresses import STRESSES
 
 EPSILON_POLICIES = ("auto", "per-checkpoint")
-ATTACK_NAMES = ("fgsm",)
 THREADS = 2  # the documented default: every task of a profile computes with this many CPU threads
 
 
@@ -66,10 +67,13 @@ CHECKS = {
     "every": (_count(1), "the checkpoint interval in epochs, a whole number ≥ 1"),
     "n_test": (lambda v: v is None or _count(1)(v), "the number of test images, a whole number ≥ 1, or null for all"),
     "A": (_count(1), "the number of threshold intervals, a whole number ≥ 1 (the paper: 25)"),
-    "filters": (_items(lambda v: v in FILTERS), f"a list of distinct filters from {', '.join(FILTERS)}"),
-    "attack": (lambda v: v in ATTACK_NAMES + ATTACKS or (isinstance(v, dict) and v.get("name") in ATTACK_NAMES),
-               f"an attack: {', '.join(ATTACK_NAMES)} (or a mapping such as {{name: fgsm}})"),
-    "crafted": (lambda v: v is None or v in ATTACKS,
+    "filters": (_items(lambda v: isinstance(v, str) and v in STRESSES),
+                f"a list of distinct stresses from {', '.join(STRESSES)} (or another registered one)"),
+    "attack": (lambda v: (isinstance(v, str) and (v in ATTACKS or v in CRAFTED))
+               or (isinstance(v, dict) and isinstance(v.get("name"), str) and v["name"] in ATTACKS),
+               f"an attack: {', '.join(ATTACKS)} (or another registered one), or a mapping of its name and "
+               "parameters such as {name: pgd, steps: 10}"),
+    "crafted": (lambda v: v is None or v in CRAFTED,
                 "when the perturbation is crafted: fixed (once, against the unfiltered network: the paper) or adaptive "
                 "(against each filtered network: the authors' code)"),
     "batchnorm": (lambda v: v in BATCHNORM, "running (BatchNorm's running statistics: eval mode, the paper's reading) "
@@ -126,7 +130,7 @@ class Profile:
     grids: tuple[tuple[str, Grid], ...] = ()
     batchnorm: str = "running"
     threads: int = THREADS
-    method: tuple = (("name", "fgsm"),)  # the attack's name and parameters
+    method: tuple = (("name", "fgsm"),)  # the attack's name and the parameters that differ from its defaults
 
     def grid(self, model: str) -> Grid:
         """The seeds, epochs and checkpoint interval of `model` (the profile's own unless the model has its own)."""
@@ -148,6 +152,11 @@ class Profile:
         return training.TrainConfig(model, dataset, seed, epochs=g.epochs[-1], every=g.every,
                                     batch_size=self.train_batch_size, lr=self.lr, channels=meta.channels,
                                     classes=meta.classes, depth=self.depth, threads=self.threads)
+
+    def adversary(self):
+        """The profile's attack (its ε is the sweep's, chosen by the profile's `epsilon`)."""
+        params = dict(self.method)
+        return ATTACKS[params.pop("name")](**params)
 
     def config_hash(self, model: str, dataset: str, seed: int) -> str:
         return training.config_hash(self.train_config(model, dataset, seed))
@@ -288,19 +297,29 @@ def _as_text(value) -> str:
 
 
 def _attack(attack, crafted, source: str) -> tuple[str, tuple]:
-    """(when the perturbation is crafted, the attack's name and parameters) from the profile's `attack` and
-    `crafted`; `attack: fixed` or `adaptive` is the earlier spelling of an FGSM crafted so."""
-    if attack in ATTACKS:
+    """(when the perturbation is crafted, the attack's name and the parameters that differ from its defaults) from
+    the profile's `attack` and `crafted`; `attack: fixed` or `adaptive` is the earlier spelling of an FGSM crafted
+    so. A parameter given at its default value is left out, so that spelling it out changes no hash."""
+    if attack in CRAFTED:
         if crafted is not None and crafted != attack:
             raise FragilityError(f"{source}: attack {attack!r} (the earlier spelling of `attack: fgsm` with `crafted: "
                                  f"{attack}`) contradicts crafted {crafted!r}: write `attack: fgsm` and `crafted`.")
         return attack, (("name", "fgsm"),)
-    method = {"name": attack} if isinstance(attack, str) else dict(attack)
-    unknown = sorted(set(method) - {"name"})
+    given = {"name": attack} if isinstance(attack, str) else dict(attack)
+    name = given.pop("name")
+    cls = ATTACKS[name]
+    known = [f.name for f in dataclasses.fields(cls) if f.name != "epsilon"]
+    unknown = sorted(map(str, set(given) - set(known)))
     if unknown:
-        raise FragilityError(f"{source}: attack {method['name']} has unknown parameter(s) "
-                             f"{', '.join(map(str, unknown))}: FGSM takes none (its ε is the profile's `epsilon`).")
-    return crafted or "fixed", tuple(sorted(method.items()))
+        raise FragilityError(f"{source}: attack {name} has unknown parameter(s) {', '.join(unknown)}: its parameters "
+                             f"are {', '.join(known) or 'none'} (its ε is the profile's `epsilon`).")
+    try:
+        chosen = cls(**given)
+    except FragilityError as err:
+        raise FragilityError(f"{source}: attack.{err}") from None
+    defaults = cls()
+    method = {k: v for k, v in chosen.parameters.items() if k in given and v != defaults.parameters[k]}
+    return crafted or "fixed", tuple(sorted({"name": name, **method}.items()))
 
 
 def results_dir(profile: Profile, results=None) -> Path:

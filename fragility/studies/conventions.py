@@ -30,7 +30,7 @@ from .. import study as base
 
 CODE = {"rule": "simpson", "scaling": "first"}  # with the adaptive attack: the authors' code
 PAPER = {"rule": "rectangle", "scaling": "unperturbed"}  # with the fixed attack: the paper's text
-READINGS = {"adaptive": {"attack": "adaptive"}, "batch": {"batchnorm": "batch"}, "epsilon": {"epsilon": "auto"}}
+READINGS = {"adaptive": {"crafted": "adaptive"}, "batch": {"batchnorm": "batch"}, "epsilon": {"epsilon": "auto"}}
 VARIABLES = ("accuracy", "n_filtered", "n_params", "base_accuracy", "epsilon", "chance", "correct", "base_correct")
 
 
@@ -58,7 +58,8 @@ def _run(ctx: base.Context) -> xr.Dataset:
             if part.is_file():
                 parts.append(store.read_netcdf(part))
                 continue
-            options = {"attack": "fixed", "epsilon": float(ctx.responses(epoch)["epsilon"]), **READINGS[reading]}
+            options = {"attack": profile.adversary(), "crafted": "fixed",
+                       "epsilon": float(ctx.responses(epoch)["epsilon"]), **READINGS[reading]}
             try:
                 ds = sweep(ctx.network(epoch), x, y, A=s["A"] or profile.A, filters=tuple(s["filters"]),
                            ratio=profile.ratio, batch_size=profile.batch_size, device=ctx.device,

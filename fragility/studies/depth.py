@@ -17,7 +17,7 @@ import xarray as xr
 from scipy.stats import spearmanr
 
 from .. import chapters, checks, data, training, uncertainty
-from ..attacks import epsilon_correct, search_epsilon
+from ..attacks import as_attack, epsilon_correct, search_epsilon
 from ..engine import filterable_layers, sweep
 from ..errors import FragilityError
 from ..preserve import preserved
@@ -27,31 +27,41 @@ from ..selection import check_parameters
 from ..verdicts import Claim, Outcome, Panel, Untestable, estimate
 from .. import study as base
 
-PERTURBATIONS = ("fgsm", "gaussian")
+PERTURBATIONS = ("fgsm", "gaussian")  # the attack's row is named after it: fgsm unless another attack is used
 
 
-def perturbation_correct(model, x, y, *, magnitudes, seed: int = 0, batch_size: int = 500) -> xr.DataArray:
-    """Which examples are classified correctly, correct(perturbation ∈ {fgsm, gaussian}, magnitude, image): FGSM of
-    ε = magnitude; x + magnitude · z, z ~ N(0, 1) drawn once with `seed`."""
-    fgsm_hits = epsilon_correct(model, x, y, epsilons=magnitudes, batch_size=batch_size)
+def attack_row(ds) -> str:
+    """The name of the attack's row of the `perturbation` coordinate (the one that is not Gaussian noise)."""
+    return next(str(p) for p in ds["perturbation"].values if p != "gaussian")
+
+
+def perturbation_correct(model, x, y, *, magnitudes, seed: int = 0, batch_size: int = 500,
+                         attack=None) -> xr.DataArray:
+    """Which examples are classified correctly, correct(perturbation ∈ {the attack's name (fgsm by default),
+    gaussian}, magnitude, image): the attack at ε = magnitude; x + magnitude · z, z ~ N(0, 1) drawn once with
+    `seed`."""
+    attack = as_attack(attack)
+    hits = epsilon_correct(model, x, y, epsilons=magnitudes, batch_size=batch_size, attack=attack)
     x, y = checks.examples(x, y)
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
     with preserved(model):
         model.eval()
-        noise = [base.classified(model, x + m * z, y, batch_size) for m in fgsm_hits["epsilon"].values]
-    out = xr.DataArray(np.stack([fgsm_hits.values, np.stack(noise)]), name="correct",
-                       coords={"perturbation": list(PERTURBATIONS), "magnitude": fgsm_hits["epsilon"].values},
+        noise = [base.classified(model, x + m * z, y, batch_size) for m in hits["epsilon"].values]
+    out = xr.DataArray(np.stack([hits.values, np.stack(noise)]), name="correct",
+                       coords={"perturbation": [attack.name, "gaussian"], "magnitude": hits["epsilon"].values},
                        dims=("perturbation", "magnitude", "image"))
-    out.attrs["long_name"] = "example classified correctly under FGSM (ε = magnitude) or Gaussian noise (σ)"
+    out.attrs["long_name"] = f"example classified correctly under {attack.label} (ε = magnitude) or Gaussian noise (σ)"
     return out
 
 
-def perturbation_curves(model, x, y, *, magnitudes, seed: int = 0, batch_size: int = 500) -> xr.DataArray:
-    """accuracy(perturbation ∈ {fgsm, gaussian}, magnitude): FGSM of ε = magnitude; x + magnitude · z, z ~ N(0, 1)
-    drawn once with `seed`."""
-    out = perturbation_correct(model, x, y, magnitudes=magnitudes, seed=seed, batch_size=batch_size)
+def perturbation_curves(model, x, y, *, magnitudes, seed: int = 0, batch_size: int = 500,
+                        attack=None) -> xr.DataArray:
+    """accuracy(perturbation ∈ {the attack's name (fgsm by default), gaussian}, magnitude): the attack at
+    ε = magnitude; x + magnitude · z, z ~ N(0, 1) drawn once with `seed`."""
+    attack = as_attack(attack)
+    out = perturbation_correct(model, x, y, magnitudes=magnitudes, seed=seed, batch_size=batch_size, attack=attack)
     out = out.mean("image").rename("accuracy")
-    out.attrs["long_name"] = "accuracy under FGSM (ε = magnitude) or Gaussian noise (σ = magnitude)"
+    out.attrs["long_name"] = f"accuracy under {attack.label} (ε = magnitude) or Gaussian noise (σ = magnitude)"
     return out
 
 
@@ -78,10 +88,10 @@ def _count_layers(model, sample) -> int:
 
 
 def depth_profile(model, x, y, *, magnitudes, sweep_ds: xr.Dataset, seed: int = 0, filter: str = "h1",
-                  tol: float = 0.02, batch_size: int = 500) -> xr.Dataset:
+                  tol: float = 0.02, batch_size: int = 500, attack=None) -> xr.Dataset:
     """One variant's unit: accuracy(perturbation, magnitude), base_accuracy, n_layers, n_params (filterable
-    weights), the `internal_stress` of its sweep and the sweep's ε."""
-    hits = perturbation_correct(model, x, y, magnitudes=magnitudes, seed=seed, batch_size=batch_size)
+    weights), the `internal_stress` of its sweep and the sweep's ε; `attack`: default FGSM."""
+    hits = perturbation_correct(model, x, y, magnitudes=magnitudes, seed=seed, batch_size=batch_size, attack=attack)
     ds = xr.Dataset({"accuracy": hits.mean("image"), "correct": hits,
                      "base_accuracy": ((), float(sweep_ds["base_accuracy"].sel(input="clean"))),
                      "n_layers": ((), _count_layers(model, checks.examples(x, y)[0][:2])),
@@ -134,11 +144,13 @@ def _run(ctx: base.Context) -> xr.Dataset:
                                       classes=meta.classes, depth=blocks, threads=profile.threads)
         path = training.train(config, *ctx.sets(), ctx.folder(), progress=ctx.progress, device=ctx.device)[-1]
         net = training.load_checkpoint(path, ctx.device)[0]
-        epsilon = search_epsilon(net, x, y, ratio=profile.ratio, batch_size=profile.batch_size)
+        epsilon = search_epsilon(net, x, y, ratio=profile.ratio, batch_size=profile.batch_size,
+                                 attack=profile.adversary())
         sweep_ds = sweep(net, x, y, A=s["A"] or profile.A, filters=("h1",), layers=None if s["local"] else [],
-                         epsilon=epsilon, batch_size=profile.batch_size, device=ctx.device, progress=ctx.progress)
+                         epsilon=epsilon, attack=profile.adversary(), batch_size=profile.batch_size,
+                         device=ctx.device, progress=ctx.progress)
     ds = depth_profile(net, x.to(ctx.device), y.to(ctx.device), magnitudes=s["magnitudes"], sweep_ds=sweep_ds,
-                       seed=seed, batch_size=ctx.profile.batch_size)
+                       seed=seed, batch_size=ctx.profile.batch_size, attack=ctx.profile.adversary())
     return ds.assign_coords(depth=np.int64(blocks if ctx.unit.model == "smallcnn" else ds["n_layers"].item()))
 
 
@@ -157,7 +169,7 @@ def table(ds, dataset, seed=None) -> xr.Dataset:
     kept = (sub["accuracy"].where(sub["magnitude"] > 0, drop=True) / sub["base_accuracy"]).mean("magnitude")
     out = xr.Dataset({"n_layers": sub["n_layers"].mean("seed"), "n_params": sub["n_params"].mean("seed"),
                       "base": sub["base_accuracy"].mean("seed"), "global_score": sub["global_score"].mean("seed"),
-                      "fgsm": kept.sel(perturbation="fgsm", drop=True).mean("seed"),
+                      "fgsm": kept.sel(perturbation=attack_row(sub), drop=True).mean("seed"),
                       "gaussian": kept.sel(perturbation="gaussian", drop=True).mean("seed"),
                       "fragile_fraction": sub["fragile_fraction"].sel(score="r_e", drop=True).mean("seed")})
     return out.sortby([xr.DataArray([family(m) for m in out["model"].values], dims="model"), out["n_layers"]])
@@ -220,7 +232,7 @@ def figure(ds, dataset=None, seed=None):
                       line=draw.provenance_line(sub, sub["epsilon"].values, attack="fixed"))
     axes = fig.subplots(2, 2)
     colors = draw.colors(names)
-    for ax, kind, text in ((axes[0, 0], "fgsm", r"FGSM magnitude $\epsilon$"),
+    for ax, kind, text in ((axes[0, 0], attack_row(sub), rf"{attack_row(sub).upper()} magnitude $\epsilon$"),
                            (axes[0, 1], "gaussian", r"Gaussian noise $\sigma$")):
         for m in names:
             v = sub["accuracy"].sel(perturbation=kind, model=m).dropna("seed", how="all")

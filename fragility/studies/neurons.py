@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import chapters, checks, uncertainty
-from ..attacks import accuracy, fgsm
+from ..attacks import accuracy, as_attack
 from ..errors import FragilityError
 from ..preserve import preserved
 from ..scores import characterize
@@ -65,21 +65,24 @@ def _outputs(model, point: str, activation: str | None, x: torch.Tensor) -> torc
 
 
 def nodal_dropout(model: nn.Module, x, y=None, *, epsilon: float, layer: str | None = None, batch_size: int = 500,
-                  progress: bool = True) -> xr.Dataset:
-    """Accuracy with each neuron of `layer` silenced in turn, on clean and fixed FGSM inputs (seed 002).
+                  progress: bool = True, attack=None) -> xr.Dataset:
+    """Accuracy with each neuron of `layer` silenced in turn, on clean and fixed adversarial inputs (seed 002).
 
     Args:
         model: the network (given back as it was).
         x, y: test inputs and labels, or a DataLoader.
-        epsilon: the FGSM magnitude (≥ 0).
+        epsilon: the attack's magnitude (≥ 0).
         layer: a Conv2d or Linear layer; default the first Conv2d in forward order.
+        attack: the attack (default FGSM), crafted once against the unperturbed network at `epsilon`.
 
     Returns:
         accuracy(neuron, input), base_accuracy(input), attack_effect(neuron) (mean ``|a(x_ε) − a(x)|``),
         activation(neuron) (mean ``|a(x)|``) and epsilon; attrs name the layer and the silencing point.
     """
     epsilon = checks.number(epsilon, "epsilon", low=0)
+    attack = as_attack(attack).at(epsilon)
     batch_size = checks.count(batch_size, "batch_size")
+    progress = checks.flag(progress, "progress")
     x, y = checks.examples(x, y)
     with preserved(model):
         model.eval()
@@ -88,7 +91,7 @@ def nodal_dropout(model: nn.Module, x, y=None, *, epsilon: float, layer: str | N
             if layer is None:
                 raise FragilityError("the model has no Conv2d layer: name a Linear layer to silence its units.")
         point, activation = silencing_point(model, layer, x)
-        x_adv = fgsm(model, x, y, epsilon, batch_size=batch_size)
+        x_adv = attack(model, x, y, batch_size=batch_size)
         base_acc = np.array([accuracy(model, inp, y, batch_size) for inp in (x, x_adv)])
         effect, level = _effect(model, point, activation, x, x_adv, batch_size)
         module = dict(model.named_modules())[point]
@@ -175,21 +178,22 @@ def scale_channels(model: nn.Module, module: str, factors) -> nn.Module:
 
 
 def defend(model: nn.Module, x, y, dropout_ds: xr.Dataset, *, by: str = "clean", compress: float = 0.5,
-           amplify: float = 1.5, batch_size: int = 500) -> xr.Dataset:
+           amplify: float = 1.5, batch_size: int = 500, attack=None) -> xr.Dataset:
     """The compress/amplify defense at the neurons' silencing point, at the dropout's ε: accuracy(network, input)
-    before (original) and after (defended) — adversarial: FGSM against that network; fixed: against the original —
-    and factor(neuron)."""
+    before (original) and after (defended) — adversarial: the attack (default FGSM) against that network; fixed:
+    against the original — and factor(neuron)."""
     if "point" not in dropout_ds.attrs or "epsilon" not in dropout_ds:
         raise FragilityError("dropout_ds must be a Dataset returned by nodal_dropout (its point and ε are needed).")
     x, y = checks.examples(x, y)
     point, epsilon = dropout_ds.attrs["point"], float(dropout_ds["epsilon"])
+    attack = as_attack(attack).at(epsilon)
     factors = defense_factors(rank_neurons(dropout_ds, by)["fragility"], compress, amplify)
     with preserved(model):
         model.eval()
         defended = scale_channels(model, point, factors.values).eval()
-        fixed = fgsm(model, x, y, epsilon, batch_size=batch_size)
+        fixed = attack(model, x, y, batch_size=batch_size)
         hits = np.array([[base.classified(net, inputs, y, batch_size)
-                          for inputs in (x, fgsm(net, x, y, epsilon, batch_size=batch_size), fixed)]
+                          for inputs in (x, attack(net, x, y, batch_size=batch_size), fixed)]
                          for net in (model, defended)])
     return xr.Dataset({"defense_accuracy": (("network", "defense_input"), hits.mean(-1)),
                        "defense_correct": (("network", "defense_input", "image"), hits), "factor": factors},
@@ -202,10 +206,11 @@ def _run(ctx: base.Context) -> xr.Dataset:
     net = ctx.network().to(ctx.device)
     x, y = x.to(ctx.device), y.to(ctx.device)
     epsilon = float(ctx.responses()["epsilon"])
+    attack = ctx.profile.adversary()
     dropout = nodal_dropout(net, x, y, epsilon=epsilon, layer=s["layer"], batch_size=ctx.profile.batch_size,
-                            progress=ctx.progress)
+                            progress=ctx.progress, attack=attack)
     return dropout.merge(defend(net, x, y, dropout, by=s["by"], compress=s["compress"], amplify=s["amplify"],
-                                batch_size=ctx.profile.batch_size), combine_attrs="override")
+                                batch_size=ctx.profile.batch_size, attack=attack), combine_attrs="override")
 
 
 def _validate(settings, profile):

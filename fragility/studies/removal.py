@@ -1,32 +1,28 @@
 """Random removal of a fraction p of one layer's weights (seed 003), beside systematic synaptic filtering.
 
 Seed 003 reports that CNNs lose less than 30 % of their accuracy when over 70 % of a top layer's weights are removed
-at random, while the same removal in the first layer brings them to chance. For each layer, draw d fixes a random
-order of the layer's n weights (seeded by seed, layer name and d); fraction p sets the first round(p·n) of that order
-to 0 (halves round up), so within a draw the removed sets grow with p. As in the sweep only the layer's weight is
-touched, adversarial inputs are crafted once against the unperturbed network, and what does not depend on the layer
-runs once per batch (the engine's graph cut).
+at random, while the same removal in the first layer brings them to chance. The removal is the `random` stress
+(`fragility.stresses.random`): for each layer, draw d fixes a random order of the layer's n weights (seeded by seed,
+layer name and d); fraction p sets the first round(p·n) of that order to 0 (halves round up), so within a draw the
+removed sets grow with p. It runs through the sweep engine: only the layer's weight is touched, adversarial inputs
+are crafted once against the unperturbed network, what does not depend on the layer runs once per batch (the graph
+cut), and equal masks are evaluated once.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import math
-
 import numpy as np
-import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
 from .. import chapters, checks, data, uncertainty
-from ..attacks import accuracy
-from ..engine import INPUTS, _trace, count_correct, prepare
+from ..engine import INPUTS, Cells, _trace, base_correct, evaluate, prepare
 from ..errors import FragilityError
 from ..preserve import preserved
 from ..selection import choices as response_choices
 from ..store import layer_order
 from ..plot import draw
 from ..selection import check_parameters
+from ..stresses.random import RandomRemoval, fractions, random_mask, removal_count  # noqa: F401 (their home before)
 from ..verdicts import Claim, Outcome, Untestable, estimate, panels
 from .. import study as base
 
@@ -35,51 +31,16 @@ TOP_LAYERS = 2  # seed 003's "top convolutional or dense layers": the last two l
 CHANCE = 0.1  # the first layer "at chance": it keeps < 10 % of its above-chance accuracy
 
 
-def removal_count(n: int, p: float) -> int:
-    """Weights removed from n at fraction p: round(p·n), halves rounded up."""
-    return math.floor(p * n + 0.5)
-
-
-def fractions(p) -> np.ndarray:
-    """Distinct fractions in [0, 1]."""
-    try:
-        ps = np.array([np.nan]) if isinstance(p, (str, bytes, bool, dict)) or p is None else \
-            np.atleast_1d(np.asarray(p, dtype=float))
-    except (TypeError, ValueError):
-        ps = np.array([np.nan])
-    if ps.ndim != 1 or ps.size == 0 or not np.all((ps >= 0) & (ps <= 1)) or len(np.unique(ps)) != ps.size:
-        raise FragilityError(f"p must be distinct fractions in [0, 1]; got {p!r}.")
-    return ps
-
-
-def _order(n: int, seed: int, layer: str, draw: int) -> torch.Tensor:
-    """The random removal order of draw `draw` of a layer of n weights, from (seed, layer, draw) alone."""
-    key = hashlib.blake2b(f"{seed}/{layer}/{draw}".encode(), digest_size=8).digest()
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int.from_bytes(key, "little") >> 1))
-
-
-def random_mask(shape, p: float, *, seed: int = 0, layer: str = "", draw: int = 0) -> torch.Tensor:
-    """Keep-mask (True = kept) of `random_removal`'s draw `draw` at fraction p for a weight of this shape and layer."""
-    (p,) = fractions(p)
-    n = math.prod(shape)
-    keep = torch.ones(n, dtype=torch.bool)
-    keep[_order(n, seed, layer, draw)[:removal_count(n, p)]] = False
-    return keep.view(tuple(shape))
-
-
-def _removed(layer: str, w: torch.Tensor, drop: torch.Tensor) -> dict:
-    """The layer's weights with the entries `drop` (flat indices) set to zero."""
-    return {layer: w.flatten().index_fill(0, drop, 0).view_as(w)}
-
-
 def random_removal(model, x, y=None, *, layers=None, p=np.linspace(0, 1, 11), draws: int = 5, seed: int = 0,
-                   epsilon=None, batch_size: int = 500, device=None, progress: bool = True) -> xr.Dataset:
+                   epsilon=None, batch_size: int = 500, device=None, progress: bool = True,
+                   attack=None) -> xr.Dataset:
     """Accuracy with a random fraction p of one layer's weights set to zero, per layer, fraction and draw.
 
     Args:
         model, x, y: the network and its test inputs and labels (or a DataLoader).
         layers: Conv2d/Linear layers (None: all). p: the fractions. draws: random orders per layer.
-        seed: seeds the orders. epsilon: None (clean inputs only), a number or "auto" (adds fixed FGSM inputs).
+        seed: seeds the orders. epsilon: None (clean inputs only), a number or "auto" (adds the attack's inputs,
+            crafted once against the unperturbed network). attack: the attack (default FGSM).
 
     Returns:
         accuracy(layer, p, draw, input), base_accuracy(input), n_removed(layer, p), n_params(layer), epsilon.
@@ -90,30 +51,29 @@ def random_removal(model, x, y=None, *, layers=None, p=np.linspace(0, 1, 11), dr
     adversarial = epsilon is not None
     inputs = INPUTS if adversarial else INPUTS[:1]
     with preserved(model):
-        stress = prepare(model, x, y, layers=layers, include_global=False, epsilon=0.0 if epsilon is None else epsilon,
-                         batch_size=batch_size, device=device, progress=progress)
-        base_acc = np.array([accuracy(stress.model, inp, stress.y, batch_size)
-                             for inp in (stress.x, stress.x_adv)[:len(inputs)]])
-        graph = _trace(stress.model)
-        acc = np.zeros((len(stress.layers), len(ps), draws, len(inputs)))
-        n_removed = np.zeros((len(stress.layers), len(ps)), dtype=np.int64)
-        for li, layer in enumerate(tqdm(stress.layers, desc="random removal", unit="layer", disable=not progress)):
-            w = stress.weights[layer]
-            n_removed[li] = [removal_count(w.numel(), q) for q in ps]
-            orders = [_order(w.numel(), seed, layer, d).to(w.device) for d in range(draws)]
-            cells = [(j, d) for j in range(len(ps)) for d in range(draws) if n_removed[li, j] > 0]
-            acc[li] = base_acc  # nothing removed: the unperturbed network
-            weights = [functools.partial(_removed, layer, w, orders[d][:n_removed[li, j]]) for j, d in cells]
-            for (j, d), correct in zip(cells, count_correct(stress, graph, layer, weights, clean_only=not adversarial)):
-                acc[li, j, d] = correct / len(stress.y)
+        plan = prepare(model, x, y, layers=layers, include_global=False, epsilon=0.0 if epsilon is None else epsilon,
+                       attack="fixed" if attack is None else attack, batch_size=batch_size, device=device,
+                       progress=progress)
+        base_correct_ = base_correct(plan)[:len(inputs)]
+        graph = _trace(plan.model)
+        cells = [(RandomRemoval(seed, d, tuple(ps)), j) for d in range(draws) for j in range(len(ps))]
+        acc = np.zeros((len(plan.layers), len(ps), draws, len(inputs)))
+        n_removed = np.zeros((len(plan.layers), len(ps)), dtype=np.int64)
+        for li, layer in enumerate(tqdm(plan.layers, desc="random removal", unit="layer", disable=not plan.progress)):
+            found = Cells(plan, layer, cells, base_correct_)
+            for k, hits in enumerate(evaluate(plan, graph, layer, found.weight_sets(), clean_only=not adversarial)[0]):
+                found.add(k, hits)
+            acc[li] = (found.result.sum(-1) / len(plan.y)).reshape(draws, len(ps), len(inputs)).transpose(1, 0, 2)
+            n_removed[li] = found.n_filtered[:len(ps)]
     ds = xr.Dataset(
-        {"accuracy": (("layer", "p", "draw", "input"), acc), "base_accuracy": (("input",), base_acc),
+        {"accuracy": (("layer", "p", "draw", "input"), acc),
+         "base_accuracy": (("input",), base_correct_.sum(-1) / len(plan.y)),
          "n_removed": (("layer", "p"), n_removed),
-         "n_params": (("layer",), np.array([stress.weights[n].numel() for n in stress.layers], dtype=np.int64))},
-        coords={"layer": stress.layers, "p": ps, "draw": np.arange(draws), "input": list(inputs)},
-        attrs={"draws": draws, "n_test": len(stress.y)})
+         "n_params": (("layer",), np.array([plan.n_params(n) for n in plan.layers], dtype=np.int64))},
+        coords={"layer": plan.layers, "p": ps, "draw": np.arange(draws), "input": list(inputs)},
+        attrs={"draws": draws, "n_test": len(plan.y)})
     if adversarial:
-        ds["epsilon"] = ((), stress.epsilon)
+        ds["epsilon"] = ((), plan.epsilon)
     ds["accuracy"].attrs["long_name"] = "accuracy with a random fraction p of the layer's weights set to zero"
     return ds
 
@@ -159,7 +119,7 @@ def _run(ctx: base.Context) -> xr.Dataset:
     sweep = ctx.responses(s["epoch"])
     ds = random_removal(ctx.network(s["epoch"]), x, y, layers=s["layers"], p=s["p"], draws=s["draws"], seed=ctx.seed,
                         epsilon=float(sweep["epsilon"]), batch_size=ctx.profile.batch_size, device=ctx.device,
-                        progress=ctx.progress)
+                        progress=ctx.progress, attack=ctx.profile.adversary())
     ds.attrs.update(epoch=s["epoch"] or ctx.epochs()[-1])
     return ds
 

@@ -81,7 +81,7 @@ def original_run(checkpoint, epochs: int, every: int | None = None) -> list[Path
 def selective_backprop(checkpoint, train_set, test_set, root, epochs: int, *, x, y, sweep_ds: xr.Dataset,
                        filter: str = "h1", score: str = "r_e", tol: float = 0.02, readings=READINGS, every=None,
                        levels: int = 11, seed: int = 0, batch_size: int = 500, device=None, image=None,
-                       progress: bool = True) -> xr.Dataset:
+                       progress: bool = True, attack=None) -> xr.Dataset:
     """Fig. 12 for one (model, dataset, seed): every reading's continued training against regular training.
 
     Regular training is the original run continued exactly (the checkpoint's optimizer and random states
@@ -98,6 +98,7 @@ def selective_backprop(checkpoint, train_set, test_set, root, epochs: int, *, x,
         levels: points of the ε grid from 0 to ε_E.
         seed: seeds the random reading's draw.
         image: the test examples' indices (the `image` coordinate; default 0 … n − 1).
+        attack: the attack of the curves (default FGSM).
 
     Returns:
         accuracy(training, epoch, level), correct(training, epoch, level, image), start_accuracy(level),
@@ -112,7 +113,7 @@ def selective_backprop(checkpoint, train_set, test_set, root, epochs: int, *, x,
     for reading in readings:
         sets[reading] = frozen_layers(table, reading, score, tol, seed=seed, count=len(
             frozen_layers(table, "prose", score, tol)))
-    epsilon_e = largest_epsilon(model, x, y, batch_size=batch_size)
+    epsilon_e = largest_epsilon(model, x, y, batch_size=batch_size, attack=attack)
     grid = np.linspace(0, 1, levels)
     image = np.arange(len(y)) if image is None else np.asarray(image)
     curves, trained, reused = {}, {}, {}
@@ -122,12 +123,12 @@ def selective_backprop(checkpoint, train_set, test_set, root, epochs: int, *, x,
             reused[training] = paths is not None
             paths = paths or continue_training(checkpoint, train_set, test_set, Path(root) / training, epochs, every,
                                                frozen, progress, device)
-            trained[tuple(frozen)] = xr.concat([_curve(p, x, y, grid * epsilon_e, batch_size, device, image)
+            trained[tuple(frozen)] = xr.concat([_curve(p, x, y, grid * epsilon_e, batch_size, device, image, attack)
                                                 for p in paths], "epoch")
         curves[training] = trained[tuple(frozen)]
         reused.setdefault(training, False)
     layers = [str(n) for n in table["layer"].values if n != "global"]
-    start = epsilon_correct(model, x, y, epsilons=grid * epsilon_e, batch_size=batch_size)
+    start = epsilon_correct(model, x, y, epsilons=grid * epsilon_e, batch_size=batch_size, attack=attack)
     stacked = xr.concat(list(curves.values()), "training").assign_coords(training=list(curves))
     ds = xr.Dataset({
         "accuracy": stacked.mean("image"),
@@ -149,9 +150,9 @@ def selective_backprop(checkpoint, train_set, test_set, root, epochs: int, *, x,
     return ds
 
 
-def _curve(path, x, y, epsilons, batch_size, device, image) -> xr.DataArray:
+def _curve(path, x, y, epsilons, batch_size, device, image, attack) -> xr.DataArray:
     net, meta = load_checkpoint(path, device or "cpu")
-    found = epsilon_correct(net, x, y, epsilons=epsilons, batch_size=batch_size)
+    found = epsilon_correct(net, x, y, epsilons=epsilons, batch_size=batch_size, attack=attack)
     return found.assign_coords(epoch=meta["epoch"], image=image)
 
 
@@ -185,7 +186,8 @@ def _run(ctx: base.Context) -> xr.Dataset:
         s["epochs"] or max(grid.epochs[-1] - start, grid.every), x=x, y=y, sweep_ds=ctx.responses(start),
         filter=s["filter"], score=s["score"], tol=s["tol"], readings=s["readings"], every=s["every"],
         levels=s["levels"], seed=zlib.crc32(f"{model}/{dataset}/{seed}".encode()),
-        batch_size=ctx.profile.batch_size, device=ctx.device, image=ctx.image, progress=ctx.progress)
+        batch_size=ctx.profile.batch_size, device=ctx.device, image=ctx.image, progress=ctx.progress,
+        attack=ctx.profile.adversary())
 
 
 # Derived quantities, the figure and the claims
