@@ -21,7 +21,7 @@ import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from . import files
+from . import checks, files
 from .errors import FragilityError
 
 SCHEMA = "fragility-responses/2"
@@ -44,8 +44,9 @@ GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}  # per-ex
 
 
 def unit_path(results, model: str, dataset: str, seed: int, epoch: int) -> Path:
-    """results/responses/<model>/<dataset>/seed<seed>/epoch<EEE>.nc"""
-    return Path(results) / "responses" / model / dataset / f"seed{seed}" / f"epoch{epoch:03d}.nc"
+    """results/responses/<model>/<dataset>/seed<seed>/epoch<EEE>.nc (names that would leave `results` refused)"""
+    return (checks.path(results, "results") / "responses" / checks.part(model, "model")
+            / checks.part(dataset, "dataset") / f"seed{int(seed)}" / f"epoch{int(epoch):03d}.nc")
 
 
 def as_unit(sweep: xr.Dataset, model: str, dataset: str, seed: int, epoch: int, **attrs) -> xr.Dataset:
@@ -170,7 +171,7 @@ def scan(path) -> dict[tuple, Header]:
     Temporary files of interrupted writes and the `studies/` folder (see fragility.studies) are passed over; any other
     ``*.nc`` file that is not a unit is an error.
     """
-    path = Path(path)
+    path = checks.path(path, "path")
     if not path.exists():
         raise FragilityError(f"{path} does not exist: pass the results folder `fragility run` wrote (or one unit "
                              "file).")
@@ -179,9 +180,13 @@ def scan(path) -> dict[tuple, Header]:
     units: dict[tuple, Header] = {}
     for f in files:
         header = read_header(f)
-        if path.is_dir() and f.relative_to(path).parts[0] == "responses" and f != unit_path(path, *header.key):
+        try:
+            home = unit_path(path, *header.key) if path.is_dir() else f
+        except (FragilityError, TypeError, ValueError):
+            raise FragilityError(f"{f} holds a unit whose key {header.key} cannot name a unit file: {MOVE}.") from None
+        if path.is_dir() and f.relative_to(path).parts[0] == "responses" and f != home:
             raise FragilityError(f"{f} holds the unit {'/'.join(map(str, header.key))}, which belongs at "
-                                 f"{unit_path(path, *header.key)}: a unit's file was copied or renamed; {MOVE}.")
+                                 f"{home}: a unit's file was copied or renamed; {MOVE}.")
         if header.key in units:
             raise FragilityError(f"{f} and {units[header.key].path} both hold {dict(zip(KEYS, header.key))}: "
                                  "keep one of them.")

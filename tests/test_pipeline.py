@@ -9,7 +9,7 @@ import xarray as xr
 import yaml
 from conftest import untimed
 
-from fragility import pipeline, profiles, store, training
+from fragility import pipeline, profiles, store, training, verification
 from fragility.errors import FragilityError
 
 TINY = {
@@ -217,7 +217,7 @@ def test_verify_recomputes_a_stored_unit_identically_and_names_a_changed_one(ran
     profile, results = ran
     results = copy(results, tmp_path)
     unit = ("smallcnn", "digits", 1, 2)
-    [same] = pipeline.verify(profile, [unit], results, tmp_path / "scratch", progress=False)
+    [same] = verification.verify(profile, [unit], results, tmp_path / "scratch", progress=False)
     assert same.unit == unit and same.identical, same.differences
     assert same.stored_on == same.recomputed_on
     path = store.unit_path(results, *unit)
@@ -225,7 +225,7 @@ def test_verify_recomputes_a_stored_unit_identically_and_names_a_changed_one(ran
     ds["accuracy"] = ds["accuracy"] - 0.25 * (ds["alpha"] == ds["alpha"][1])  # one threshold, a quarter lower
     path.unlink()
     store.write_unit(ds, path)
-    [changed] = pipeline.verify(profile, [unit], results, tmp_path / "scratch2", progress=False)
+    [changed] = verification.verify(profile, [unit], results, tmp_path / "scratch2", progress=False)
     assert not changed.identical and changed.differences["accuracy"] == pytest.approx(0.25)
 
 
@@ -245,7 +245,7 @@ def test_the_shipped_reference_unit_is_recomputed_identically(tmp_path):
     unit = ("resnet18", "digits", 0, profile.grid("resnet18").epochs[0])
     if not store.unit_path(REFERENCE, *unit).is_file():
         pytest.fail(f"the reference unit {unit} is not shipped: run `fragility run --profile reference`")
-    [verified] = pipeline.verify(profile, [unit], REFERENCE, tmp_path / "scratch", progress=False)
+    [verified] = verification.verify(profile, [unit], REFERENCE, tmp_path / "scratch", progress=False)
     assert verified.identical, verified.differences
     assert verified.recomputed_on.split(": ")[0] == verified.stored_on.split(": ")[0] == "cpu"
     assert torch.get_num_threads() == 1  # the fixture's count is restored after the recorded one was used

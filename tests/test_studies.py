@@ -1,7 +1,6 @@
 """The study registry (fragility.studies): settings checked at profile load, the study store, a full tiny run."""
 import re
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -98,12 +97,15 @@ def removal_unit():
                       coords={"layer": ["conv", "fc"], "p": [0.0, 0.5], "draw": [0], "input": ["clean"]})
 
 
-def store_unit(results, study="removal", key=("smallcnn", "digits", 0), folder="removal", ds=None):
+PROFILE = profiles.parse_profile({**TINY, "seeds": [0, 1, 2, 3, 4, 5, 7, 9], "studies": {"removal": {"draws": 1}}})
+
+
+def store_unit(results, study="removal", key=("smallcnn", "digits", 0), folder="removal", ds=None, profile=PROFILE):
     """Write a unit as `fragility run` does, into studies/<folder>/ under the name of `key`."""
     path = results / "studies" / folder / "{}__{}__seed{}.nc".format(*key)
     unit = base.Unit(key, key[0], (key,))
-    base.write(removal_unit() if ds is None else ds, path, study, unit, SimpleNamespace(name="tiny"), {"draws": 1},
-               0.5, torch.device("cpu"))
+    base.write(removal_unit() if ds is None else ds, path, study, unit, profile, profile.studies["removal"], 0.5,
+               torch.device("cpu"))
     return path
 
 
@@ -163,6 +165,56 @@ def test_open_study_refuses_a_damaged_or_foreign_unit(tmp_path, make):
     message = str(error.value)
     assert str(path) in message and problem in message
     assert store.MOVE in message
+
+
+def test_open_study_refuses_to_combine_units_of_different_settings(tmp_path):
+    kept = store_unit(tmp_path, key=("smallcnn", "digits", 0))
+    other = profiles.parse_profile({**TINY, "seeds": [0, 1], "studies": {"removal": {"draws": 2}}})
+    stale = store_unit(tmp_path, key=("smallcnn", "digits", 1), profile=other)
+    for call in (fr.open_study, studies.find_study):
+        with pytest.raises(FragilityError) as error:
+            call(tmp_path, "removal")
+        message = str(error.value)
+        assert str(kept) in message and str(stale) in message and "different settings (study_draws)" in message
+        assert "\n" not in message
+
+
+def test_find_study_tells_a_study_not_stored_from_a_damaged_one(tmp_path):
+    assert studies.find_study(tmp_path, "removal") is None
+    (tmp_path / "studies" / "removal").mkdir(parents=True)
+    assert studies.find_study(tmp_path, "removal") is None  # an empty folder stores nothing
+    path = store_unit(tmp_path)
+    found = studies.find_study(tmp_path, "removal")
+    xr.testing.assert_identical(found, fr.open_study(tmp_path, "removal"))
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(FragilityError, match=f"{path} is not a removal study unit"):
+        studies.find_study(tmp_path, "removal")
+    with pytest.raises(FragilityError, match="unknown study 'nope'"):
+        studies.find_study(tmp_path, "nope")
+    with pytest.raises(FragilityError, match="results must be the path of a folder"):
+        studies.find_study(None, "removal")
+
+
+def test_stored_study_units_must_match_the_profiles_settings(tmp_path):
+    profile = profiles.parse_profile({**TINY, "studies": {"removal": {"draws": 1}}})
+    path = store_unit(tmp_path, profile=profile)
+    assert studies.stored(profile, tmp_path) == {("removal", ("smallcnn", "digits", 0))}
+    assert [s.done for s in pipeline.study_status(profile, tmp_path)] == [True, False]
+    changed = profiles.parse_profile({**TINY, "studies": {"removal": {"draws": 2}}})
+    for call in (lambda: studies.stored(changed, tmp_path), lambda: pipeline.study_status(changed, tmp_path),
+                 lambda: pipeline.plan(changed, tmp_path)):
+        with pytest.raises(FragilityError, match=f"{path} was computed with other settings than profile tiny "
+                                                 r"\(settings_hash \w+ ≠ \w+\); use another results folder"):
+            call()
+    threads = profiles.parse_profile({**TINY, "threads": 1, "studies": {"removal": {"draws": 1}}})
+    with pytest.raises(FragilityError, match="computed with other settings"):
+        studies.stored(threads, tmp_path)
+
+
+def test_study_labels_cannot_leave_the_results_folder(tmp_path):
+    for label in ("..", "../x", "a/b", ""):
+        with pytest.raises(FragilityError, match="cannot name a file of a results folder"):
+            studies.study_path(tmp_path, "removal", label, "digits", 0)
 
 
 # a full tiny run of every study
