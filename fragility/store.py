@@ -106,13 +106,29 @@ def read_netcdf(path) -> xr.Dataset:
 
 
 def read_unit(path) -> xr.Dataset:
-    """The unit stored at `path`, loaded into memory and validated; a FragilityError naming the file otherwise."""
+    """The unit stored at `path`, loaded into memory and validated (a file of a results folder's responses/ must
+    hold the unit its name says); a FragilityError naming the file otherwise."""
     ds = read_netcdf(path)
     try:
         _check(ds.attrs, {name: var.dims for name, var in ds.variables.items()})
     except ValueError as err:
         raise _not_a_unit(path, err) from None
+    _placed(Path(path), tuple(ds[k].item() for k in KEYS))
     return ds
+
+
+def _placed(path: Path, key: tuple, results: Path | None = None) -> None:
+    """Refuse a file under the responses/ of a results folder (`results`, else as the path's place says) that holds
+    another unit than its name says."""
+    if results is None and (len(path.parts) < 5 or path.parts[-5] != "responses"):
+        return
+    try:
+        home = unit_path(path.parents[4] if results is None else results, *key)
+    except (FragilityError, TypeError, ValueError):
+        raise FragilityError(f"{path} holds a unit whose key {key} cannot name a unit file: {MOVE}.") from None
+    if home != path:
+        raise FragilityError(f"{path} holds the unit {'/'.join(map(str, key))}, which belongs at {home}: a unit's "
+                             f"file was copied or renamed; {MOVE}.")
 
 
 @dataclass(frozen=True)
@@ -180,13 +196,7 @@ def scan(path) -> dict[tuple, Header]:
     units: dict[tuple, Header] = {}
     for f in files:
         header = read_header(f)
-        try:
-            home = unit_path(path, *header.key) if path.is_dir() else f
-        except (FragilityError, TypeError, ValueError):
-            raise FragilityError(f"{f} holds a unit whose key {header.key} cannot name a unit file: {MOVE}.") from None
-        if path.is_dir() and f.relative_to(path).parts[0] == "responses" and f != home:
-            raise FragilityError(f"{f} holds the unit {'/'.join(map(str, header.key))}, which belongs at "
-                                 f"{home}: a unit's file was copied or renamed; {MOVE}.")
+        _placed(f, header.key, path if path.is_dir() and f.relative_to(path).parts[0] == "responses" else None)
         if header.key in units:
             raise FragilityError(f"{f} and {units[header.key].path} both hold {dict(zip(KEYS, header.key))}: "
                                  "keep one of them.")

@@ -63,6 +63,10 @@ def test_defaults_are_filled_in():
     ({"conventions": {"epochs": [5]}}, r"studies.conventions.epochs \[5\] are not epochs of smallcnn"),
     ({"conventions": {"seeds": [7]}}, r"studies.conventions.seeds \[7\] are not seeds of smallcnn"),
     ({"conventions": {"filters": ["h4"]}}, "studies.conventions.filters must be"),
+    ({"batchnorm": {"layers": ["blocks.0.bn"]}}, "studies.batchnorm.layers: 'blocks.0.bn' is not a Conv2d or Linear "
+                                                 "layer of smallcnn: choose from blocks.0.conv"),
+    ({"neurons": {"layer": "conv1"}}, "studies.neurons.layer: 'conv1' is not a Conv2d or Linear layer of smallcnn"),
+    ({"removal": {"layers": ["fc", "x", "y"]}}, "studies.removal.layers: 'x', 'y' are not Conv2d or Linear layers"),
 ])
 def test_bad_study_settings_name_the_key(raw, match):
     with pytest.raises(FragilityError, match=match):
@@ -78,6 +82,16 @@ def test_models_and_epochs_of_every_study_are_checked(raw, match):
     """Like selective and batchnorm, every study refuses models and epochs the profile does not have."""
     with pytest.raises(FragilityError, match=match):
         profiles.parse_profile({**TINY, "studies": raw})
+
+
+def test_study_layers_of_the_profiles_models_are_accepted():
+    profile = profiles.parse_profile({**TINY, "studies": {"batchnorm": {"layers": ["blocks.3.conv", "fc"]},
+                                                          "neurons": {"layer": "blocks.0.conv"},
+                                                          "removal": {"layers": ["fc"]}}})
+    assert profile.studies["batchnorm"]["layers"] == ["blocks.3.conv", "fc"]
+    resnet = profiles.parse_profile({**TINY, "models": ["resnet18"], "studies": {"batchnorm": {
+        "layers": ["layer2.0.conv1", "layer4.0.downsample.0"]}}})
+    assert resnet.studies["batchnorm"]["layers"][1] == "layer4.0.downsample.0"
 
 
 def test_a_profile_file_names_itself_in_the_error(tmp_path):
