@@ -119,7 +119,7 @@ def _connect(address: str):
 
     attempt = threading.Thread(target=connect, name="fragility-connect", daemon=True)
     attempt.start()
-    attempt.join(TIMEOUT + 1)
+    attempt.join(TIMEOUT)
     with guard:
         if "client" in box:
             return box["client"]

@@ -74,7 +74,7 @@ def _holder(path: Path) -> dict | None:
 
 def alive(record: dict) -> bool | None:
     """Whether the run of a lock record is alive: True or False on this host, None on another (it cannot be told)."""
-    if record["host"] != socket.gethostname():
+    if record["host"] != socket.gethostname() or os.name == "nt":  # Windows' os.kill would end the process
         return None
     try:
         os.kill(record["pid"], 0)
