@@ -233,7 +233,7 @@ def needed_runs(profile: Profile, results=None) -> list[tuple]:
 
 def execute(profile: Profile, tasks: list[Task], results, data_dir=None, device=None, progress=True) -> None:
     """Run `tasks` one after the other in this process, holding the results folder's lock."""
-    results, device, cache = Path(results), str(checks.device(device)), {}
+    results, device, cache = checks.path(results, "results"), str(checks.device(device)), {}
     with ownership.lock(results):
         files.clean(results)
         for task in tqdm(tasks, desc="tasks", unit="task", disable=not progress):

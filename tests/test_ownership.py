@@ -184,6 +184,7 @@ def test_reading_commands_write_nothing_even_to_a_read_only_folder(small, tmp_pa
         assert [s.swept for s in pipeline.status(profile, results)] == [True, True]
         assert pipeline.recorded_seconds(profile, results)["sweeps"] > 0
         assert fr.open_results(results)["accuracy"].load().notnull().all()
+        assert len(fr.claims(results)) > 0
         page = book.load("fig06_filters", results, "small")
         assert page.missing is None and page.responses is not None
     finally:
