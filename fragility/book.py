@@ -51,7 +51,8 @@ SELECTIONS = ("model", "dataset", "seed", "epoch", "layer", "layers", "filter", 
 def results_folder(results=None, profile: str = "reference") -> Path:
     """`results`, or results/<profile> when None; a relative path missing here is looked up from the repository
     root."""
-    path = Path(results) if results is not None else Path("results") / profile
+    checks.require(profile, TEXT, "profile")
+    path = checks.path(results, "results") if results is not None else Path("results") / checks.part(profile, "profile")
     found = ROOT / path
     return path if path.is_absolute() or path.exists() or not found.exists() else found
 
@@ -141,6 +142,16 @@ def check_types(parameters: dict) -> None:
     for key, value in parameters.items():
         if key in TYPES:
             checks.require(value, TYPES[key], f"parameter {key}")
+
+
+def check(namespace: dict) -> None:
+    """The type checks `execute` makes of the notebooks' parameters, made in a notebook itself: its first cell after
+    the parameters calls ``book.check(globals())``, so that papermill run directly on it (which injects whatever
+    `-p` gives, declared or not) stops there with one FragilityError line naming the parameter. The selections'
+    values are then checked against the results by `load`, as `execute` checks them."""
+    if not isinstance(namespace, dict):
+        raise FragilityError(f"book.check takes the notebook's globals(); got {type(namespace).__name__}.")
+    check_types({key: namespace[key] for key in TYPES if key in namespace})
 
 
 def execute(results, profile: str, notebooks=NOTEBOOKS, output=EXECUTED, only=None, parameters=None,

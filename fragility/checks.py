@@ -8,6 +8,8 @@ scalars and refuse booleans, NaN and infinities.
 from __future__ import annotations
 
 import numbers
+import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,23 +155,78 @@ def model(value, name: str = "model"):
     return value
 
 
-def folder(path, name: str, create: bool = False) -> Path:
-    """A folder that exists (or that can be created when `create`) and can be written to, as a Path."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FragilityError(f"{name} {path} is a file, not a folder: name a folder.")
-    probe = path
+def path(value, name: str) -> Path:
+    """`value` as a Path: a non-empty text or os.PathLike naming a file or folder."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(text, str) or not text.strip() or "\0" in text:
+        raise FragilityError(f"{name} must be the path of a folder or file (text or a pathlib.Path); got "
+                             f"{_shown(value)}.")
+    return Path(text)
+
+
+def folder(path_, name: str, create: bool = False, write: bool | None = None) -> Path:
+    """A folder that exists (or that can be created when `create`) as a Path; one that can be written to when
+    `write` (default: `create`). A folder only read is never written to, so that it may be read-only."""
+    path_ = path(path_, name)
+    write = create if write is None else write
+    if path_.exists() and not path_.is_dir():
+        raise FragilityError(f"{name} {path_} is a file, not a folder: name a folder.")
+    if not create and not path_.is_dir():
+        raise FragilityError(f"{name} {path_} does not exist.")
+    if not write:
+        return path_
+    probe = path_
     while not probe.exists():
         probe = probe.parent
-    if not create and not path.is_dir():
-        raise FragilityError(f"{name} {path} does not exist.")
     try:  # a real write: permissions, read-only file systems and full quotas all show here
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as err:
-        raise FragilityError(f"{name} {path} cannot be written to ({err.strerror} in {probe}): choose a folder you "
+        raise FragilityError(f"{name} {path_} cannot be written to ({err.strerror} in {probe}): choose a folder you "
                              "can write to.") from None
-    return path
+    return path_
+
+
+def part(value, what: str) -> str:
+    """`value` if it can name a file or folder of a results folder: letters, digits, '.', '-' or '_', not only
+    dots (so that no path built from it leaves the results folder)."""
+    if not isinstance(value, str) or re.fullmatch(r"[\w.-]+", value) is None or not value.strip("."):
+        raise FragilityError(f"{what} {_shown(value)} cannot name a file of a results folder: use letters, digits, "
+                             "'.', '-' or '_', not only dots.")
+    return value
+
+
+WORKER_MEMORY = 2**30  # bytes of memory each local Dask worker process is counted to need, at least
+
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def free_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            found = re.search(r"^MemAvailable:\s+(\d+) kB", f.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found[1]) * 1024 if found else None
+
+
+def workers(value, name: str = "workers") -> int:
+    """A number of local worker processes this machine can hold: ≥ 1, at most one per CPU core and one per
+    `WORKER_MEMORY` of available memory."""
+    value = count(value, name)
+    limit, memory = cores(), free_memory()
+    if memory is not None:
+        limit = max(1, min(limit, memory // WORKER_MEMORY))
+    if value > limit:
+        room = f"{cores()} CPU cores" + (f" and {memory / 2**30:.1f} GiB of memory available (at least "
+                                          f"{WORKER_MEMORY / 2**30:g} GiB per worker)" if memory is not None else "")
+        raise FragilityError(f"{name} {value} is more than this machine can run at once: at most {limit} ({room}); "
+                             "for more, start a Dask cluster across machines and pass its scheduler's address.")
+    return value
 
 
 def inputs(x, name: str = "x"):

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 
-from . import checks, mnist, pipeline, profiles, serve
+from . import checks, mnist, pipeline, profiles, serve, verification
 from .errors import FragilityError, report
 
 EXAMPLES = """examples:
@@ -20,7 +21,8 @@ EXAMPLES = """examples:
 
 A profile is a shipped name ({shipped}) or the path of a YAML file; copy a shipped one from
 fragility/profiles/ to make your own. Results go to results/<profile name> unless --results says otherwise.
-Every step skips what already exists and writes atomically: stop a run at any time and start it again."""
+Every step skips what already exists and writes atomically: stop a run at any time (Ctrl-C) and start it again.
+One run at a time writes a results folder (it holds the folder's lock), and a folder holds one profile's results."""
 
 COMMANDS = {
     "run": "train what the missing results need, sweep every checkpoint that has no stored responses, then run "
@@ -38,6 +40,17 @@ def _unit(text: str) -> tuple:
     if not found:
         raise argparse.ArgumentTypeError(f"{text!r} is not MODEL/DATASET/SEED/EPOCH, e.g. resnet18/digits/0/2")
     return found[1], found[2], int(found[3]), int(found[4])
+
+
+def _number(text: str, name: str) -> float:
+    """A finite number ≥ 0 from the command line, else one FragilityError line (NaN would never fail a check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise FragilityError(f"{name} must be a finite number ≥ 0; got {text!r}.")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -98,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--units", nargs="+", type=_unit, metavar="MODEL/DATASET/SEED/EPOCH",
                              help="the units to recompute (default: the first model's first seed, earliest epoch)")
             sub.add_argument("--scratch", help="where the recomputed units go (default: <results>-verify)")
-            sub.add_argument("--tolerance", type=float, default=0.0,
+            sub.add_argument("--tolerance", default="0",
                              help="exit with status 1 when a difference exceeds this (default 0: identical)")
     return main
 
@@ -129,45 +142,59 @@ def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudySta
           + ", ".join(f"{kind} {_duration(s)}" for kind, s in seconds.items()) + "; each unit names its device)")
 
 
-def print_verified(found: list[pipeline.Verified]) -> None:
-    _table(("unit", *pipeline.COMPARED), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}"
-                                                                        for k in pipeline.COMPARED)) for v in found])
+def print_verified(found: list[verification.Verified]) -> None:
+    compared = verification.COMPARED
+    _table(("unit", *compared), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}" for k in compared))
+                                 for v in found])
     for v in found:
         print(f"{'/'.join(map(str, v.unit))}: stored from {v.stored_on or 'an unrecorded device'}, recomputed on "
               f"{v.recomputed_on}")
     print(f"{sum(v.identical for v in found)} of {len(found)} unit(s) identical to the stored ones")
 
 
+INTERRUPTED = "fragility: interrupted: what is stored is kept; run the same command again to resume"
+
+
 def main(argv=None) -> int:
-    """Entry point; a FragilityError becomes `fragility: error: <message>` on stderr and exit status 2."""
+    """Entry point; a FragilityError becomes `fragility: error: <message>` on stderr and exit status 2, Ctrl-C the
+    line `INTERRUPTED` and exit status 130 (every write is atomic: nothing partial is left)."""
     args = parser().parse_args(argv)
     try:
-        if args.command == "data":
-            print(mnist.ensure(args.data, progress=not args.quiet))
-            return 0
-        if args.command == "serve":
-            port = int(args.port) if args.port.isdigit() else args.port
-            return serve.serve(args.results, args.profile, port, args.ip, args.lab, browser=not args.no_browser)
-        profile = profiles.load_profile(args.profile)
-        if args.results is not None:
-            checks.folder(args.results, "--results", create=True)
-        if args.command == "status":
-            print_status(pipeline.status(profile, args.results), pipeline.study_status(profile, args.results),
-                         pipeline.recorded_seconds(profile, args.results))
-            return 0
-        if getattr(args, "scheduler", None) is None:
-            checks.device(args.device)  # on a running cluster the workers, not this machine, run the device
-        options = dict(data_dir=args.data, device=args.device, progress=not args.quiet)
-        if args.command == "verify":
-            found = pipeline.verify(profile, args.units, args.results, args.scratch, **options)
-            print_verified(found)
-            return int(any(d > args.tolerance for v in found for d in v.differences.values()))
-        if args.command == "run":
-            pipeline.run(profile, args.results, workers=args.workers, scheduler=args.scheduler, **options)
-        else:
-            getattr(pipeline, args.command)(profile, args.results, **options)
+        return _command(args)
     except FragilityError as err:
         return report(err, "fragility")
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+
+
+def _command(args) -> int:
+    """Run one parsed command; its exit status."""
+    if args.command == "data":
+        print(mnist.ensure(args.data, progress=not args.quiet))
+        return 0
+    if args.command == "serve":
+        port = int(args.port) if args.port.isdigit() else args.port
+        return serve.serve(args.results, args.profile, port, args.ip, args.lab, browser=not args.no_browser)
+    profile = profiles.load_profile(args.profile)
+    if args.results is not None:  # `status` only reads: it works on a read-only folder
+        checks.folder(args.results, "--results", create=True, write=args.command != "status")
+    if args.command == "status":
+        print_status(pipeline.status(profile, args.results), pipeline.study_status(profile, args.results),
+                     pipeline.recorded_seconds(profile, args.results))
+        return 0
+    if getattr(args, "scheduler", None) is None:
+        checks.device(args.device)  # on a running cluster the workers, not this machine, run the device
+    options = dict(data_dir=args.data, device=args.device, progress=not args.quiet)
+    if args.command == "verify":
+        tolerance = _number(args.tolerance, "--tolerance")
+        found = verification.verify(profile, args.units, args.results, args.scratch, **options)
+        print_verified(found)
+        return int(any(d > tolerance for v in found for d in v.differences.values()))
+    if args.command == "run":
+        pipeline.run(profile, args.results, workers=args.workers, scheduler=args.scheduler, **options)
+    else:
+        getattr(pipeline, args.command)(profile, args.results, **options)
     return 0
 
 

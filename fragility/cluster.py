@@ -7,24 +7,28 @@ nothing. When a worker is lost the scheduler runs its tasks again on another wor
 times for a local cluster; a running cluster's own setting applies there): a sweep or study unit lost half-way is
 recomputed from scratch, a training run resumes from its last checkpoint, and nothing is written twice.
 
+Every task computes with the profile's CPU thread count (`pipeline.run_task` sets it on the worker as in-process),
+so a unit's numbers do not depend on how it was executed. The client holds the results folder's lock
+(fragility.ownership) while the workers write it.
+
 On CUDA each task asks for one unit of the worker resource `GPU`, so a worker started with `--resources GPU=1` runs
 one task at a time on its GPU; a local cluster gives each of its workers that resource itself.
 """
 from __future__ import annotations
 
 import hashlib
-import os
+import threading
 from pathlib import Path
 
 import torch
 from distributed import Client, LocalCluster, as_completed
 from tqdm.auto import tqdm
 
-from . import checks, data, files, pipeline, store, studies, training
+from . import checks, data, files, ownership, pipeline, store, studies, training
 from .errors import FragilityError
 
 ALLOWED_FAILURES = 3  # times a task may be on a worker that is lost before the run fails (KilledWorker)
-TIMEOUT = 10  # seconds to wait for the scheduler at an address to answer
+TIMEOUT = 10  # seconds to wait for the scheduler at an address to answer, the whole connection attempt included
 
 
 def execute(profile, tasks: list, results, data_dir=None, device=None, progress: bool = True, workers=None,
@@ -40,13 +44,15 @@ def execute(profile, tasks: list, results, data_dir=None, device=None, progress:
         device: torch device of every task, e.g. "cpu" or "cuda" (None: CUDA when available; on a running cluster
             each worker chooses, and only an explicit CUDA device asks for the `GPU` resource).
         progress: show a progress bar over the finished tasks.
-        workers: start a local cluster of this many single-threaded processes, each task using cores // workers
-            torch threads.
+        workers: start a local cluster of this many processes (at most one per CPU core and per
+            `checks.WORKER_MEMORY` of available memory), each running one task at a time with the profile's thread
+            count.
         scheduler: the address of a running cluster's scheduler, e.g. "tcp://head:8786".
 
     Raises:
-        FragilityError: bad workers, scheduler or device; a scheduler that does not answer within `TIMEOUT`
-            seconds; or the first task that fails with one (its message names the task). A task's other
+        FragilityError: bad workers (more than the machine holds), scheduler or device; an address where no Dask
+            scheduler answers within `TIMEOUT` seconds (whatever listens there); another live run writing
+            `results`; or the first task that fails with one (its message names the task). A task's other
             exceptions propagate as they are. The remaining tasks are cancelled first.
     """
     if workers is not None and scheduler is not None:
@@ -55,7 +61,7 @@ def execute(profile, tasks: list, results, data_dir=None, device=None, progress:
         raise FragilityError("give workers (the size of a local cluster) or scheduler (a running cluster's "
                              "address), e.g. workers=2.")
     if workers is not None:
-        checks.require(workers, checks.whole(1), "workers")
+        checks.workers(workers)
         device = str(checks.device(device))
     else:
         checks.require(scheduler, checks.Rule(lambda v: isinstance(v, str) and v.strip() != "",
@@ -63,20 +69,20 @@ def execute(profile, tasks: list, results, data_dir=None, device=None, progress:
         device = _device(device)
     if not tasks:
         return
-    results, data_dir = Path(results).absolute(), data.data_root(data_dir).absolute()
-    files.clean(results) if results.is_dir() else None
+    results, data_dir = checks.path(results, "results").absolute(), data.data_root(data_dir).absolute()
     gpu = device is not None and torch.device(device).type == "cuda"
-    if workers is not None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          scheduler_kwargs={"allowed_failures": ALLOWED_FAILURES},
-                          **({"resources": {"GPU": 1}} if gpu else {})) as local, \
-                Client(local, set_as_default=False) as client:
-            _submit_all(client, profile, tasks, results, data_dir, device, max(1, cores // workers), gpu, progress)
-    else:
-        with _connect(scheduler) as client:
-            _submit_all(client, profile, tasks, results, data_dir, device, None, gpu, progress)
-    files.clean(results)
+    with ownership.lock(results):
+        files.clean(results)
+        if workers is not None:
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                              scheduler_kwargs={"allowed_failures": ALLOWED_FAILURES},
+                              **({"resources": {"GPU": 1}} if gpu else {})) as local, \
+                    Client(local, set_as_default=False) as client:
+                _submit_all(client, profile, tasks, results, data_dir, device, gpu, progress)
+        else:
+            with _connect(scheduler) as client:
+                _submit_all(client, profile, tasks, results, data_dir, device, gpu, progress)
+        files.clean(results)
 
 
 def _device(device) -> str | None:
@@ -93,24 +99,45 @@ def _device(device) -> str | None:
 
 
 def _connect(address: str):
-    """A client of the scheduler at `address`, or a FragilityError saying how to start one."""
-    try:
-        return Client(address, timeout=TIMEOUT, set_as_default=False)
-    except (OSError, ValueError, TypeError) as err:
-        raise FragilityError(f"no Dask scheduler answered at {address!r} within {TIMEOUT} s ({err}): start one "
-                             "with `dask scheduler` and workers with `dask worker ADDRESS` (or a dask-jobqueue "
-                             "cluster), then pass the address it prints; or use a local cluster instead (workers=N, "
-                             "or `--workers N` on the command line).") from None
+    """A client of the scheduler at `address` within `TIMEOUT` seconds — the whole attempt bounded, in a thread with
+    a deadline, since a server that is not a Dask scheduler may accept the connection and never answer — or a
+    FragilityError saying how to start one."""
+    box, guard = {}, threading.Lock()
+
+    def connect():
+        try:
+            client = Client(address, timeout=TIMEOUT, set_as_default=False)
+        except Exception as err:  # reported in the caller's thread
+            with guard:
+                box["error"] = err
+            return
+        with guard:
+            if "abandoned" not in box:
+                box["client"] = client
+                return
+        client.close()  # it answered after the deadline: nobody uses it
+
+    attempt = threading.Thread(target=connect, name="fragility-connect", daemon=True)
+    attempt.start()
+    attempt.join(TIMEOUT)
+    with guard:
+        if "client" in box:
+            return box["client"]
+        box["abandoned"] = True
+        reason = box.get("error", "what listens there does not speak Dask's protocol")
+    raise FragilityError(f"no Dask scheduler answered at {address!r} within {TIMEOUT} s ({reason}): start one "
+                         "with `dask scheduler` and workers with `dask worker ADDRESS` (or a dask-jobqueue "
+                         "cluster), then pass the address it prints; or use a local cluster instead (workers=N, "
+                         "or `--workers N` on the command line).")
 
 
-def _submit_all(client, profile, tasks, results: Path, data_dir: Path, device, threads, gpu: bool,
-                progress: bool) -> None:
+def _submit_all(client, profile, tasks, results: Path, data_dir: Path, device, gpu: bool, progress: bool) -> None:
     """Submit every task after the futures of the tasks it runs after, then wait for them all."""
     token = hashlib.sha256(f"{results}|{profile!r}".encode()).hexdigest()[:8]
     futures = {}
     for task in tasks:
         after = [futures[k] for k in task.after if k in futures]
-        futures[task.key] = client.submit(_run, profile, task, results, data_dir, device, threads, *after,
+        futures[task.key] = client.submit(_run, profile, task, results, data_dir, device, *after,
                                           key=f"{task.key.replace('/', '-')}-{token}", pure=False,
                                           resources={"GPU": 1} if gpu else None)
     _wait(client, futures, progress)
@@ -136,13 +163,12 @@ def _wait(client, futures: dict, progress: bool) -> None:
                                  "away?): run again to resume.")
 
 
-def _run(profile, task, results: Path, data_dir: Path, device, threads, *_after) -> None:
-    """One task on a worker (`_after`: its dependencies' results, which order it), unless its output exists."""
+def _run(profile, task, results: Path, data_dir: Path, device, *_after) -> None:
+    """One task on a worker (`_after`: its dependencies' results, which order it), unless its output exists; with
+    the profile's thread count, which `pipeline.run_task` sets."""
     path = _done(profile, results, task)
     if path is not None and path.is_file():
         return
-    if threads is not None:
-        torch.set_num_threads(threads)
     pipeline.run_task(profile, task, results, data_dir, device, progress=False)
 
 

@@ -8,6 +8,10 @@ class FragilityError(ValueError):
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
 
+    def _render_traceback_(self) -> list[str]:
+        """In Jupyter (and so under papermill), the message alone: one line instead of a traceback."""
+        return [f"FragilityError: {self}"]
+
 
 def report(err: FragilityError, prog: str) -> int:
     """Print `<prog>: error: <message>` on stderr, as argparse does for usage errors; return its exit status, 2."""

@@ -9,6 +9,7 @@ forked CPU RNG seeded by it, so the weights depend on the seed alone and the cal
 state is left untouched.
 """
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Callable
@@ -158,3 +159,18 @@ def build(name: str, channels: int = 1, classes: int = 10, seed: int | None = No
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _construct(name, channels, classes, depth)
+
+
+def layout(name: str, channels: int = 1, classes: int = 10, depth: int = 2) -> dict[str, type]:
+    """The qualified name and class of every module of the network `name`, built without weights (on the meta
+    device): what a profile's settings are checked against when it is read."""
+    if name not in NAMES:
+        raise FragilityError(f"unknown model {name!r}; choose one of {', '.join(NAMES)}")
+    return dict(_layout(name, channels, classes, depth))
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(name: str, channels: int, classes: int, depth: int) -> tuple[tuple[str, type], ...]:
+    with torch.device("meta"):
+        model = MODELS[name](channels, classes, depth=depth)
+    return tuple((n, type(m)) for n, m in model.named_modules() if n)

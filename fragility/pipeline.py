@@ -2,7 +2,8 @@
 
 Layout of a results folder: `checkpoints/` (fragility.training), `responses/` (one unit file per model, dataset, seed
 and checkpoint epoch, fragility.store), `epsilon/` (the ε chosen once per model and dataset by the `auto` policy) and
-`studies/` (fragility.studies). The work is a set of tasks — a training run per (model, dataset, seed), an ε search
+`studies/` (fragility.studies), with the owner record `profile.json` and, while a run writes it, its lock
+(fragility.ownership). The work is a set of tasks — a training run per (model, dataset, seed), an ε search
 per (model, dataset), a sweep per unit, a study unit — each writing its own output atomically and skipped when that
 output exists, so a run stopped at any moment resumes where it stopped and ends with an uninterrupted run's results.
 `plan` lists the tasks still to do with their dependencies; `run` executes them in this process, or on a Dask
@@ -19,7 +20,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from . import checks, data, engine, files, mnist, store, studies, training
+from . import checks, data, engine, files, mnist, ownership, store, studies, training
 from .attacks import search_epsilon
 from .errors import FragilityError
 from .profiles import Profile, results_dir
@@ -27,7 +28,43 @@ from .provenance import device_description, threads
 
 
 def _epsilon_path(results: Path, model: str, dataset: str) -> Path:
-    return results / "epsilon" / f"{model}__{dataset}.json"
+    return Path(results) / "epsilon" / f"{checks.part(model, 'model')}__{checks.part(dataset, 'dataset')}.json"
+
+
+def read_epsilon(path) -> dict:
+    """The ε record at `path` (a mapping with a finite ε ≥ 0); a FragilityError naming a damaged one."""
+    try:
+        stored = json.loads(Path(path).read_text())
+        epsilon = float(stored["epsilon"])
+        float(stored.get("seconds", 0.0))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        epsilon = None
+    if epsilon is None or not np.isfinite(epsilon) or epsilon < 0:
+        raise FragilityError(f"{path} is not a readable ε record: {store.MOVE}.")
+    return stored
+
+
+def _epsilon_record(profile: Profile, model: str, dataset: str) -> dict:
+    """What an ε record of the `auto` policy must record besides ε: the settings of its search."""
+    seed, epoch = profile.grid(model).seeds[0], profile.grid(model).epochs[-1]
+    record = {"model": model, "dataset": dataset, "seed": seed, "epoch": epoch, "ratio": profile.ratio,
+              "n_test": profile.n_test, "config_hash": profile.config_hash(model, dataset, seed),
+              "batchnorm": profile.batchnorm, "batch_size": profile.batch_size}
+    if dict(profile.method) != {"name": "fgsm"}:  # records of FGSM, the first attack, stay as they were
+        record["method"] = dict(profile.method)
+    return record
+
+
+def stored_epsilon(profile: Profile, results, model: str, dataset: str) -> float | None:
+    """The ε stored for (model, dataset) under the `auto` policy, validated against the profile; None if absent."""
+    path = _epsilon_path(results, model, dataset)
+    if not path.is_file():
+        return None
+    stored, record = read_epsilon(path), _epsilon_record(profile, model, dataset)
+    if {k: stored.get(k) for k in record} != record:
+        raise FragilityError(f"{path} holds an ε searched with other settings ({stored}); use another results "
+                             "folder, or move it away so that it is searched again.")
+    return float(stored["epsilon"])
 
 
 def _checkpoint(profile: Profile, results: Path, model: str, dataset: str, seed: int, epoch: int, device):
@@ -40,9 +77,11 @@ def _checkpoint(profile: Profile, results: Path, model: str, dataset: str, seed:
     return net, meta
 
 
-def _stored(profile: Profile, results: Path) -> set[tuple]:
-    """Keys of the profile's units already stored; every stored file is validated, and must match the profile."""
+def stored_units(profile: Profile, results: Path) -> set[tuple]:
+    """Keys of the profile's units already stored; every stored file is validated, and must match the profile and
+    belong to it (fragility.ownership)."""
     units = store.scan(results) if results.is_dir() else {}
+    ownership.check(profile, results, {header.path: header.attrs for header in units.values()})
     for key, header in units.items():
         model, dataset, seed, _ = key
         if model in profile.models and dataset in profile.datasets and seed in profile.grid(model).seeds:
@@ -82,22 +121,9 @@ def epsilon_task(profile: Profile, results, model: str, dataset: str, data_dir=N
         return float(profile.epsilon)
     results, device = Path(results), checks.device(device)
     seed, epoch = profile.grid(model).seeds[0], profile.grid(model).epochs[-1]
-    path = _epsilon_path(results, model, dataset)
-    record = {"model": model, "dataset": dataset, "seed": seed, "epoch": epoch, "ratio": profile.ratio,
-              "n_test": profile.n_test, "config_hash": profile.config_hash(model, dataset, seed),
-              "batchnorm": profile.batchnorm, "batch_size": profile.batch_size}
-    if dict(profile.method) != {"name": "fgsm"}:  # records of FGSM, the first attack, stay as they were
-        record["method"] = dict(profile.method)
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-            epsilon = float(stored["epsilon"])
-        except (ValueError, KeyError, TypeError):
-            raise FragilityError(f"{path} is not a readable ε record: move it away (or delete it) to search ε "
-                                 "again.") from None
-        if {k: stored.get(k) for k in record} != record or not np.isfinite(epsilon) or epsilon < 0:
-            raise FragilityError(f"{path} holds an ε searched with other settings ({stored}); use another results "
-                                 "folder, or move it away so that it is searched again.")
+    path, record = _epsilon_path(results, model, dataset), _epsilon_record(profile, model, dataset)
+    epsilon = stored_epsilon(profile, results, model, dataset)
+    if epsilon is not None:
         return epsilon
     x, y, _ = _test_set(profile, dataset, data_dir)
     net = _checkpoint(profile, results, model, dataset, seed, epoch, device)[0]
@@ -152,9 +178,12 @@ class Task:
 def plan(profile: Profile, results=None) -> list[Task]:
     """The tasks still to do for the profile, in an order that respects their dependencies: model by model (the
     first model's results come first) the training runs that missing results need, the ε search and the missing
-    sweeps; then the missing study units."""
+    sweeps; then the missing study units. Every stored file the profile's results comprise is validated first (a
+    damaged, foreign or stale one is one FragilityError naming it)."""
     results = results_dir(profile, results)
-    done = _stored(profile, results)
+    done = stored_units(profile, results)
+    _check_epsilon(profile, results)
+    studied = studies.stored(profile, results)
     runs = needed_runs(profile, results)
     tasks = [Task(f"train/{'/'.join(map(str, r))}", train_task, (r,)) for r in runs
              if not training.checkpoint_path(results, *r, profile.grid(r[0]).epochs[-1]).is_file()]
@@ -174,12 +203,20 @@ def plan(profile: Profile, results=None) -> list[Task]:
     tasks.sort(key=lambda t: profile.models.index(model_of[t.fn](t.args)))  # stable: train, ε, sweeps per model
     swept = {t.args[0] for t in tasks if t.fn is sweep_task}
     for name, unit in studies.units(profile):
-        if not studies.study_path(results, name, *unit.key).is_file():
+        if (name, unit.key) not in studied:
             after = [a for run in unit.needs for a in _after(trained, run)]
             after += [f"sweep/{'/'.join(map(str, u))}" for u in swept if u[:3] in unit.needs]
             tasks.append(Task(f"study/{name}/{'/'.join(map(str, unit.key))}", studies.run_unit, (name, unit),
                               tuple(after)))
     return tasks
+
+
+def _check_epsilon(profile: Profile, results: Path) -> None:
+    """Validate the profile's stored ε records (the `auto` policy's)."""
+    if profile.epsilon == "auto":
+        for model in profile.models:
+            for dataset in profile.datasets:
+                stored_epsilon(profile, results, model, dataset)
 
 
 def _after(trained: set, run: tuple) -> tuple:
@@ -190,7 +227,7 @@ def needed_runs(profile: Profile, results=None) -> list[tuple]:
     """The training runs whose checkpoints something missing needs: a unit not swept, the ε search of the `auto`
     policy (the last checkpoint of a model's first seed), a study unit that starts from the run's checkpoints."""
     results = results_dir(profile, results)
-    done = _stored(profile, results)
+    done = stored_units(profile, results)
     need = {u[:3] for u in profile.units() if u not in done}
     if profile.epsilon == "auto":
         need |= {(m, d, profile.grid(m).seeds[0]) for m in profile.models for d in profile.datasets
@@ -200,11 +237,12 @@ def needed_runs(profile: Profile, results=None) -> list[tuple]:
 
 
 def execute(profile: Profile, tasks: list[Task], results, data_dir=None, device=None, progress=True) -> None:
-    """Run `tasks` one after the other in this process."""
-    results, device, cache = Path(results), str(checks.device(device)), {}
-    files.clean(results) if results.is_dir() else None
-    for task in tqdm(tasks, desc="tasks", unit="task", disable=not progress):
-        run_task(profile, task, results, data_dir, device, progress, cache)
+    """Run `tasks` one after the other in this process, holding the results folder's lock."""
+    results, device, cache = checks.path(results, "results"), str(checks.device(device)), {}
+    with ownership.lock(results):
+        files.clean(results)
+        for task in tqdm(tasks, desc="tasks", unit="task", disable=not progress):
+            run_task(profile, task, results, data_dir, device, progress, cache)
 
 
 def run_task(profile: Profile, task: Task, results, data_dir=None, device=None, progress=False, cache=None):
@@ -220,38 +258,62 @@ def run_task(profile: Profile, task: Task, results, data_dir=None, device=None, 
         raise FragilityError(f"{task.key}: {err}") from None
 
 
+def _writing(profile: Profile, results) -> Path:
+    """The results folder of a command that writes it: checked to be a folder it can write to."""
+    return checks.folder(results_dir(profile, results), "results", create=True)
+
+
 def train(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True) -> None:
     """Train (or resume) every (model, dataset, seed) of the profile whose last checkpoint is missing."""
-    results = results_dir(profile, results)
-    for run in profile.runs():
-        if not training.checkpoint_path(results, *run, profile.grid(run[0]).epochs[-1]).is_file():
+    results = _writing(profile, results)
+    checks.device(device)
+    with ownership.lock(results):
+        stored_units(profile, results)
+        todo = [run for run in profile.runs()
+                if not training.checkpoint_path(results, *run, profile.grid(run[0]).epochs[-1]).is_file()]
+        if todo:
+            ownership.record(profile, results)
+            files.clean(results)
+        for run in todo:
             run_task(profile, Task(f"train/{'/'.join(map(str, run))}", train_task, (run,)), results, data_dir, device,
                      progress)
 
 
 def sweep(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True) -> None:
     """Sweep every trained checkpoint of the profile that has no unit file yet, storing one file per unit."""
-    results = results_dir(profile, results)
-    files.clean(results) if results.is_dir() else None
-    todo = [u for u in profile.units() if u not in _stored(profile, results)]
-    for unit in tqdm(todo, desc="units", unit="unit", disable=not progress):
-        run_task(profile, Task("sweep/" + "/".join(map(str, unit)), sweep_task, (unit,)), results, data_dir, device,
-                 progress)
+    results = _writing(profile, results)
+    checks.device(device)
+    with ownership.lock(results):
+        todo = [u for u in profile.units() if u not in stored_units(profile, results)]
+        _check_epsilon(profile, results)
+        if todo:
+            ownership.record(profile, results)
+            files.clean(results)
+        for unit in tqdm(todo, desc="units", unit="unit", disable=not progress):
+            run_task(profile, Task("sweep/" + "/".join(map(str, unit)), sweep_task, (unit,)), results, data_dir,
+                     device, progress)
 
 
 def run(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True, workers=None,
         scheduler=None) -> None:
     """Train what the missing results need, sweep what is missing, then run the missing study units — in this
-    process, or as tasks of a Dask cluster: a local one of `workers` processes, or the one at `scheduler`."""
-    results = results_dir(profile, results)
-    tasks = plan(profile, results)
-    if tasks and "mnist" in profile.datasets:
-        mnist.ensure(data_dir, progress=progress)  # once here, not in every worker
-    if workers is None and scheduler is None:
-        return execute(profile, tasks, results, data_dir, device, progress)
-    from . import cluster
+    process, or as tasks of a Dask cluster: a local one of `workers` processes, or the one at `scheduler` — holding
+    the results folder's lock (fragility.ownership) throughout."""
+    results = _writing(profile, results)
+    if workers is not None:
+        checks.workers(workers)
+    with ownership.lock(results):
+        tasks = plan(profile, results)
+        if not tasks:
+            return None
+        ownership.record(profile, results)
+        if "mnist" in profile.datasets:
+            mnist.ensure(data_dir, progress=progress)  # once here, not in every worker
+        if workers is None and scheduler is None:
+            return execute(profile, tasks, results, data_dir, device, progress)
+        from . import cluster  # Dask: imported only for a run on a cluster
 
-    cluster.execute(profile, tasks, results, data_dir, device, progress, workers=workers, scheduler=scheduler)
+        cluster.execute(profile, tasks, results, data_dir, device, progress, workers=workers, scheduler=scheduler)
 
 
 @dataclass(frozen=True)
@@ -267,9 +329,11 @@ class Status:
 
 
 def status(profile: Profile, results=None) -> list[Status]:
-    """One Status per unit of the profile; every stored response file is validated on the way."""
+    """One Status per unit of the profile; every stored response file and ε record is validated on the way (the
+    folder is only read)."""
     results = results_dir(profile, results)
-    done = _stored(profile, results)
+    done = stored_units(profile, results)
+    _check_epsilon(profile, results)
     return [Status(*u, training.checkpoint_path(results, *u).is_file(), u in done) for u in profile.units()]
 
 
@@ -281,7 +345,7 @@ def recorded_seconds(profile: Profile, results=None) -> dict[str, float]:
     runs: dict[tuple, float] = {}
     for (model, dataset, seed, _), header in headers.items():
         runs[model, dataset, seed] = max(runs.get((model, dataset, seed), 0.0), header.attrs.get("train_seconds", 0.0))
-    searched = [json.loads(p.read_text()).get("seconds", 0.0) for p in sorted((results / "epsilon").glob("*.json"))]
+    searched = [float(read_epsilon(p).get("seconds", 0.0)) for p in sorted((results / "epsilon").glob("*.json"))]
     studied = [store.read_attrs(path).get("seconds", 0.0) for path in
                (studies.study_path(results, name, *unit.key) for name, unit in studies.units(profile))
                if path.is_file()]
@@ -301,67 +365,8 @@ class StudyStatus:
 
 
 def study_status(profile: Profile, results=None) -> list[StudyStatus]:
-    """One StudyStatus per unit of the profile's studies (`model` is the variant's label for `depth`)."""
+    """One StudyStatus per unit of the profile's studies (`model` is the variant's label for `depth`); every stored
+    study unit is validated on the way (fragility.studies.stored)."""
     results = results_dir(profile, results)
-    return [StudyStatus(name, *unit.key, studies.study_path(results, name, *unit.key).is_file())
-            for name, unit in studies.units(profile)]
-
-
-COMPARED = ("accuracy", "n_filtered", "n_params", "threshold", "base_accuracy", "epsilon", "test_accuracy",
-            "train_accuracy")
-
-
-@dataclass(frozen=True)
-class Verified:
-    """One recomputed unit against its stored one: the largest absolute difference of each variable."""
-
-    unit: tuple
-    differences: dict
-    stored_on: str = ""  # the device records of the stored unit and of its recomputation
-    recomputed_on: str = ""
-
-    @property
-    def identical(self) -> bool:
-        return all(v == 0 for v in self.differences.values())
-
-
-def verify(profile: Profile, units=None, results=None, scratch=None, data_dir=None, device=None,
-           progress: bool = True) -> list[Verified]:
-    """Retrain and re-sweep stored units into `scratch` and compare them with the stored ones.
-
-    `units`: (model, dataset, seed, epoch) keys, default the earliest checkpoint of the first model's first seed.
-    Each run is trained from scratch up to the unit's epoch and swept with the stored ε. On a CPU it uses the
-    number of threads the stored unit records: another count sums in another order, and training amplifies that.
-    """
-    results = results_dir(profile, results)
-    stored = _stored(profile, results)
-    first = profile.models[0]
-    units = [tuple(u) for u in units] if units else [(first, profile.datasets[0], profile.grid(first).seeds[0],
-                                                      profile.grid(first).epochs[0])]
-    missing = [u for u in units if u not in stored]
-    if missing:
-        raise FragilityError(f"no stored unit {', '.join('/'.join(map(str, u)) for u in missing)} under {results}: "
-                             "`fragility status` lists the stored ones.")
-    scratch = checks.folder(scratch or results.parent / f"{results.name}-verify", "scratch", create=True)
-    out = []
-    for unit in units:
-        shipped = store.read_unit(store.unit_path(results, *unit))
-        with threads(profile.threads):
-            again = _recompute(profile, unit, scratch, float(shipped["epsilon"]), data_dir, device, progress)
-        out.append(Verified(unit, {k: float(np.nanmax(np.abs(np.asarray(again[k], float) - np.asarray(shipped[k],
-                                                                                                   float))))
-                                   for k in COMPARED}, shipped.attrs.get("device", ""), again.attrs["device"]))
-    return out
-
-
-def _recompute(profile: Profile, unit: tuple, scratch: Path, epsilon: float, data_dir, device, progress):
-    """Train `unit`'s run from scratch up to its epoch in `scratch`, sweep it with `epsilon`, store and return it."""
-    model, dataset, seed, epoch = unit
-    config = profile.train_config(model, dataset, seed)
-    config.epochs = epoch
-    root = data.data_root(data_dir)
-    training.train(config, data.load(dataset, "train", root), data.load(dataset, "test", root), scratch,
-                   progress=progress, device=str(checks.device(device)))
-    again = sweep_unit(profile, scratch, unit, epsilon, data_dir, device, progress)
-    store.write_unit(again, store.unit_path(scratch, *unit))
-    return again
+    done = studies.stored(profile, results)
+    return [StudyStatus(name, *unit.key, (name, unit.key) in done) for name, unit in studies.units(profile)]

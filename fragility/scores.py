@@ -2,7 +2,8 @@
 
 Every function takes the sweep Dataset (the method page's "Where the numbers live") with any extra dimensions
 (model, dataset, seed, epoch) and
-keeps them: derived quantities are computed, never stored.
+keeps them: derived quantities are computed, never stored. What was never stored stays missing: a unit or a layer
+that combined results pad with NaN gives NaN responses and scores (never 0), and no label.
 """
 from __future__ import annotations
 
@@ -84,13 +85,14 @@ def combined(ds: xr.Dataset, scaling: str = "unperturbed") -> xr.DataArray:
     if missing:
         raise FragilityError(f"the combined response needs h1, h2 and h3; this sweep lacks "
                              f"{', '.join(sorted(missing))}.")
-    return scaled(ds, scaling).sel(filter=["h1", "h2", "h3"]).mean("filter").rename("combined")
+    return scaled(ds, scaling).sel(filter=["h1", "h2", "h3"]).mean("filter", skipna=False).rename("combined")
 
 
 def _area(curve: xr.DataArray, rule: str) -> xr.DataArray:
-    """Σ_i curve_i Δα over i = 0..A (Eq. 14–16 as written), or the trapezoid or Simpson rule over α ∈ [0, 1]."""
+    """Σ_i curve_i Δα over i = 0..A (Eq. 14–16 as written), or the trapezoid or Simpson rule over α ∈ [0, 1]; NaN
+    when any point of the curve is (a response never stored has no area)."""
     if rule == "rectangle":
-        return curve.sum("alpha") / (curve.sizes["alpha"] - 1)
+        return curve.sum("alpha", skipna=False) / (curve.sizes["alpha"] - 1)
     if rule == "trapezoid":
         return curve.integrate("alpha")
     from scipy.integrate import simpson
@@ -124,7 +126,7 @@ def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle", scaling:
     ds = _sweep(ds, "accuracy", "base_accuracy", "n_filtered", "n_params")
     if filter == "combined":
         response = combined(ds, scaling)
-        base = baseline(ds).sel(filter=["h1", "h2", "h3"]).mean("filter")
+        base = baseline(ds).sel(filter=["h1", "h2", "h3"]).mean("filter", skipna=False)
     elif isinstance(filter, str) and filter in ds["filter"].values:
         response = scaled(ds, scaling).sel(filter=filter, drop=True)
         base = baseline(ds).sel(filter=filter, drop=True)
@@ -144,12 +146,14 @@ def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle", scaling:
 def characterize(scores: xr.Dataset | xr.DataArray, tol: float = 0.02):
     """Labels per score: fragile "Fr" if r < −tol, robust "Ro" if ``|r| ≤ tol``, antifragile "Af" if r > tol.
 
+    A NaN score (a unit or layer never stored, an unperturbed accuracy of 0) gets no label: the empty string "".
+
     Args:
         scores: scores (a Dataset of `scores`, or one DataArray).
         tol: the tolerance τ (the paper's ±2 %: 0.02).
 
     Returns:
-        Labels of the same shape.
+        Labels of the same shape: "Fr", "Ro", "Af", or "" where the score is NaN.
 
     Example:
         >>> fr.characterize(fr.scores(ds))["r_x"].sel(layer="fc")
@@ -159,7 +163,7 @@ def characterize(scores: xr.Dataset | xr.DataArray, tol: float = 0.02):
         raise FragilityError(f"expected scores as an xarray Dataset or DataArray; got {type(scores).__name__}.")
 
     def label(r):
-        return xr.where(r < -tol, "Fr", xr.where(r > tol, "Af", "Ro"))
+        return xr.where(r.isnull(), "", xr.where(r < -tol, "Fr", xr.where(r > tol, "Af", "Ro")))
 
     return scores.map(label) if isinstance(scores, xr.Dataset) else label(scores)
 

@@ -21,7 +21,7 @@ import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from . import files
+from . import checks, files
 from .errors import FragilityError
 
 SCHEMA = "fragility-responses/2"
@@ -44,8 +44,9 @@ GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}  # per-ex
 
 
 def unit_path(results, model: str, dataset: str, seed: int, epoch: int) -> Path:
-    """results/responses/<model>/<dataset>/seed<seed>/epoch<EEE>.nc"""
-    return Path(results) / "responses" / model / dataset / f"seed{seed}" / f"epoch{epoch:03d}.nc"
+    """results/responses/<model>/<dataset>/seed<seed>/epoch<EEE>.nc (names that would leave `results` refused)"""
+    return (checks.path(results, "results") / "responses" / checks.part(model, "model")
+            / checks.part(dataset, "dataset") / f"seed{int(seed)}" / f"epoch{int(epoch):03d}.nc")
 
 
 def as_unit(sweep: xr.Dataset, model: str, dataset: str, seed: int, epoch: int, **attrs) -> xr.Dataset:
@@ -105,13 +106,29 @@ def read_netcdf(path) -> xr.Dataset:
 
 
 def read_unit(path) -> xr.Dataset:
-    """The unit stored at `path`, loaded into memory and validated; a FragilityError naming the file otherwise."""
+    """The unit stored at `path`, loaded into memory and validated (a file of a results folder's responses/ must
+    hold the unit its name says); a FragilityError naming the file otherwise."""
     ds = read_netcdf(path)
     try:
         _check(ds.attrs, {name: var.dims for name, var in ds.variables.items()})
     except ValueError as err:
         raise _not_a_unit(path, err) from None
+    _placed(Path(path), tuple(ds[k].item() for k in KEYS))
     return ds
+
+
+def _placed(path: Path, key: tuple, results: Path | None = None) -> None:
+    """Refuse a file under the responses/ of a results folder (`results`, else as the path's place says) that holds
+    another unit than its name says."""
+    if results is None and (len(path.parts) < 5 or path.parts[-5] != "responses"):
+        return
+    try:
+        home = unit_path(path.parents[4] if results is None else results, *key)
+    except (FragilityError, TypeError, ValueError):
+        raise FragilityError(f"{path} holds a unit whose key {key} cannot name a unit file: {MOVE}.") from None
+    if home != path:
+        raise FragilityError(f"{path} holds the unit {'/'.join(map(str, key))}, which belongs at {home}: a unit's "
+                             f"file was copied or renamed; {MOVE}.")
 
 
 @dataclass(frozen=True)
@@ -170,7 +187,7 @@ def scan(path) -> dict[tuple, Header]:
     Temporary files of interrupted writes and the `studies/` folder (see fragility.studies) are passed over; any other
     ``*.nc`` file that is not a unit is an error.
     """
-    path = Path(path)
+    path = checks.path(path, "path")
     if not path.exists():
         raise FragilityError(f"{path} does not exist: pass the results folder `fragility run` wrote (or one unit "
                              "file).")
@@ -179,9 +196,7 @@ def scan(path) -> dict[tuple, Header]:
     units: dict[tuple, Header] = {}
     for f in files:
         header = read_header(f)
-        if path.is_dir() and f.relative_to(path).parts[0] == "responses" and f != unit_path(path, *header.key):
-            raise FragilityError(f"{f} holds the unit {'/'.join(map(str, header.key))}, which belongs at "
-                                 f"{unit_path(path, *header.key)}: a unit's file was copied or renamed; {MOVE}.")
+        _placed(f, header.key, path if path.is_dir() and f.relative_to(path).parts[0] == "responses" else None)
         if header.key in units:
             raise FragilityError(f"{f} and {units[header.key].path} both hold {dict(zip(KEYS, header.key))}: "
                                  "keep one of them.")

@@ -19,10 +19,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import xarray as xr
+from torch import nn
 
-from . import checks, data, store, training
+from . import checks, data, models, store, training
 from .errors import FragilityError
-from .models import NAMES
+from .models import layout
 from .preserve import preserved
 from .provenance import device_description, provenance
 
@@ -129,17 +130,31 @@ def open_study(results, name: str) -> xr.Dataset:
         attribute `study` names it.
 
     Raises:
-        FragilityError: an unknown study, none stored, or a damaged or foreign unit file (named).
+        FragilityError: an unknown study, none stored, a damaged or foreign unit file, or units computed with
+            different settings (named).
     """
     found = study(name)
-    files = sorted((Path(results) / "studies" / name).glob("*.nc"))
+    files = sorted((checks.path(results, "results") / "studies" / name).glob("*.nc"))
     if not files:
         raise FragilityError(f"no stored {name} study under {results}: run `fragility run --profile …` with that "
                              f"profile (it runs the studies the profile lists; add `studies: {{{name}: {{}}}}` to "
                              "a profile that lacks it).")
-    ds = combine([read(f, found) for f in files])
+    ds = combine(read_all(files, found))
     ds.attrs["study"] = name
     return ds
+
+
+def find_study(results, name: str) -> xr.Dataset | None:
+    """The stored units of study `name` under `results`, combined as `open_study` combines them — or None when the
+    folder holds no unit of that study (the claims it decides are then untestable).
+
+    Raises:
+        FragilityError: an unknown study or a results path that is not one; a unit file that is damaged, foreign
+            (another study's, or not a study unit), misnamed, or computed with other settings than the others —
+            each named, with how to recompute it. Never for a study that is simply not stored.
+    """
+    folder = checks.path(results, "results") / "studies" / study(name).name
+    return open_study(results, name) if folder.is_dir() and any(folder.glob("*.nc")) else None
 
 
 def seeds(ds: xr.Dataset, model, dataset) -> list[int]:
@@ -155,12 +170,29 @@ def pairs(ds: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def models_rule() -> checks.Rule:
-    return checks.items(checks.one_of(NAMES), what=f"a list of distinct models from {', '.join(NAMES)}")
+    return checks.items(checks.one_of(models.NAMES),
+                       what=f"a list of distinct models from {', '.join(models.NAMES)}")
+
+
+def check_layers(value, setting: str, profile, models) -> None:
+    """Refuse a study's layer setting (a name or a list of names; None: the study's choice) naming anything but a
+    Conv2d or Linear layer of each of `models`: known when the profile is read, not after training."""
+    if value is None:
+        return
+    for model in models:
+        found = [n for n, kind in layout(model, depth=profile.depth).items()
+                 if issubclass(kind, (nn.Conv2d, nn.Linear))]
+        unknown = [n for n in ([value] if isinstance(value, str) else value) if n not in found]
+        if unknown:
+            what = "is not a Conv2d or Linear layer" if len(unknown) == 1 else "are not Conv2d or Linear layers"
+            raise FragilityError(f"studies.{setting}: {', '.join(map(repr, unknown))} {what} of {model}: choose from "
+                                 f"{', '.join(found[:10])}{', …' if len(found) > 10 else ''}.")
 
 
 def study_path(results, study: str, label: str, dataset: str, seed: int) -> Path:
-    """results/studies/<study>/<label>__<dataset>__seed<seed>.nc"""
-    return Path(results) / "studies" / study / f"{label}__{dataset}__seed{seed}.nc"
+    """results/studies/<study>/<label>__<dataset>__seed<seed>.nc (names that would leave `results` refused)"""
+    return (checks.path(results, "results") / "studies" / checks.part(study, "study")
+            / f"{checks.part(label, 'study label')}__{checks.part(dataset, 'dataset')}__seed{int(seed)}.nc")
 
 
 def settings_hash(profile, settings: dict, unit: Unit) -> str:
@@ -206,6 +238,26 @@ def read(path: Path, study) -> xr.Dataset:
     if problem:
         raise FragilityError(f"{path} is not a {study.name} study unit ({problem}): {store.MOVE}.")
     return ds
+
+
+def settings_of(unit: xr.Dataset) -> dict:
+    """What a stored unit records of the settings it shares with the study's other units: the profile that wrote
+    it and the study's settings (`settings_hash` also covers the unit's own training runs, so it differs by unit)."""
+    return {k: str(v) for k, v in unit.attrs.items() if k.startswith("study_") or k == "profile"}
+
+
+def read_all(paths: list[Path], study) -> list[xr.Dataset]:
+    """The stored units at `paths`, each checked by `read`, and checked to share their profile and study settings
+    (`settings_of`): units of different settings are never combined; else one FragilityError naming two files."""
+    units = [read(path, study) for path in paths]
+    for path, unit in zip(paths, units):
+        if settings_of(unit) != settings_of(units[0]):
+            differ = sorted(k for k in settings_of(unit).keys() | settings_of(units[0]).keys()
+                            if settings_of(unit).get(k) != settings_of(units[0]).get(k))
+            raise FragilityError(f"{paths[0]} and {path} hold {study.name} study units computed with different "
+                                 f"settings ({', '.join(differ)}): they cannot be combined; move the stale ones out of "
+                                 "the results folder and run `fragility run` again to recompute them.")
+    return units
 
 
 def combine(units: list[xr.Dataset]) -> xr.Dataset:

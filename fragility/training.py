@@ -16,6 +16,7 @@ Determinism: bitwise identical on the same machine with the same software on CPU
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -28,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fragility import files
+from fragility import checks, files
 from fragility.errors import FragilityError
 from fragility.models import build
 from fragility.provenance import provenance, threads
@@ -74,8 +75,9 @@ def config_hash(config: TrainConfig | dict) -> str:
 
 
 def checkpoint_path(root, model: str, dataset: str, seed: int, epoch: int) -> Path:
-    """root/checkpoints/<model>/<dataset>/seed<seed>/epoch<EEE>.pt"""
-    return Path(root) / "checkpoints" / model / dataset / f"seed{seed}" / f"epoch{epoch:03d}.pt"
+    """root/checkpoints/<model>/<dataset>/seed<seed>/epoch<EEE>.pt (names that would leave `root` refused)"""
+    return (checks.path(root, "results") / "checkpoints" / checks.part(model, "model")
+            / checks.part(dataset, "dataset") / f"seed{int(seed)}" / f"epoch{int(epoch):03d}.pt")
 
 
 def read_checkpoint(path, map_location="cpu") -> dict:
@@ -259,6 +261,9 @@ def _fit(config: TrainConfig, train_set, test_set, path, saves, key, resume, fre
                 clock = time.perf_counter()
                 train_loss, train_accuracy = _epoch(model, loader, optimizer, config, device,
                                                     f"epoch {epoch}" if progress else None)
+                if not math.isfinite(train_loss):
+                    raise FragilityError(f"training {run} diverged in epoch {epoch} (loss {train_loss}): nothing of "
+                                         f"that epoch is stored; lower lr ({config.lr}).")
                 seconds += time.perf_counter() - clock
                 if epoch in saves:
                     test_accuracy = _accuracy(model, test_set, config.batch_size, device)

@@ -28,10 +28,9 @@ import pandas as pd
 import xarray as xr
 
 from . import chapters, checks, uncertainty
-from .errors import FragilityError
 from .scores import scores
 from .store import layer_order, open_results
-from .study import open_study
+from .study import find_study
 
 TAU = 0.02  # the tolerance of Fr / Ro / Af (the conclusion's ±2 %)
 WORDS = {"Fr": "fragile", "Ro": "robust", "Af": "antifragile"}
@@ -212,14 +211,7 @@ class Evidence:
 
     def study(self, name: str) -> xr.Dataset | None:
         """A study's combined units, or None when the results hold none (a damaged unit is named)."""
-        def found():
-            try:
-                return open_study(self.folder, name)
-            except FragilityError as err:
-                if "no stored" in str(err):
-                    return None
-                raise
-        return self._once(("study", name), found)
+        return self._once(("study", name), lambda: find_study(self.folder, name))
 
 
 def swept_reading(ev: Evidence, model: str, dataset: str, reading: str) -> xr.Dataset:

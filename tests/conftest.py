@@ -1,5 +1,6 @@
-"""Shared fixtures: a small network trained on the real handwritten digits, a tiny pipeline run, and headless
-Chromium with its driver for the browser tests."""
+"""Shared fixtures: a small network trained on the real handwritten digits, a tiny pipeline run, the smallest run
+with every kind of file, and headless Chromium with its driver for the browser tests."""
+import json
 import os
 import shutil
 import subprocess
@@ -150,3 +151,27 @@ def browser() -> Browser:
             pytest.fail(f"{message} (CI=true: browser tests may not be skipped)", pytrace=False)
         pytest.skip(message)
     return Browser(CHROMIUM, CHROMEDRIVER)
+
+SMALL = {"name": "small", "description": "the smallest run with every kind of file", "models": ["smallcnn"],
+         "datasets": ["digits"], "seeds": [0], "epochs": [1, 2], "every": 1, "n_test": 100, "A": 2,
+         "filters": ["h1"], "attack": "fixed", "epsilon": "auto", "ratio": 0.5, "batch_size": 500,
+         "train_batch_size": 50, "lr": 0.003, "depth": 2, "threads": 1}
+
+
+def profile_file(folder, **changes) -> str:
+    """The path of SMALL with `changes` as a profile file in `folder`."""
+    path = folder / "small.yaml"
+    path.write_text(json.dumps({**SMALL, **changes}))  # JSON is YAML
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory):
+    """(profile, results folder) of SMALL run once per session (a few seconds): checkpoints, an ε record, response
+    units and the owner record."""
+    from fragility import pipeline, profiles
+
+    profile = profiles.parse_profile(SMALL)
+    results = tmp_path_factory.mktemp("small") / "results"
+    pipeline.run(profile, results, progress=False)
+    return profile, results

@@ -9,7 +9,8 @@ import pytest
 import xarray as xr
 
 from conftest import untimed
-from fragility import cli, store, studies
+from fragility import cli, profiles, store, studies
+from fragility.studies import base
 from test_pipeline import write_profile
 
 COMMAND = [sys.executable, "-m", "fragility.cli"]
@@ -57,6 +58,23 @@ BAD = {
         "{tmp}/tiny.yaml: studies.selective.epoch 5 is not a checkpoint of smallcnn"),
     "a verify unit that is not stored": (lambda tmp: ["--units", "smallcnn/digits/0/1"],
                                          "no stored unit smallcnn/digits/0/1"),
+    "a verify unit that leaves the results folder": (lambda tmp: ["--units", "../digits/0/1"],
+                                                     "model '..' cannot name a file of a results folder"),
+    "a verify tolerance that is NaN": (lambda tmp: ["--tolerance", "nan"],
+                                       "--tolerance must be a finite number ≥ 0; got 'nan'."),
+    "a verify tolerance that is negative": (lambda tmp: ["--tolerance", "-0.5"],
+                                            "--tolerance must be a finite number ≥ 0; got '-0.5'."),
+    "a verify tolerance that is infinite": (lambda tmp: ["--tolerance", "inf"],
+                                            "--tolerance must be a finite number ≥ 0; got 'inf'."),
+    "more local workers than the machine holds": (lambda tmp: ["--workers", "1000"],
+                                                  "workers 1000 is more than this machine can run at once: at most "),
+    "a learning rate that diverges": (lambda tmp: ["--profile", str(write_profile(tmp, lr=2.0))],
+                                      "{tmp}/tiny.yaml: lr must be Adam's learning rate, a number between 0 and 1"),
+    "a test subset too small to search ε": (lambda tmp: ["--profile", str(write_profile(tmp, n_test=1))],
+                                            "{tmp}/tiny.yaml: n_test 1 is too small to search ε"),
+    "a study layer the model lacks": (
+        lambda tmp: ["--profile", str(write_profile(tmp, studies={"batchnorm": {"layers": ["blocks.9.conv"]}}))],
+        "{tmp}/tiny.yaml: studies.batchnorm.layers: 'blocks.9.conv' is not a Conv2d or Linear layer of smallcnn"),
 }
 
 
@@ -86,11 +104,18 @@ def test_status_table(tmp_path, capsys):
     assert lines[-1].startswith("Compute recorded by what is stored: 0.0 min (training 0.0 min")
 
 
+def store_study_unit(results, profile, name, key, seconds=90.0):
+    """A stored study unit of `profile` (its variables all zero), as `fragility run` writes one."""
+    [unit] = [u for n, u in studies.units(profile) if n == name and u.key == key]
+    ds = xr.Dataset(dict.fromkeys(studies.study(name).variables, ((), 0.0)))
+    path = studies.study_path(results, name, *key)
+    base.write(ds, path, name, unit, profile, profile.studies[name], seconds, "cpu")
+    return path
+
+
 def test_status_lists_study_units(tmp_path, capsys):
     profile = write_profile(tmp_path, studies={"neurons": {}, "depth": {"depths": [1, 2]}})
-    done = studies.study_path(tmp_path / "R", "neurons", "smallcnn", "digits", 1)
-    done.parent.mkdir(parents=True)
-    xr.Dataset(attrs={"seconds": 90.0}).to_netcdf(done, engine="h5netcdf")
+    store_study_unit(tmp_path / "R", profiles.load_profile(profile), "neurons", ("smallcnn", "digits", 1))
     assert cli.main(["status", "--profile", str(profile), "--results", str(tmp_path / "R")]) == 0
     lines = capsys.readouterr().out.splitlines()
     table = lines[lines.index("") + 1:-2]

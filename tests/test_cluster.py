@@ -9,11 +9,12 @@ import time
 import pytest
 import torch
 import xarray as xr
+import yaml
 from conftest import untimed
 from distributed import LocalCluster
 from test_pipeline import TINY
 
-from fragility import cluster, pipeline, profiles, store, studies, training
+from fragility import cli, cluster, pipeline, profiles, store, studies, training
 from fragility import study as base
 from fragility.errors import FragilityError
 
@@ -100,6 +101,8 @@ def assert_same_results(found, expected):
             xr.testing.assert_identical(untimed(store.read_unit(a)), untimed(store.read_unit(b)))
         elif name.startswith("studies"):
             xr.testing.assert_identical(*(bare(base.read(p, studies.study(p.parent.name))) for p in (a, b)))
+        elif name == "profile.json":  # the owner record
+            assert json.loads(a.read_text()) == json.loads(b.read_text())
         elif name.startswith("epsilon"):
             record_a, record_b = ({k: v for k, v in json.loads(p.read_text()).items() if k not in UNTIMED}
                                   for p in (a, b))
@@ -118,6 +121,24 @@ def test_two_local_workers_give_the_sequential_results(sequential, tmp_path):
     pipeline.run(profile, results, progress=False, workers=2)
     assert_same_results(results, expected)
     assert pipeline.plan(profile, results) == []
+
+
+@pytest.mark.slow
+def test_a_units_numbers_do_not_depend_on_how_it_was_executed(tmp_path):
+    """The same profile (threads: 1) run in one process and on a local cluster of 2 workers, from the command line:
+    every variable of every unit, ε record, checkpoint and study unit is the same; each records the profile's one
+    thread, not a share of the machine's cores."""
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump({**PROFILE, "threads": 1}))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli.main(["run", "--quiet", "--profile", str(profile), "--results", str(one)]) == 0
+    assert cli.main(["run", "--quiet", "--profile", str(profile), "--results", str(two), "--workers", "2"]) == 0
+    assert_same_results(two, one)
+    for results in (one, two):
+        headers = store.scan(results).values()
+        assert len(headers) == 4 and all(h.attrs["device"].endswith(", 1 threads") for h in headers)
+        assert all(base.read(p, studies.study("removal")).attrs["device"].endswith(", 1 threads")
+                   for p in (results / "studies" / "removal").glob("*.nc"))
 
 
 @pytest.mark.slow

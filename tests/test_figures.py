@@ -320,8 +320,10 @@ def test_every_chapter_is_registered_with_its_notebook():
 
 
 SUMMARIES = {"fig11_batchnorm": "Rule of claim P7", "fig12_selective": "**smallcnn on digits**",
-             "study_neurons": "Spearman ρ (fragility, attack effect)", "study_removal": "| layer | weights | accuracy at "
-             "p = 0.7 | at p = 1 |", "study_depth": "| smallcnn-d1 | 2 |", "study_conventions": "the two readings agree"}
+             "study_neurons": "Spearman ρ (fragility, attack effect)",
+             "study_removal": "| layer | weights | accuracy at p = 0.7 | at p = 1 |",
+             "study_depth": "| smallcnn-d1 | 2 |",
+             "study_conventions": "the two readings agree"}
 
 
 def test_every_study_chapter_is_summarized_below():

@@ -9,7 +9,7 @@ import xarray as xr
 import yaml
 from conftest import untimed
 
-from fragility import pipeline, profiles, store, training
+from fragility import data, pipeline, profiles, store, training, verification
 from fragility.errors import FragilityError
 
 TINY = {
@@ -85,6 +85,30 @@ def test_unknown_profile_lists_the_shipped_ones(tmp_path):
 def test_bad_profiles_name_the_key(tmp_path, changes, message):
     with pytest.raises(FragilityError, match=message):
         profiles.load_profile(write_profile(tmp_path, **changes))
+
+
+def test_a_diverging_training_is_one_line_and_stores_nothing(tmp_path):
+    """A learning rate that passes the profile's check (0 < lr < 1) may still diverge: training says so."""
+    config = training.TrainConfig("smallcnn", "digits", 0, epochs=2, every=1, lr=1e30, depth=1, batch_size=100)
+    with pytest.raises(FragilityError, match=r"training smallcnn/digits/seed0 diverged in epoch 1 \(loss nan\): "
+                                             r"nothing of that epoch is stored; lower lr \(1e\+30\)."):
+        training.train(config, data.load("digits", "train"), data.load("digits", "test"), tmp_path, progress=False)
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lr": 1}, "lr must be Adam's learning rate, a number between 0 and 1"),
+    ({"lr": 1e3}, "lr must be Adam's learning rate"),
+    ({"n_test": 1}, "n_test 1 is too small to search ε"),
+    ({"n_test": 24, "epsilon": "per-checkpoint"}, "n_test 24 is too small to search ε"),
+    ({"n_test": 10, "epsilon": 0.1, "studies": {"selective": {}}}, "n_test 10 is too small to search ε"),
+    ({"batchnorm": "batch", "n_test": 101, "batch_size": 50}, "leaves a last batch of one image"),
+])
+def test_what_would_fail_after_training_is_refused_when_the_profile_is_read(changes, message):
+    with pytest.raises(FragilityError, match=message):
+        profiles.parse_profile({**TINY, **changes})
+    assert profiles.parse_profile({**TINY, "n_test": 1, "epsilon": 0.1}).n_test == 1  # nothing searched: allowed
+    assert profiles.parse_profile({**TINY, "n_test": 25}).n_test == 25
 
 
 def test_missing_key_and_bad_yaml(tmp_path):
@@ -213,11 +237,22 @@ def test_run_trains_only_what_missing_results_need(ran, tmp_path):
     assert pipeline.needed_runs(profile, results) == [("smallcnn", "digits", 0), ("smallcnn", "digits", 1)]
 
 
+def test_a_resume_with_another_thread_count_is_refused(ran, tmp_path):
+    """The thread count is part of what a result depends on: a folder computed with 2 is not resumed with 1."""
+    profile, results = ran
+    results = copy(results, tmp_path)
+    store.unit_path(results, "smallcnn", "digits", 1, 2).unlink()
+    before = sorted(p for p in results.rglob("*"))
+    with pytest.raises(FragilityError, match="epoch001.nc was computed with other settings than profile tiny"):
+        pipeline.run(profiles.parse_profile({**TINY, "threads": 1}), results, progress=False)
+    assert sorted(p for p in results.rglob("*")) == before
+
+
 def test_verify_recomputes_a_stored_unit_identically_and_names_a_changed_one(ran, tmp_path):
     profile, results = ran
     results = copy(results, tmp_path)
     unit = ("smallcnn", "digits", 1, 2)
-    [same] = pipeline.verify(profile, [unit], results, tmp_path / "scratch", progress=False)
+    [same] = verification.verify(profile, [unit], results, tmp_path / "scratch", progress=False)
     assert same.unit == unit and same.identical, same.differences
     assert same.stored_on == same.recomputed_on
     path = store.unit_path(results, *unit)
@@ -225,7 +260,7 @@ def test_verify_recomputes_a_stored_unit_identically_and_names_a_changed_one(ran
     ds["accuracy"] = ds["accuracy"] - 0.25 * (ds["alpha"] == ds["alpha"][1])  # one threshold, a quarter lower
     path.unlink()
     store.write_unit(ds, path)
-    [changed] = pipeline.verify(profile, [unit], results, tmp_path / "scratch2", progress=False)
+    [changed] = verification.verify(profile, [unit], results, tmp_path / "scratch2", progress=False)
     assert not changed.identical and changed.differences["accuracy"] == pytest.approx(0.25)
 
 
@@ -245,7 +280,7 @@ def test_the_shipped_reference_unit_is_recomputed_identically(tmp_path):
     unit = ("resnet18", "digits", 0, profile.grid("resnet18").epochs[0])
     if not store.unit_path(REFERENCE, *unit).is_file():
         pytest.fail(f"the reference unit {unit} is not shipped: run `fragility run --profile reference`")
-    [verified] = pipeline.verify(profile, [unit], REFERENCE, tmp_path / "scratch", progress=False)
+    [verified] = verification.verify(profile, [unit], REFERENCE, tmp_path / "scratch", progress=False)
     assert verified.identical, verified.differences
     assert verified.recomputed_on.split(": ")[0] == verified.stored_on.split(": ")[0] == "cpu"
     assert torch.get_num_threads() == 1  # the fixture's count is restored after the recorded one was used

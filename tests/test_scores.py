@@ -2,9 +2,12 @@
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fragility as fr
 from fragility import FragilityError
+from test_store import put
 
 
 def toy(extra_dims=False):
@@ -109,3 +112,59 @@ def test_display_normalization():
     np.testing.assert_allclose(out.r_e, [0.5, -0.1 / 0.6])
     zero = fr.display_normalize(xr.Dataset({"r_e": ("layer", [0.0, 0.0])}))
     np.testing.assert_array_equal(zero.r_e, [0.0, 0.0])
+
+
+# what was never stored stays missing
+
+
+def test_units_and_layers_never_stored_give_nan_scores_and_no_label(tmp_path):
+    """Combined results pad a missing unit and a layer a model lacks with NaN: their scores are NaN, not 0, and
+    `characterize` labels them with nothing (not "Ro")."""
+    put(tmp_path, model="a", layers=("conv1", "fc"), epoch=1)
+    put(tmp_path, model="a", layers=("conv1", "fc"), epoch=2)
+    put(tmp_path, model="b", layers=("zeta",), epoch=1)  # b: no fc, and no epoch 2
+    ds = fr.open_results(tmp_path).load()
+    for rule in ("rectangle", "trapezoid", "simpson"):
+        for filter in ("h1", "combined"):
+            r = fr.scores(ds, filter=filter, rule=rule)
+            labels = fr.characterize(r)
+            for missing in ({"model": "b", "epoch": 2}, {"model": "b", "layer": "fc"}, {"model": "a", "layer": "zeta"}):
+                assert r["r_x"].sel(missing).isnull().all(), (rule, filter, missing)
+                assert (labels["r_x"].sel(missing) == "").all()
+            stored = r["r_x"].sel(model="a", layer="fc", epoch=1).squeeze()
+            assert stored.notnull() and str(labels["r_x"].sel(model="a", layer="fc", epoch=1).squeeze().item()) in (
+                "Fr", "Ro", "Af")
+
+
+@given(nans=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 1)), max_size=6),
+       tol=st.floats(0, 0.5))
+@settings(max_examples=60, deadline=None)
+def test_a_score_is_nan_exactly_when_one_of_its_points_is(nans, tol):
+    """The area of a curve with a missing point (filter, α, input) is NaN, never the sum of the points left; NaN is
+    never labelled; every finite score is labelled by the rule."""
+    ds = toy()
+    accuracy = ds["accuracy"].values.copy()
+    for f, a, i in nans:
+        accuracy[0, f, a, i] = np.nan
+    ds["accuracy"] = (ds["accuracy"].dims, accuracy)
+    hit = {(f, i) for f, _, i in nans}
+    for filter, index in (("h1", 0), ("h2", 1), ("h3", 2)):
+        r = fr.scores(ds, filter=filter).sel(layer="conv1")
+        assert bool(np.isnan(r["r_x"])) == ((index, 0) in hit)
+        assert bool(np.isnan(r["r_xe"])) == ((index, 1) in hit)
+        assert bool(np.isnan(r["r_e"])) == ((index, 0) in hit or (index, 1) in hit)
+        labels = fr.characterize(r, tol)
+        for name in ("r_x", "r_xe", "r_e"):
+            value, label = float(r[name]), str(labels[name].item())
+            expected = "" if np.isnan(value) else "Fr" if value < -tol else "Af" if value > tol else "Ro"
+            assert label == expected
+    combined = fr.scores(ds, filter="combined").sel(layer="conv1")
+    assert bool(np.isnan(combined["r_x"])) == any(i == 0 for _, i in hit)
+
+
+def test_an_all_nan_curve_has_no_area():
+    ds = toy()
+    ds["accuracy"] = ds["accuracy"] * np.nan
+    for rule in ("rectangle", "trapezoid", "simpson"):
+        assert fr.scores(ds, rule=rule).to_array().isnull().all()
+    assert (fr.characterize(xr.DataArray([np.nan, 0.0, -1.0, 1.0])).values.tolist() == ["", "Ro", "Fr", "Af"])

@@ -365,7 +365,8 @@ def unit(prose_gain, frozen=True, level0=0.3, n=N, epoch_gain=0.0, start_epoch=1
 
 
 def p8(tmp_path, gains_by_seed, reading=None, **kw):
-    ev = evidence(tmp_path, "selective", {("smallcnn", "digits", s): unit(g, **kw) for s, g in enumerate(gains_by_seed)})
+    units = {("smallcnn", "digits", s): unit(g, **kw) for s, g in enumerate(gains_by_seed)}
+    ev = evidence(tmp_path, "selective", units)
     return decided(ev, "selective", "P8", "smallcnn", "digits", reading)
 
 

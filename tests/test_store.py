@@ -20,9 +20,12 @@ def sweep_like(layers, A=4, seed=0):
             "threshold": (("layer", "filter", "alpha"), rng.random(shape)),
             "base_accuracy": (("input",), rng.random(2)),
             "epsilon": ((), 0.25),
+            "chance": ((), 0.1),
+            "correct": (("layer", "filter", "alpha", "input", "image"), rng.random(shape + (2, 5)) > 0.5),
+            "base_correct": (("input", "image"), rng.random((2, 5)) > 0.5),
         },
         coords={"layer": units, "filter": ["h1", "h2", "h3"], "alpha": np.arange(A + 1) / A,
-                "input": ["clean", "adversarial"]},
+                "input": ["clean", "adversarial"], "image": np.arange(5)},
         attrs={"A": A, "attack": "fixed", "git_commit": "abc"},
     )
 
@@ -64,7 +67,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(FragilityError, match=f"cannot write {path} \\(disk full; nothing partial was kept\\)"):
         store.write_unit(unit(epoch=1, seed=0), path)
     assert path.read_bytes() == before and list(path.parent.iterdir()) == [path]
 
@@ -95,10 +98,11 @@ def test_empty_folder_says_what_to_run(tmp_path):
 
 def test_temporary_files_are_ignored_and_cleaned(tmp_path):
     ds, path = put(tmp_path)
-    leftover = path.parent / ".epoch002.nc.x1y2.tmp"
+    leftover = path.parent / ".epoch002.nc.fragility-x1y2z3_4.tmp"  # as files.atomic names them
     leftover.write_bytes(b"partial")
+    assert files.temporary(leftover)
     assert list(store.scan(tmp_path)) == [("m", "digits", 0, 1)]
-    files.clean(tmp_path)
+    assert files.clean(tmp_path) == [leftover]
     assert not leftover.exists() and path.exists()
 
 

@@ -111,6 +111,10 @@ def test_defaults_are_filled_in():
     ({"conventions": {"readings": {}}}, "studies.conventions.readings must be a mapping of readings"),
     ({"conventions": {"seeds": [7]}}, r"studies.conventions.seeds \[7\] are not seeds of smallcnn"),
     ({"conventions": {"filters": ["h4"]}}, "studies.conventions.filters must be"),
+    ({"batchnorm": {"layers": ["blocks.0.bn"]}}, "studies.batchnorm.layers: 'blocks.0.bn' is not a Conv2d or Linear "
+                                                 "layer of smallcnn: choose from blocks.0.conv"),
+    ({"neurons": {"layer": "conv1"}}, "studies.neurons.layer: 'conv1' is not a Conv2d or Linear layer of smallcnn"),
+    ({"removal": {"layers": ["fc", "x", "y"]}}, "studies.removal.layers: 'x', 'y' are not Conv2d or Linear layers"),
 ])
 def test_bad_study_settings_name_the_key(raw, match):
     with pytest.raises(FragilityError, match=match):
@@ -126,6 +130,16 @@ def test_models_and_epochs_of_every_study_are_checked(raw, match):
     """Like selective and batchnorm, every study refuses models and epochs the profile does not have."""
     with pytest.raises(FragilityError, match=match):
         profiles.parse_profile({**TINY, "studies": raw})
+
+
+def test_study_layers_of_the_profiles_models_are_accepted():
+    profile = profiles.parse_profile({**TINY, "studies": {"batchnorm": {"layers": ["blocks.3.conv", "fc"]},
+                                                          "neurons": {"layer": "blocks.0.conv"},
+                                                          "removal": {"layers": ["fc"]}}})
+    assert profile.studies["batchnorm"]["layers"] == ["blocks.3.conv", "fc"]
+    resnet = profiles.parse_profile({**TINY, "models": ["resnet18"], "studies": {"batchnorm": {
+        "layers": ["layer2.0.conv1", "layer4.0.downsample.0"]}}})
+    assert resnet.studies["batchnorm"]["layers"][1] == "layer4.0.downsample.0"
 
 
 def test_a_profile_file_names_itself_in_the_error(tmp_path):
@@ -145,11 +159,15 @@ def removal_unit():
                       coords={"layer": ["conv", "fc"], "p": [0.0, 0.5], "draw": [0], "input": ["clean"]})
 
 
-def store_unit(results, study="removal", key=("smallcnn", "digits", 0), folder="removal", ds=None):
+SEEDED = profiles.parse_profile({**TINY, "seeds": [0, 1, 2, 3, 4, 5, 7, 9], "studies": {"removal": {"draws": 1}}})
+
+
+def store_unit(results, study="removal", key=("smallcnn", "digits", 0), folder="removal", ds=None, profile=SEEDED):
     """Write a unit as `fragility run` does, into studies/<folder>/ under the name of `key`."""
     path = results / "studies" / folder / "{}__{}__seed{}.nc".format(*key)
     unit = base.Unit(key, key[0], (key,))
-    base.write(removal_unit() if ds is None else ds, path, study, unit, PROFILE, {"draws": 1}, 0.5, torch.device("cpu"))
+    base.write(removal_unit() if ds is None else ds, path, study, unit, profile, profile.studies["removal"], 0.5,
+               torch.device("cpu"))
     return path
 
 
@@ -209,6 +227,56 @@ def test_open_study_refuses_a_damaged_or_foreign_unit(tmp_path, make):
     message = str(error.value)
     assert str(path) in message and problem in message
     assert store.MOVE in message
+
+
+def test_open_study_refuses_to_combine_units_of_different_settings(tmp_path):
+    kept = store_unit(tmp_path, key=("smallcnn", "digits", 0))
+    other = profiles.parse_profile({**TINY, "seeds": [0, 1], "studies": {"removal": {"draws": 2}}})
+    stale = store_unit(tmp_path, key=("smallcnn", "digits", 1), profile=other)
+    for call in (fr.open_study, studies.find_study):
+        with pytest.raises(FragilityError) as error:
+            call(tmp_path, "removal")
+        message = str(error.value)
+        assert str(kept) in message and str(stale) in message and "different settings (study_draws)" in message
+        assert "\n" not in message
+
+
+def test_find_study_tells_a_study_not_stored_from_a_damaged_one(tmp_path):
+    assert studies.find_study(tmp_path, "removal") is None
+    (tmp_path / "studies" / "removal").mkdir(parents=True)
+    assert studies.find_study(tmp_path, "removal") is None  # an empty folder stores nothing
+    path = store_unit(tmp_path)
+    found = studies.find_study(tmp_path, "removal")
+    xr.testing.assert_identical(found, fr.open_study(tmp_path, "removal"))
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(FragilityError, match=f"{path} is not a removal study unit"):
+        studies.find_study(tmp_path, "removal")
+    with pytest.raises(FragilityError, match="unknown study 'nope'"):
+        studies.find_study(tmp_path, "nope")
+    with pytest.raises(FragilityError, match="results must be the path of a folder"):
+        studies.find_study(None, "removal")
+
+
+def test_stored_study_units_must_match_the_profiles_settings(tmp_path):
+    profile = profiles.parse_profile({**TINY, "studies": {"removal": {"draws": 1}}})
+    path = store_unit(tmp_path, profile=profile)
+    assert studies.stored(profile, tmp_path) == {("removal", ("smallcnn", "digits", 0))}
+    assert [s.done for s in pipeline.study_status(profile, tmp_path)] == [True, False]
+    changed = profiles.parse_profile({**TINY, "studies": {"removal": {"draws": 2}}})
+    for call in (lambda: studies.stored(changed, tmp_path), lambda: pipeline.study_status(changed, tmp_path),
+                 lambda: pipeline.plan(changed, tmp_path)):
+        with pytest.raises(FragilityError, match=f"{path} was computed with other settings than profile tiny "
+                                                 r"\(settings_hash \w+ ≠ \w+\); use another results folder"):
+            call()
+    threads = profiles.parse_profile({**TINY, "threads": 1, "studies": {"removal": {"draws": 1}}})
+    with pytest.raises(FragilityError, match="computed with other settings"):
+        studies.stored(threads, tmp_path)
+
+
+def test_study_labels_cannot_leave_the_results_folder(tmp_path):
+    for label in ("..", "../x", "a/b", ""):
+        with pytest.raises(FragilityError, match="cannot name a file of a results folder"):
+            studies.study_path(tmp_path, "removal", label, "digits", 0)
 
 
 # a full tiny run of every study
@@ -353,9 +421,9 @@ def test_selective_regular_training_is_the_original_run(ran):
                                   unit["base_correct"].sel(input="clean").values.astype(bool))
     assert float(s["accuracy"].sel(training="regular", epoch=2, level=0.0)) == pytest.approx(
         float(unit["base_accuracy"].sel(input="clean")), abs=1e-12)
-    for training in ("prose", "equation", "random"):  # the readings that froze layers were trained
-        if bool(s["frozen"].sel(training=training).any()):
-            assert not bool(s["reused"].sel(training=training)), training
+    for arm in ("prose", "equation", "random"):  # the readings that froze layers were trained
+        if bool(s["frozen"].sel(training=arm).any()):
+            assert not bool(s["reused"].sel(training=arm)), arm
 
 
 @pytest.mark.slow
@@ -408,7 +476,7 @@ def test_a_study_starts_from_the_profiles_checkpoint(ran):
 def removal_unit_at(top_loss: float, layers=("conv1", "mid", "fc"), base_acc=0.9) -> xr.Dataset:
     """A removal unit (clean inputs, two equal draws): with 70 % of its weights removed the first layer falls to
     chance (0.1) and the last two lose `top_loss` of the clean accuracy."""
-    at = {layers[0]: 0.1, **{n: base_acc * (1 - top_loss) for n in layers[1:]}}
+    at = {layers[0]: 0.1, **dict.fromkeys(layers[1:], base_acc * (1 - top_loss))}
     acc = np.array([[[base_acc] * 2, [at[n]] * 2, [0.1] * 2] for n in layers])[..., None]
     return xr.Dataset({"accuracy": (("layer", "p", "draw", "input"), acc), "base_accuracy": ("input", [base_acc]),
                        "n_removed": (("layer", "p"), np.tile([0, 70, 100], (len(layers), 1))),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import data, models, studies, training
+from .. import checks, data, models, studies, training
 from ..attacks import ATTACKS
 from ..errors import FragilityError
 from ..plan import BATCHNORM, CRAFTED
@@ -29,6 +29,8 @@ from ..stresses import STRESSES
 
 EPSILON_POLICIES = ("auto", "per-checkpoint")
 THREADS = 2  # the documented default: every task of a profile computes with this many CPU threads
+SEARCH_TOL = 0.02  # the ε search's tolerance on the accuracy ratio (fragility.attacks.search_epsilon)
+MIN_SEARCHED = 25  # test images the search needs at least: ratios of k / n step by 1 / n ≤ 2 · SEARCH_TOL
 
 
 def _count(low):
@@ -85,7 +87,8 @@ CHECKS = {
     "ratio": (_number(lambda x: 0 < x < 1), "the target accuracy ratio ρ of the ε search, between 0 and 1 (0.5)"),
     "batch_size": (_count(1), "the sweep's batch size, a whole number ≥ 1"),
     "train_batch_size": (_count(1), "the training batch size, a whole number ≥ 1 (the paper: 100)"),
-    "lr": (_number(lambda x: x > 0), "Adam's learning rate, a number > 0 such as 0.001"),
+    "lr": (_number(lambda x: 0 < x < 1), "Adam's learning rate, a number between 0 and 1 such as 0.001 (Adam moves "
+                                         "every weight by about lr a step: 1 or more diverges)"),
     "depth": (_count(1), "the number of conv blocks of smallcnn, a whole number ≥ 1"),
     "studies": (lambda v: v is None or isinstance(v, dict),
                 f"a mapping of related studies ({', '.join(studies.STUDIES)}) to their settings"),
@@ -277,6 +280,19 @@ def parse_profile(raw, source: str = "profile") -> Profile:
         raise FragilityError(f"{source}: n_test {values['n_test']} is larger than the test set of "
                              + ", ".join(f"{d} ({data.info(d).n_test} images)" for d in small)
                              + ": lower it, or use null for the whole test set.")
+    searched = values["epsilon"] in EPSILON_POLICIES or bool({"depth", "selective"} & set(values["studies"] or {}))
+    if searched and values["n_test"] is not None and values["n_test"] < MIN_SEARCHED:
+        raise FragilityError(f"{source}: n_test {values['n_test']} is too small to search ε: the search matches the "
+                             f"target ratio ± {SEARCH_TOL} of the clean accuracy, which takes at least {MIN_SEARCHED} "
+                             "correctly classified test images; raise n_test (or null for the whole test set), or "
+                             "give epsilon a number (the depth and selective studies search ε whatever it is).")
+    normalized = any("BatchNorm" in kind.__name__ for m in values["models"]
+                     for kind in models.layout(m, depth=values["depth"]).values())
+    if (values["batchnorm"] == "batch" and normalized and values["n_test"] is not None
+            and values["n_test"] % values["batch_size"] == 1):
+        raise FragilityError(f"{source}: batchnorm: batch normalizes each batch by its own statistics, and n_test "
+                             f"{values['n_test']} in batches of batch_size {values['batch_size']} leaves a last batch "
+                             "of one image: change n_test or batch_size.")
     values["grids"] = _grids(values, source)
     lists = {f.name: tuple(values[f.name]) for f in fields(Profile) if isinstance(values[f.name], (list, dict))
              and f.name != "studies"}
@@ -323,5 +339,7 @@ def _attack(attack, crafted, source: str) -> tuple[str, tuple]:
 
 
 def results_dir(profile: Profile, results=None) -> Path:
-    """`results`, or results/<profile name>."""
-    return Path(results) if results is not None else Path("results") / profile.name
+    """`results` (a path), or results/<profile name>."""
+    if results is not None:
+        return checks.path(results, "results")
+    return Path("results") / checks.part(profile.name, "profile name")

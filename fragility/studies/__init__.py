@@ -6,7 +6,10 @@ units, stored variables, derived quantities, figure, summary and claims — and 
 import line below.
 
 Results go to results/<profile>/studies/<study>/<label>__<dataset>__seed<seed>.nc, one file per unit, written
-atomically and skipped when present, so an interrupted run resumes; `open_study` combines a study's units.
+atomically and skipped when present, so an interrupted run resumes; `open_study` combines a study's units. Each unit
+records the hash of what determines it (`base.settings_hash`): `stored` validates a profile's stored units against
+it, so that a unit computed with other settings is never taken as done, and `open_study` never combines units of
+different settings.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from .. import checks, data
 from ..errors import FragilityError
 from .. import study as base
 from . import batchnorm, conventions, depth, neurons, removal, selective  # noqa: F401 (each registers itself)
-from ..study import REGISTRY, open_study, study, study_path  # noqa: F401 (the package's public names)
+from ..study import REGISTRY, find_study, open_study, study, study_path  # noqa: F401 (the package's public names)
 
 STUDIES = tuple(REGISTRY)
 
@@ -44,6 +47,27 @@ def units(profile) -> list[tuple[str, base.Unit]]:
             for unit in REGISTRY[name].units(profile, settings)]
 
 
+def stored(profile, results) -> set[tuple[str, tuple]]:
+    """The profile's study units stored under `results`, as (study name, unit key), each validated: readable, of the
+    study schema, written by its study, keyed as its file is named, and computed with the profile's settings (its
+    `settings_hash`); else one FragilityError naming the file and saying how to recompute it."""
+    done = set()
+    for name, unit in units(profile):
+        path = study_path(results, name, *unit.key)
+        if not path.is_file():
+            continue
+        found = base.read(path, REGISTRY[name]).attrs.get("settings_hash")
+        expected = base.settings_hash(profile, profile.studies[name], unit)
+        if found != expected:
+            raise FragilityError(f"{path} was computed with other settings than profile {profile.name} "
+                                 + (f"(settings_hash {found} ≠ {expected})" if found is not None else
+                                    "(it records no settings_hash: an earlier version wrote it)")
+                                 + f"; use another results folder, or move it out of {results} so that `fragility "
+                                   "run` recomputes it.")
+        done.add((name, unit.key))
+    return done
+
+
 def needed_runs(profile, results: Path) -> set[tuple]:
     """The training runs (model, dataset, seed) whose checkpoints a missing study unit reads."""
     return {run for name, unit in units(profile) if not study_path(results, name, *unit.key).is_file()
@@ -63,8 +87,9 @@ def run_unit(profile, results: Path, name: str, unit: base.Unit, data_dir=None, 
 
 
 def run(profile, results: Path, data_dir=None, device="cpu", progress: bool = True) -> None:
-    """Run every study unit of the profile whose file is missing (after training and sweeping)."""
-    todo = [(name, unit) for name, unit in units(profile) if not study_path(results, name, *unit.key).is_file()]
+    """Run every study unit of the profile that is not stored (after training and sweeping)."""
+    done = stored(profile, results)
+    todo = [(name, unit) for name, unit in units(profile) if (name, unit.key) not in done]
     cache: dict = {}
     for name, unit in tqdm(todo, desc="studies", unit="unit", disable=not progress):
         run_unit(profile, results, name, unit, data_dir, device, progress, cache)

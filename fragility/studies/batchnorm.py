@@ -137,6 +137,7 @@ def _validate(settings, profile):
         if settings["epoch"] is not None and settings["epoch"] not in profile.grid(model).epochs:
             raise FragilityError(f"studies.batchnorm.epoch {settings['epoch']} is not a checkpoint of {model}: "
                                  f"choose from {list(profile.grid(model).epochs)}.")
+    base.check_layers(settings["layers"], "batchnorm.layers", profile, settings["models"] or profile.models[:1])
 
 
 def shares(ds: xr.Dataset, model, dataset, samples: int = uncertainty.SAMPLES) -> xr.Dataset:

@@ -217,6 +217,7 @@ def _validate(settings, profile):
     for model in settings["models"] or profile.models[:1]:
         if model not in profile.models:
             raise FragilityError(f"studies.neurons.models: {model} is not a model of the profile.")
+    base.check_layers(settings["layer"], "neurons.layer", profile, settings["models"] or profile.models[:1])
 
 
 def _units(profile, settings):

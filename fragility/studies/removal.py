@@ -130,6 +130,7 @@ def _validate(settings, profile):
             raise FragilityError(f"studies.removal.models: {model} is not a model of the profile.")
         if settings["epoch"] is not None and settings["epoch"] not in profile.grid(model).epochs:
             raise FragilityError(f"studies.removal.epoch {settings['epoch']} is not a checkpoint of {model}.")
+    base.check_layers(settings["layers"], "removal.layers", profile, settings["models"] or profile.models[:1])
 
 
 def _units(profile, settings):
