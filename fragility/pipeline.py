@@ -68,8 +68,12 @@ def stored_epsilon(profile: Profile, results, model: str, dataset: str) -> float
 
 
 def _checkpoint(profile: Profile, results: Path, model: str, dataset: str, seed: int, epoch: int, device):
-    """A checkpoint's network and metadata, refused if it was trained with other settings than the profile's."""
+    """A checkpoint's network and metadata — from its weights file when the checkpoint is absent (a shipped results
+    folder carries weights only) — refused if it was trained with other settings than the profile's."""
     path = training.checkpoint_path(results, model, dataset, seed, epoch)
+    shipped = training.weights_path(results, model, dataset, seed, epoch)
+    if not path.is_file() and shipped.is_file():
+        path = shipped
     net, meta = training.load_checkpoint(path, device)
     if meta["config_hash"] != profile.config_hash(model, dataset, seed):
         raise FragilityError(f"{path} was trained with other settings than profile {profile.name} ({meta['config']}); "
@@ -304,16 +308,29 @@ def run(profile: Profile, results=None, data_dir=None, device=None, progress: bo
         checks.workers(workers)
     with ownership.lock(results):
         tasks = plan(profile, results)
-        if not tasks:
-            return None
-        ownership.record(profile, results)
-        if "mnist" in profile.datasets:
-            mnist.ensure(data_dir, progress=progress)  # once here, not in every worker
-        if workers is None and scheduler is None:
-            return execute(profile, tasks, results, data_dir, device, progress)
-        from . import cluster  # Dask: imported only for a run on a cluster
+        if tasks:
+            ownership.record(profile, results)
+            if "mnist" in profile.datasets:
+                mnist.ensure(data_dir, progress=progress)  # once here, not in every worker
+            if workers is None and scheduler is None:
+                execute(profile, tasks, results, data_dir, device, progress)
+            else:
+                from . import cluster  # Dask: imported only for a run on a cluster
 
-        cluster.execute(profile, tasks, results, data_dir, device, progress, workers=workers, scheduler=scheduler)
+                cluster.execute(profile, tasks, results, data_dir, device, progress, workers=workers,
+                                scheduler=scheduler)
+        keep_weights(profile, results)
+
+
+def keep_weights(profile: Profile, results) -> list[Path]:
+    """For the profile's `weights` models, the network weights of every checkpoint that has none yet, written under
+    weights/ (training.export_weights); the files written."""
+    written = []
+    for unit in profile.units():
+        source, out = training.checkpoint_path(results, *unit), training.weights_path(results, *unit)
+        if unit[0] in profile.weights and source.is_file() and not out.is_file():
+            written.append(training.export_weights(source, out))
+    return written
 
 
 @dataclass(frozen=True)

@@ -80,9 +80,31 @@ def checkpoint_path(root, model: str, dataset: str, seed: int, epoch: int) -> Pa
             / checks.part(dataset, "dataset") / f"seed{int(seed)}" / f"epoch{int(epoch):03d}.pt")
 
 
+def weights_path(root, model: str, dataset: str, seed: int, epoch: int) -> Path:
+    """root/weights/<model>/<dataset>/seed<seed>/epoch<EEE>.pt: a checkpoint's network weights alone (what a results
+    folder ships so that its units can be re-swept without retraining)."""
+    return (checks.path(root, "results") / "weights" / checks.part(model, "model")
+            / checks.part(dataset, "dataset") / f"seed{int(seed)}" / f"epoch{int(epoch):03d}.pt")
+
+
+WEIGHTS = "fragility-weights/1"
+KEPT = ("epoch", "seed", "train_loss", "train_accuracy", "test_accuracy", "seconds", "config", "config_hash",
+        "freeze", "start_epoch", "provenance")  # what a weights file keeps of its checkpoint besides the network
+
+
+def export_weights(checkpoint, out) -> Path:
+    """Write the network weights and the metadata of the checkpoint at `checkpoint` to `out` (atomically), without
+    the optimizer and random states: a few MB for SqueezeNet 1.1, enough to re-sweep the unit exactly."""
+    data = read_checkpoint(checkpoint)
+    state = {"format": WEIGHTS, "model": data["model"], **{k: data[k] for k in KEPT if k in data}}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return files.atomic(out, functools.partial(torch.save, state))
+
+
 def read_checkpoint(path, map_location="cpu") -> dict:
-    """The checkpoint dict at `path` (model and optimizer states, random states, epoch, config, accuracies), or a
-    FragilityError saying what is wrong with the file."""
+    """The checkpoint dict at `path` (model and optimizer states, random states, epoch, config, accuracies; a weights
+    file has the model state and the metadata only), or a FragilityError saying what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
         raise FragilityError(f"no checkpoint at {path}; run `fragility train` first to create it")
@@ -91,7 +113,7 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     except Exception as error:
         raise FragilityError(f"{path} is not a readable checkpoint ({error.__class__.__name__}): move it away (or "
                              "delete it, if fragility wrote it) and train again.") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (FORMAT, WEIGHTS):
         raise FragilityError(f"{path} is not a fragility checkpoint: move it away or use another results folder.")
     return data
 

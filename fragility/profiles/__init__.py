@@ -90,10 +90,14 @@ CHECKS = {
     "lr": (_number(lambda x: 0 < x < 1), "Adam's learning rate, a number between 0 and 1 such as 0.001 (Adam moves "
                                          "every weight by about lr a step: 1 or more diverges)"),
     "depth": (_count(1), "the number of conv blocks of smallcnn, a whole number ≥ 1"),
+    "weights": (lambda v: isinstance(v, list) and len(set(map(str, v))) == len(v)
+                and all(isinstance(m, str) and m in models.NAMES for m in v),
+                "a list of distinct models of the profile whose checkpoints' network weights are kept under "
+                "weights/ (a few MB each: what a shipped results folder carries to be re-swept without retraining)"),
     "studies": (lambda v: v is None or isinstance(v, dict),
                 f"a mapping of related studies ({', '.join(studies.STUDIES)}) to their settings"),
 }
-OPTIONAL = {"depth": 2, "studies": None, "crafted": None, "batchnorm": "running", "threads": THREADS}
+OPTIONAL = {"depth": 2, "studies": None, "crafted": None, "batchnorm": "running", "threads": THREADS, "weights": []}
 # settings added after the first shipped results enter the sweep hash only when they differ from these defaults, so
 # that stored results stay valid: (key, default)
 LATER = {"batchnorm": "running", "threads": None}
@@ -134,6 +138,7 @@ class Profile:
     batchnorm: str = "running"
     threads: int = THREADS
     method: tuple = (("name", "fgsm"),)  # the attack's name and the parameters that differ from its defaults
+    weights: tuple[str, ...] = ()  # models whose checkpoints' weights are kept under weights/ (in no hash)
 
     def grid(self, model: str) -> Grid:
         """The seeds, epochs and checkpoint interval of `model` (the profile's own unless the model has its own)."""
@@ -293,6 +298,10 @@ def parse_profile(raw, source: str = "profile") -> Profile:
         raise FragilityError(f"{source}: batchnorm: batch normalizes each batch by its own statistics, and n_test "
                              f"{values['n_test']} in batches of batch_size {values['batch_size']} leaves a last batch "
                              "of one image: change n_test or batch_size.")
+    foreign = [m for m in values["weights"] if m not in values["models"]]
+    if foreign:
+        raise FragilityError(f"{source}: weights names {', '.join(foreign)}, not a model of the profile: choose from "
+                             f"{', '.join(values['models'])}.")
     values["grids"] = _grids(values, source)
     lists = {f.name: tuple(values[f.name]) for f in fields(Profile) if isinstance(values[f.name], (list, dict))
              and f.name != "studies"}
