@@ -10,7 +10,7 @@ import xarray as xr
 
 from conftest import untimed
 from fragility import cli, profiles, store, studies
-from fragility.studies import base
+from fragility import study as base
 from test_pipeline import write_profile
 
 COMMAND = [sys.executable, "-m", "fragility.cli"]

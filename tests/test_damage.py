@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 import fragility as fr
 from conftest import TINY_RUN
 from fragility import FragilityError, pipeline, profiles, store, studies
-from fragility.studies import base
+from fragility import study as base
 from test_store import put
-from test_studies import PROFILE, store_unit
+from test_studies import SEEDED as PROFILE
+from test_studies import store_unit
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -137,7 +137,7 @@ def test_no_temp_files_even_when_saving_fails(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(FragilityError, match=r"epoch003.pt \(disk full; nothing partial was kept\)"):
         run(tmp_path, epochs=3)
     assert sorted(p.name for p in folder.iterdir()) == ["epoch001.pt", "epoch002.pt"]
 

@@ -78,7 +78,8 @@ def internal_stress(sweep_ds: xr.Dataset, filter: str = "h1", tol: float = 0.02)
     return xr.Dataset({"global_score": table.sel(layer="global", drop=True),
                        "local_mean": local.mean("layer") if n else nothing,
                        "local_min": local.min("layer") if n else nothing,
-                       "fragile_fraction": (characterize(local, tol) == "Fr").mean("layer") if n else nothing,
+                       "fragile_fraction": (characterize(local, tol) == "Fr").where(local.notnull()).mean("layer")
+                       if n else nothing,
                        "layer_score": local, "position": ("layer", np.arange(n) / max(n - 1, 1))})
 
 
