@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,12 +84,10 @@ def _pairs(ds: xr.Dataset, model, dataset) -> list[tuple[str, str]]:
     every = sorted({d for found in held.values() for d in found})
     if dataset is None:
         return [(m, d) for m in chosen for d in held[m]]
-    wanted = checks.names(dataset, "dataset", every)
-    for m in chosen if model is not None else []:
-        lacking = [d for d in wanted if d not in held[m]]
-        if lacking:
-            raise FragilityError(f"dataset {', '.join(lacking)} is not stored for {m}: its datasets are "
-                                 f"{', '.join(held[m])}.")
+    if model is None:
+        wanted = checks.names(dataset, "dataset", every)
+    else:
+        wanted = [checks.names(dataset, f"dataset of {m}", held[m]) for m in chosen][0]
     return [(m, d) for m in chosen for d in held[m] if d in wanted]
 
 
@@ -132,7 +131,9 @@ def _rows(ds, folder, headers, model, dataset, epoch, filter, scaling, tol, samp
         value = r[name].values
         low = high = np.full(len(layers), np.nan)
         if intervals:
-            low, high = (b.values for b in uncertainty.interval(boot[name], level))
+            with warnings.catch_warnings():  # a NaN score (an unperturbed accuracy of 0) has a NaN interval
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+                low, high = (b.values for b in uncertainty.interval(boot[name], level))
         label = characterize(r[name], tol).values.astype(object)
         frames.append(pd.DataFrame({
             "model": model, "dataset": dataset, "epoch": epoch, "layer": layers, "layer_index": np.arange(len(layers)),
@@ -281,7 +282,8 @@ class Report(pd.DataFrame):
         seeds), at the largest threshold α_i up to which its accuracy (mean over seeds, scaled by the unperturbed
         network's: β̄ of Sec. 4.2) stays at or above 1 − `max_drop` at every threshold α_0 … α_i; 0.0 when the
         first threshold already drops more (or the accuracy is undefined). Robust and antifragile layers keep
-        their accuracy further along the sweep, so they get larger ratios. The filter is h1 (removes the lowest
+        their accuracy further along the sweep, so they get larger ratios; 1.0 means the network kept its
+        accuracy with every weight of the layer removed (a skip connection or BatchNorm carries it, Fig. 11). The filter is h1 (removes the lowest
         weights first) or h2 (the highest first): the ratio is a budget measured under that filter; a pruning tool
         that removes weights by another criterion (e.g. magnitude) applies it with its own.
         """
