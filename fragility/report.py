@@ -283,9 +283,10 @@ class Report(pd.DataFrame):
         network's: β̄ of Sec. 4.2) stays at or above 1 − `max_drop` at every threshold α_0 … α_i; 0.0 when the
         first threshold already drops more (or the accuracy is undefined). Robust and antifragile layers keep
         their accuracy further along the sweep, so they get larger ratios; 1.0 means the network kept its
-        accuracy with every weight of the layer removed (a skip connection or BatchNorm carries it, Fig. 11). The filter is h1 (removes the lowest
-        weights first) or h2 (the highest first): the ratio is a budget measured under that filter; a pruning tool
-        that removes weights by another criterion (e.g. magnitude) applies it with its own.
+        accuracy with every weight of the layer removed (a skip connection or BatchNorm carries it, Fig. 11).
+        The filter is h1 (removes the lowest weights first) or h2 (the highest first): the ratio is a budget
+        measured under that filter; a pruning tool that removes weights by another criterion (e.g. magnitude)
+        applies it with its own.
         """
         filter = checks.require(filter, checks.one_of(PRUNING_FILTERS), "filter")
         max_drop = checks.number(max_drop, "max_drop", 0, 1, open_high=True)
