@@ -7,7 +7,7 @@ PROFILE ?= reference
 RESULTS ?= results/$(basename $(notdir $(PROFILE)))
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test book figures clean benchmark
+.PHONY: venv test book figures clean benchmark archive
 
 venv: $(STAMP)
 
@@ -27,13 +27,18 @@ test: venv
 book: venv
 	$(BIN)/fragility $(if $(filter reference,$(PROFILE)),status,run) --profile $(PROFILE) --results $(RESULTS)
 	$(BIN)/python -m fragility.book execute --results $(RESULTS) --profile $(PROFILE)
-	$(BIN)/jupyter-book build . --keep-going
+	$(BIN)/python -m fragility.launch --output _build/_config.yml   # launch buttons only if FRAGILITY_REPOSITORY_URL is set
+	$(BIN)/jupyter-book build . --keep-going --config _build/_config.yml
 	@echo "Book: _build/html/index.html"
 
 benchmark: venv
 	$(BIN)/python benchmarks/engine_vs_oracle.py
 	$(BIN)/python benchmarks/quick_profile.py
 	$(BIN)/python benchmarks/open_results.py
+
+# A downloadable zip of the results (responses, ε, studies, weights, data card; never checkpoints)
+archive: venv
+	$(BIN)/fragility archive --results $(RESULTS) --out $(notdir $(RESULTS)).zip
 
 clean:
 	rm -rf _build book/_executed

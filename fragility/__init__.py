@@ -10,6 +10,7 @@ from .engine import sweep
 from .errors import FragilityError
 from .filters import FILTERS, synaptic_mask
 from .naive import sweep_naive
+from .report import Report, report
 from .scores import baseline, characterize, combined, display_normalize, scaled, scores
 from .store import layer_order, open_results
 from .stresses import STRESSES, Stress, register_stress
@@ -17,8 +18,8 @@ from .studies import open_study
 from .verdicts import claims
 
 __all__ = [
-    "ATTACKS", "Attack", "FGSM", "FILTERS", "FragilityError", "PGD", "STRESSES", "Stress", "baseline",
+    "ATTACKS", "Attack", "FGSM", "FILTERS", "FragilityError", "PGD", "Report", "STRESSES", "Stress", "baseline",
     "characterize", "claims", "combined", "display_normalize", "fgsm", "largest_epsilon", "layer_order",
-    "open_results", "open_study", "register_attack", "register_stress", "scaled", "scores", "search_epsilon",
+    "open_results", "open_study", "register_attack", "register_stress", "report", "scaled", "scores", "search_epsilon",
     "sweep", "sweep_naive", "synaptic_mask",
 ]

