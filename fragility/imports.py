@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from . import data, models
 from .errors import FragilityError
 
-SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 MODEL_KEYS = ("factory", "kwargs")  # a model entry's own keys besides its grid and checkpoints
 DATA_KEYS = ("factory", "kwargs", "classes")
 IMPORTABLE = ("make it importable: install its package, or add its folder to PYTHONPATH (on every Dask worker "
@@ -60,7 +60,7 @@ class Source:
 
 def resolve(spec, key: str):
     """The callable named by `spec` ("package.module:attribute"), imported; one FragilityError naming `key`."""
-    if not isinstance(spec, str) or not SPEC.fullmatch(spec):
+    if not isinstance(spec, str) or not IMPORT_PATH.fullmatch(spec):
         raise FragilityError(f"{key} must be an import path 'package.module:function', e.g. "
                              f"'mypackage.models:build'; got {spec!r}.")
     module_name, attr = spec.split(":")
@@ -125,17 +125,22 @@ def _call(factory, kwargs: dict, key: str, spec: str):
 
 # Models.
 
+def _network(factory, source: Source, where: str = "") -> nn.Module:
+    """factory(**kwargs), checked to be an nn.Module."""
+    model = _call(factory, source.kwargs, f"{where}models.{source.name}", source.factory)
+    if not isinstance(model, nn.Module):
+        raise FragilityError(f"{where}models.{source.name}: {source.factory} returned {type(model).__name__}, not a "
+                             "torch.nn.Module: return the network itself.")
+    return model
+
+
 def _model_builder(source: Source):
     """The builder registered for an imported model: `(channels, classes, **_) -> factory(**kwargs)` on the CPU
     (whatever device is current: the factory may do anything), checked to give an nn.Module."""
     factory = resolve(source.factory, f"models.{source.name}.factory")
 
     def build(channels, classes, **_):
-        model = _call(factory, source.kwargs, f"models.{source.name}", source.factory)
-        if not isinstance(model, nn.Module):
-            raise FragilityError(f"models.{source.name}: {source.factory} returned {type(model).__name__}, not a "
-                                 "torch.nn.Module: return the network itself.")
-        return model
+        return _network(factory, source)
 
     build.__module__, build.__qualname__ = __name__, "imported_model"
     return build
@@ -148,9 +153,8 @@ def model_source(name: str, entry: dict, where: str) -> Source:
         raise FragilityError(f"{key}: {name!r} is already a model ({models.MODELS[name].__module__}); give yours "
                              "another name.")
     found = Source("model", name, entry["factory"], _kwargs(entry.get("kwargs"), f"{key}.kwargs"))
+    _network(resolve(found.factory, f"{key}.factory"), found, where)  # one that fails or gives no network: refused
     register(found)
-    with torch.random.fork_rng(devices=[]):
-        models.MODELS[name](1, 1)  # builds it once: a factory that fails or returns no network is refused now
     return found
 
 
