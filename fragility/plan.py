@@ -41,6 +41,10 @@ def filterable_layers(model: nn.Module, sample: torch.Tensor, selection: Layers 
             raise FragilityError("the model has no Conv2d or Linear layer: there are no weights to filter.")
     else:
         modules = {m: name for name, m in selection.select(model).items()}
+        renormed = [n for m, n in modules.items() if getattr(m, "max_norm", None) is not None]
+        if renormed:
+            raise FragilityError(f"layers: {', '.join(renormed)} renormalizes its weight in place on every call "
+                                 "(an Embedding with max_norm), which would undo a stress: leave it out (exclude).")
         if not modules:
             held = [n for n, m in model.named_modules() if n and isinstance(getattr(m, "weight", None), nn.Parameter)]
             raise FragilityError(f"layers ({selection.describe()}) selects no module with a weight parameter; the "

@@ -33,6 +33,17 @@ OLDER = "455c984"  # the integration commit whose built-in hashes the stored res
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def registries():
+    """What this module's profiles register is unregistered after it."""
+    before = (dict(models.MODELS), set(models.OWN_INIT), dict(fr.data.DATASETS), dict(imports._registered))
+    yield
+    for registry, saved in zip((models.MODELS, models.OWN_INIT, fr.data.DATASETS, imports._registered), before):
+        registry.clear()
+        registry.update(saved)
+    models.NAMES, fr.data.NAMES = tuple(models.MODELS), tuple(fr.data.DATASETS)
+
+
 def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -103,6 +114,14 @@ def test_a_bad_profile_is_one_line_naming_the_key(changes, message):
     with pytest.raises(FragilityError, match=message) as err:
         profiles.parse_profile(own(**changes), "mine.yaml")
     assert "\n" not in str(err.value) and str(err.value).startswith("mine.yaml: ")
+
+
+def test_a_name_another_profile_registered_needs_its_factory():
+    profiles.load_profile(MINE)
+    with pytest.raises(FragilityError, match="models.wave is a model of one's own that another profile registered"):
+        profiles.parse_profile(own(models=["wave"]), "mine.yaml")
+    with pytest.raises(FragilityError, match="datasets.waves is a dataset of one's own that another profile"):
+        profiles.parse_profile(own(datasets=["waves"]), "mine.yaml")
 
 
 def bad_checkpoints(tmp_path):
@@ -304,6 +323,9 @@ def test_layer_patterns_select_the_right_layers(trained_cnn):
         fr.sweep(wave, x, y, epsilon=0.1, progress=False, layers={"types": "Embedding"})
     with pytest.raises(FragilityError, match="'Conv1D' is neither"):
         fr.sweep(wave, x, y, epsilon=0.1, progress=False, layers={"types": "Conv1D"})
+    positions.pos.max_norm = 1.0
+    with pytest.raises(FragilityError, match="layers: pos renormalizes its weight in place"):
+        fr.sweep(positions, x, y, epsilon=0.1, progress=False, layers={"types": "Embedding"})
 
 
 @pytest.mark.parametrize("factory", [own_models.wave, own_models.positions, own_models.gained],
