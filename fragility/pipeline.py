@@ -108,8 +108,8 @@ def _test_set(profile: Profile, dataset: str, data_dir):
 # The tasks: each computes one output and writes it atomically.
 
 def train_task(profile: Profile, results, run: tuple, data_dir=None, device=None, progress=False) -> Path:
-    """Train (or resume) one (model, dataset, seed) run to its last checkpoint — or adopt its networks trained
-    elsewhere (fragility.adoption) — ; its path."""
+    """Train (or resume) one (model, dataset, seed) run to its last checkpoint, or adopt its networks trained
+    elsewhere (fragility.adoption); the last checkpoint's path."""
     model, dataset, seed = run
     if model in dict(profile.adopted):
         return adoption.adopt(profile, results, run, data_dir, device)

@@ -73,7 +73,7 @@ CHECKS = {
              "results/<name>)"),
     "description": (lambda v: isinstance(v, str), "a line of text"),
     "models": (_models, f"a list of distinct models from {', '.join(models.NAMES)}, or a mapping of them to their "
-                        "own seeds, epochs and every"),
+                        "own seeds, epochs, every and checkpoints (or of names of your own to their factory)"),
     "datasets": (_items(lambda v: v in data.NAMES), f"a list of distinct datasets from {', '.join(data.NAMES)}, or a "
                                                     "mapping of names to null or {factory, classes, kwargs}"),
     "seeds": (_items(_count(0)), "a list of distinct whole numbers ≥ 0"),
