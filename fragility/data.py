@@ -59,7 +59,8 @@ NAMES: tuple[str, ...] = ()  # the registered names, in registration order (kept
 
 def register_dataset(name: str, info: DataInfo, splits: tuple[str, ...] = ("train", "test")):
     """Decorator: register a loader `(split, root, download, seed) -> (images, labels)` under `name` with its
-    DataInfo: uint8 images (N, C, H, W) and int64 labels (or an ImageSet), for `load`, training and profiles.
+    DataInfo: uint8 images (N, C, H, W) and int64 labels (or an ImageSet, or another Dataset of (x, label) with
+    its `tensors(indices)`, as `fragility.imports` registers), for `load`, training and profiles.
 
     Example:
         >>> @register_dataset("fashion", DataInfo("fashion", 1, 28, 10, (0.286,), (0.353,), 60_000, 10_000))
@@ -129,7 +130,7 @@ class ImageSet(torch.utils.data.Dataset):
         return self._normalize(self.images[idx]), self.labels[idx].clone()
 
 
-def load(name: str, split: str, root=None, download: bool = True, seed: int = 0) -> ImageSet:
+def load(name: str, split: str, root=None, download: bool = True, seed: int = 0) -> torch.utils.data.Dataset:
     """Load a split ("train", "test"; also "val" for tiny-imagenet); ``seed`` picks Tiny ImageNet's split only."""
     meta = info(name)
     _, loader, splits = DATASETS[name]
@@ -138,7 +139,7 @@ def load(name: str, split: str, root=None, download: bool = True, seed: int = 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise FragilityError(f"seed must be an int, got {seed!r}")
     found = loader(split, data_root(root), download, seed)
-    return found if isinstance(found, ImageSet) else ImageSet(*found, meta)
+    return found if isinstance(found, torch.utils.data.Dataset) else ImageSet(*found, meta)
 
 
 def subset_indices(size: int, n_test: int | None, seed: int = 0) -> torch.Tensor:

@@ -139,7 +139,10 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
         A: threshold intervals (A + 1 thresholds α = i / A; the paper: 25).
         filters: the stresses, by name or as `fragility.stresses.Stress` objects: "h1" (high-pass), "h2"
             (low-pass), "h3" (pulse wave) by default; also "random" (random removal) and "gaussian" (weight noise).
-        layers: None for every Conv2d/Linear layer, each on its own (local analysis), or some of their names.
+        layers: None for every Conv2d/Linear layer, each on its own (local analysis), or some of their names (the
+            `global` unit still stresses every Conv2d/Linear layer); or a selection by type and name pattern such
+            as `{"types": ["Conv1d", "Linear"], "include": "encoder.*", "exclude": "*.downsample.*"}`
+            (`fragility.layers`): any module with a weight parameter, its selected layers alone making `global`.
         include_global: also stress every layer at once with one threshold grid (`global`, the global analysis).
         epsilon: the attack's magnitude, or "auto": the attack's own ε if it has one, else searched (constraint 3,
             ratio ρ).

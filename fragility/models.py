@@ -22,11 +22,14 @@ from fragility.errors import FragilityError
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 NAMES: tuple[str, ...] = ()  # the registered names, in registration order (kept up to date by `register_model`)
+OWN_INIT: set[str] = set()  # models that keep the initialisation their builder gives them (`init=False`)
 
 
-def register_model(name: str):
+def register_model(name: str, init: bool = True):
     """Decorator: register a builder `(channels, classes, **kwargs) -> nn.Module` under `name`, for `build`,
     training and profiles. The keyword arguments hold `depth` (smallcnn's number of blocks); others ignore it.
+    `init`: re-initialise the network's Conv2d and Linear weights as the paper does (Kaiming uniform, zero biases);
+    False keeps the builder's own initialisation (still drawn from the seed `build` is given).
 
     Example:
         >>> @register_model("mlp")
@@ -47,6 +50,7 @@ def register_model(name: str):
                                  f"{known.__qualname__}): choose another name.")
         MODELS[name] = builder
         NAMES = tuple(MODELS)
+        (OWN_INIT.discard if init else OWN_INIT.add)(name)
         return builder
 
     return add
@@ -142,7 +146,8 @@ def _construct(name: str, channels: int, classes: int, depth: int) -> nn.Module:
     model = MODELS[name](channels, classes, depth=depth)
     if not isinstance(model, nn.Module):
         raise FragilityError(f"the builder of model {name!r} returned {type(model).__name__}, not a torch.nn.Module.")
-    _init(model)
+    if name not in OWN_INIT:
+        _init(model)
     return model
 
 
@@ -166,11 +171,12 @@ def layout(name: str, channels: int = 1, classes: int = 10, depth: int = 2) -> d
     device): what a profile's settings are checked against when it is read."""
     if name not in NAMES:
         raise FragilityError(f"unknown model {name!r}; choose one of {', '.join(NAMES)}")
-    return dict(_layout(name, channels, classes, depth))
+    return dict(_layout(MODELS[name], channels, classes, depth))
 
 
 @functools.lru_cache(maxsize=64)
-def _layout(name: str, channels: int, classes: int, depth: int) -> tuple[tuple[str, type], ...]:
+def _layout(builder, channels: int, classes: int, depth: int) -> tuple[tuple[str, type], ...]:
+    """(keyed by the builder itself, so that a name registered again is not answered from the cache)"""
     with torch.device("meta"):
-        model = MODELS[name](channels, classes, depth=depth)
+        model = builder(channels, classes, depth=depth)
     return tuple((n, type(m)) for n, m in model.named_modules() if n)

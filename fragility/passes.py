@@ -11,8 +11,9 @@ values repeated K times where they meet folded ones. An attack crafted against e
 folded into the batch of the whole network, so that one backward gives each masked network its own input gradient;
 one mask at a time reuses the upstream instead for the gradient at the clean inputs (forward once per batch, backward
 per mask), and an iterative attack's later steps, at inputs of their own, run the whole network (one forward and one
-backward per step). Models FX cannot trace, and units whose upstream hands the downstream part something other than
-batches of samples (a batch size…), run one mask per pass.
+backward per step). Models FX cannot trace, units whose upstream hands the downstream part something other than
+batches of samples (a batch size…), and units with a filtered layer other than a convolution (1-, 2- or 3-D) or a
+Linear fed by the samples (an Embedding, a LayerNorm, a layer on learned positions…) run one mask per pass.
 
 On CPU batching buys nothing: ResNet-18 at 1×28×28, 100 images, A = 4, four layers + global, one thread of this
 project's 2-core machine took 7.8 / 8.3 / 9.5 s (fixed attack) and 17.2 / 20.1 / 19.7 s (adaptive) at K = 1 / 4 / 8,
@@ -37,11 +38,17 @@ CPU_MASKS_PER_PASS = 1  # "auto" on CPU: batching masks measured no faster there
 MEMORY_FRACTION = 0.5  # "auto" on CUDA: the share of free memory K masks may take, from the peak of one
 
 
-def forward_with_weight(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The layer's forward with `weight` in place of its own."""
-    if isinstance(module, nn.Conv2d):
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def forward_with_weight(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, rest=(), kwargs=None):
+    """The layer's forward on (x, *rest, **kwargs) with `weight` in place of its own: a convolution or a Linear
+    directly, any other module (Embedding, LayerNorm, a transposed convolution, …) through `functional_call`."""
+    if isinstance(module, _CONV) and not rest and not kwargs:
         return module._conv_forward(x, weight, module.bias)
-    return F.linear(x, weight, module.bias)
+    if isinstance(module, nn.Linear) and not rest and not kwargs:
+        return F.linear(x, weight, module.bias)
+    return torch.func.functional_call(module, {"weight": weight}, (x, *rest), kwargs or {})
 
 
 def _repeat(value, k: int):
@@ -50,12 +57,13 @@ def _repeat(value, k: int):
 
 
 def _stacked_forward(module: nn.Module, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """The layer with each of k stacked weights on the same N samples x, as one layer with k·C_out outputs; the
-    outputs folded mask-major to k·N samples. A grouped convolution's outputs are stacked group by group."""
+    """The layer (a convolution or a Linear) with each of k stacked weights on the same N samples x, as one layer
+    with k·C_out outputs; the outputs folded mask-major to k·N samples. A grouped convolution's outputs are stacked
+    group by group."""
     k, groups = len(weights), getattr(module, "groups", 1)
     w = weights.unflatten(1, (groups, -1)).transpose(0, 1).flatten(0, 2)
     b = None if module.bias is None else module.bias.view(groups, 1, -1).expand(groups, k, -1).flatten()
-    if isinstance(module, nn.Conv2d):  # (N, groups·k·C_out/groups, H, W) → (k·N, C_out, H, W)
+    if isinstance(module, _CONV):  # (N, groups·k·C_out/groups, …) → (k·N, C_out, …)
         return module._conv_forward(x, w, b).unflatten(1, (groups, k, -1)).movedim(2, 0).flatten(2, 3).flatten(0, 1)
     return F.linear(x, w, b).unflatten(-1, (k, -1)).movedim(-2, 0).flatten(0, 1)  # (N, …, k·C_out) → (k·N, …, C_out)
 
@@ -84,7 +92,7 @@ class _Graph(fx.Interpreter):
             return super().call_module(target, args, kwargs)
         module, weight = self.submodules[target], self.override[target]
         if self.k == 1:
-            return forward_with_weight(module, args[0], weight)
+            return forward_with_weight(module, args[0], weight, args[1:], kwargs)
         if self.node.args[0] in self.shared:
             return _stacked_forward(module, self.shared[self.node.args[0]], weight)
         return torch.cat([forward_with_weight(module, part, w) for part, w in zip(args[0].chunk(self.k), weight)])
@@ -141,14 +149,20 @@ class _Net:
         self.model, self.graph = model, graph
         self.cut = graph.cut(layers) if graph is not None else None
         if self.cut is None:
-            self.batched = [True]
+            self.batched, self.layers_fed = [True], True
             return
-        up, frontier, _ = self.cut
+        up, frontier, down = self.cut
         depends = {graph.placeholder}
-        for n in up:
+        for n in up + down:
             if any(a in depends for a in n.all_input_nodes):
                 depends.add(n)
         self.batched = [n in depends for n in frontier]  # the frontier values computed from the input samples
+        # K masks are folded into the batch only where every filtered layer is a convolution or a Linear called on
+        # one input computed from the samples: an Embedding or any other module, and a layer fed something computed
+        # without the samples (positions, a learned token), have no batch of samples to fold into: one mask per pass
+        self.layers_fed = all(n.args[0] in depends and len(n.args) == 1 and not n.kwargs
+                              and isinstance(graph.submodules[n.target], (*_CONV, nn.Linear))
+                              for n in down if n.op == "call_module" and n.target in layers)
 
     def upstream(self, x: torch.Tensor) -> list:
         """The frontier values for inputs x; notes whether those computed from x are all batches of len(x) samples."""
@@ -168,7 +182,7 @@ class _Net:
         values = _fresh(values)
         if self.cut is None:
             return torch.func.functional_call(self.model, {f"{n}.weight": w for n, w in weights.items()}, tuple(values))
-        if k > 1 and not self.foldable:
+        if k > 1 and not (self.foldable and self.layers_fed):
             raise RuntimeError("the part of the model before the filtered layer hands on more than batches of samples")
         graph = self.graph
         graph.override, graph.k = weights, k
@@ -271,7 +285,7 @@ def resolve(plan: Plan, graph: _Graph | None, unit: str, weight_sets: list, clea
     as many masks as MEMORY_FRACTION of the free memory holds, from the peak memory of one mask on one batch; 1
     without a graph cut."""
     net = _Net(plan.model, graph, plan.modules(unit))
-    if net.cut is None or not weight_sets:
+    if net.cut is None or not weight_sets or not net.layers_fed:
         return 1
     if plan.batchnorm == "batch":
         return 1  # batch statistics over K folded masks would mix the masks
@@ -295,7 +309,7 @@ def evaluate(plan: Plan, graph: _Graph | None, unit: str, weight_sets: list, bar
     masks cannot share a pass: a warning, and K = 1 for this unit and, through `plan.masks_per_pass`, the ones
     after it."""
     net = _Net(plan.model, graph, plan.modules(unit))
-    k = 1 if net.cut is None or plan.batchnorm == "batch" else \
+    k = 1 if net.cut is None or not net.layers_fed or plan.batchnorm == "batch" else \
         masks_per_pass or resolve(plan, graph, unit, weight_sets, clean_only)
     try:
         return _count(plan, net, weight_sets, k, plan.batches(), bar, clean_only), k

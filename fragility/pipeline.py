@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from . import checks, data, engine, files, mnist, ownership, store, studies, training
+from . import adoption, checks, data, engine, files, imports, mnist, ownership, store, studies, training
 from .attacks import search_epsilon
 from .errors import FragilityError
 from .profiles import Profile, results_dir
@@ -108,8 +108,11 @@ def _test_set(profile: Profile, dataset: str, data_dir):
 # The tasks: each computes one output and writes it atomically.
 
 def train_task(profile: Profile, results, run: tuple, data_dir=None, device=None, progress=False) -> Path:
-    """Train (or resume) one (model, dataset, seed) run to its last checkpoint; its path."""
+    """Train (or resume) one (model, dataset, seed) run to its last checkpoint, or adopt its networks trained
+    elsewhere (fragility.adoption); the last checkpoint's path."""
     model, dataset, seed = run
+    if model in dict(profile.adopted):
+        return adoption.adopt(profile, results, run, data_dir, device)
     root = data.data_root(data_dir)
     sets = data.load(dataset, "train", root), data.load(dataset, "test", root)
     return training.train(profile.train_config(model, dataset, seed), *sets, results, progress=progress,
@@ -151,11 +154,13 @@ def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=Non
     responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters, epsilon=epsilon,
                              attack=profile.adversary(), crafted=profile.attack, ratio=profile.ratio,
                              batch_size=profile.batch_size, device=device, progress=progress,
-                             batchnorm=profile.batchnorm, image=image)
+                             batchnorm=profile.batchnorm, image=image, layers=profile.layers)
+    adopted = {k: v for k, v in meta.get("provenance", {}).items() if k.startswith("checkpoint_")}
     ds = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name, config_hash=meta["config_hash"],
                        sweep_hash=profile.sweep_hash, epsilon_policy=str(profile.epsilon),
                        seconds=round(time.perf_counter() - start, 2), device=device_description(device),
-                       train_seconds=meta.get("seconds", -1.0))
+                       train_seconds=meta.get("seconds", -1.0), **imports.provenance(profile, model, dataset),
+                       **adopted)
     ds["test_accuracy"] = ((), meta["test_accuracy"], {"long_name": "checkpoint accuracy, whole test set"})
     ds["train_accuracy"] = ((), meta["train_accuracy"], {"long_name": "training accuracy, last epoch"})
     return ds
@@ -256,6 +261,7 @@ def run_task(profile: Profile, task: Task, results, data_dir=None, device=None, 
     if task.fn is not epsilon_task:
         extra["progress"] = progress
     try:
+        imports.ensure(profile)  # a worker registers the profile's own models and data sets first
         with threads(profile.threads):
             return task.fn(profile, results, *task.args, data_dir=data_dir, device=device, **extra)
     except FragilityError as err:

@@ -21,6 +21,7 @@ from . import checks
 from .attacks import ATTACKS, Attack, as_attack, search_epsilon
 from .errors import FragilityError
 from .filters import FILTERS
+from .layers import Layers, as_layers
 from .preserve import copy_inputs
 from .stresses import Stress, Weights, as_stresses, check_intervals, check_weights
 
@@ -31,11 +32,23 @@ BATCHNORM = ("running", "batch")
 _BN = nn.modules.batchnorm._BatchNorm
 
 
-def filterable_layers(model: nn.Module, sample: torch.Tensor) -> list[str]:
-    """Names of the Conv2d and Linear modules in the order the forward pass first calls them."""
-    modules = {m: name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    if not modules:
-        raise FragilityError("the model has no Conv2d or Linear layer: there are no weights to filter.")
+def filterable_layers(model: nn.Module, sample: torch.Tensor, selection: Layers | None = None) -> list[str]:
+    """Names of the Conv2d and Linear modules (or of those `selection` takes, `fragility.layers`) in the order the
+    forward pass first calls them."""
+    if selection is None:
+        modules = {m: name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+        if not modules:
+            raise FragilityError("the model has no Conv2d or Linear layer: there are no weights to filter.")
+    else:
+        modules = {m: name for name, m in selection.select(model).items()}
+        renormed = [n for m, n in modules.items() if getattr(m, "max_norm", None) is not None]
+        if renormed:
+            raise FragilityError(f"layers: {', '.join(renormed)} renormalizes its weight in place on every call "
+                                 "(an Embedding with max_norm), which would undo a stress: leave it out (exclude).")
+        if not modules:
+            held = [n for n, m in model.named_modules() if n and isinstance(getattr(m, "weight", None), nn.Parameter)]
+            raise FragilityError(f"layers ({selection.describe()}) selects no module with a weight parameter; the "
+                                 f"model's are {', '.join(held[:8]) or 'none'}{'…' if len(held) > 8 else ''}.")
     order: list[str] = []
     hooks = [m.register_forward_hook(lambda mod, i, o: order.append(modules[mod])) for m in modules]
     try:
@@ -232,6 +245,7 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
     ratio = checks.number(ratio, "ratio", 0, 1, open_low=True, open_high=True)
     include_global = checks.flag(include_global, "include_global")
     progress = checks.flag(progress, "progress")
+    selection = as_layers(layers) if isinstance(layers, (dict, Layers)) else None
     if not (isinstance(masks_per_pass, str) and masks_per_pass == "auto"):
         masks_per_pass = int(checks.require(masks_per_pass, checks.Rule(
             lambda v: checks.is_whole(v) and v >= 1, "a whole number ≥ 1, or 'auto'"), "masks_per_pass"))
@@ -260,20 +274,21 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
     model.eval()
     model.register_forward_pre_hook(copy_inputs)
     x, y = x.to(target, params[0].dtype), y.to(target)  # a float64 model gets float64 inputs
-    found = filterable_layers(model, x[:2])
+    found = filterable_layers(model, x[:2], selection)
     with torch.no_grad():
         classes = model(x[:2]).shape[1]  # two examples: batch statistics need more than one
     if int(y.min()) < 0 or int(y.max()) >= classes:
         raise FragilityError(f"labels must lie in 0..{classes - 1} for this {classes}-class model, "
                              f"got {int(y.min())}..{int(y.max())}.")
-    if layers is None:
+    if layers is None or selection is not None:
         layers = found
     else:
         layers = [layers] if isinstance(layers, str) else layers
         if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers) \
                 or len(set(layers)) != len(layers):
-            raise FragilityError(f"layers must be None (every layer), a layer name or a list of distinct layer names "
-                                 f"(possibly empty: the global unit only); got {layers!r}.")
+            raise FragilityError(f"layers must be None (every layer), a layer name, a list of distinct layer names "
+                                 f"(possibly empty: the global unit only) or a mapping of types, include and exclude "
+                                 f"(fragility.layers); got {layers!r}.")
         if not layers and not include_global:
             raise FragilityError("nothing to sweep: layers is empty and include_global is False.")
         unknown = [n for n in layers if n not in found]

@@ -52,6 +52,7 @@ class TrainConfig:
     classes: int = 10
     depth: int = 2
     threads: int | None = None  # CPU threads to train with (None: torch's current setting, not recorded)
+    origin: dict | None = None  # a model or data set of one's own, weights trained elsewhere (fragility.imports)
 
     def __post_init__(self):
         """Refuse non-positive counts and rates."""
@@ -65,12 +66,13 @@ class TrainConfig:
 
 
 def config_hash(config: TrainConfig | dict) -> str:
-    """Short stable sha256 of the config's fields except `epochs` (so extending a run resumes it); `threads` only
-    when set."""
+    """Short stable sha256 of the config's fields except `epochs` (so extending a run resumes it); `threads` and
+    `origin` only when set."""
     values = asdict(config) if isinstance(config, TrainConfig) else dict(config)
     values.pop("epochs", None)
-    if values.get("threads", None) is None:
-        values.pop("threads", None)
+    for later in ("threads", "origin"):
+        if values.get(later, None) is None:
+            values.pop(later, None)
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -147,7 +149,7 @@ def _check_data(train_set, model: nn.Module, config: TrainConfig, device) -> Non
     """Refuse images the network cannot take, naming the expected channels."""
     image = train_set[0][0]
     expected = f"{config.channels}×H×W images (e.g. 1×28×28 for MNIST, 3×32×32 for CIFAR-10, 3×64×64 for Tiny ImageNet)"
-    if not torch.is_tensor(image) or image.dim() != 3 or image.shape[0] != config.channels:
+    if not torch.is_tensor(image) or image.dim() < 1 or image.shape[0] != config.channels:  # C×H×W, C×L (one's own)
         shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
         raise FragilityError(f"{config.model} was built for {expected} but the training data has {shape}; set "
                              "TrainConfig.channels to match the data")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, data, files, mnist, ownership, store, training
+from . import checks, data, files, imports, mnist, ownership, store, training
 from .errors import FragilityError
 from .pipeline import stored_units, sweep_unit
 from .profiles import Profile, results_dir
@@ -100,6 +100,12 @@ def verify(profile: Profile, units=None, results=None, scratch=None, data_dir=No
         checks.require(unit, checks.Rule(lambda u: len(u) == 4 and checks.is_whole(u[2]) and checks.is_whole(u[3]),
                                          "a (model, dataset, seed, epoch) key"), "each of units")
         store.unit_path(results, *unit)
+    elsewhere = [u for u in units if retrain and u[0] in dict(profile.adopted)]
+    if elsewhere:
+        raise FragilityError(f"{', '.join('/'.join(map(str, u)) for u in elsewhere)}: its network was trained "
+                             "elsewhere (the profile's checkpoints) and cannot be retrained: re-sweep it (leave out "
+                             "--retrain).")
+    imports.ensure(profile)
     missing = [u for u in units if u not in stored]
     if missing:
         raise FragilityError(f"no stored unit {', '.join('/'.join(map(str, u)) for u in missing)} under {results}: "

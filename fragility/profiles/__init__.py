@@ -7,6 +7,16 @@ may instead be a mapping that gives a model its own, e.g. fewer seeds for a slow
     models:
       resnet18: {}
       resnet50: {seeds: [0], epochs: [4, 8, 12], every: 4}
+
+A model or a data set of one's own is named by the import path of its factory (`fragility.imports`), a network
+trained elsewhere by its files (`checkpoints`, `fragility.adoption`), and the layers to stress by type and name
+pattern (`layers`, `fragility.layers`):
+
+    models:
+      mynet: {factory: "mypackage.models:build", kwargs: {width: 2}, checkpoints: {10: mynet-10.pt}}
+    datasets:
+      mydata: {factory: "mypackage.data:load", classes: 10}
+    layers: {types: [Conv1d, Linear], exclude: "*.downsample.*"}
 """
 from __future__ import annotations
 
@@ -21,9 +31,10 @@ from pathlib import Path
 
 import yaml
 
-from .. import checks, data, models, studies, training
+from .. import adoption, checks, data, imports, models, studies, training
 from ..attacks import ATTACKS
 from ..errors import FragilityError
+from ..layers import WHAT as LAYERS, Layers, as_layers, check_models
 from ..plan import BATCHNORM, CRAFTED
 from ..stresses import STRESSES
 
@@ -62,8 +73,9 @@ CHECKS = {
              "results/<name>)"),
     "description": (lambda v: isinstance(v, str), "a line of text"),
     "models": (_models, f"a list of distinct models from {', '.join(models.NAMES)}, or a mapping of them to their "
-                        "own seeds, epochs and every"),
-    "datasets": (_items(lambda v: v in data.NAMES), f"a list of distinct datasets from {', '.join(data.NAMES)}"),
+                        "own seeds, epochs, every and checkpoints (or of names of your own to their factory)"),
+    "datasets": (_items(lambda v: v in data.NAMES), f"a list of distinct datasets from {', '.join(data.NAMES)}, or a "
+                                                    "mapping of names to null or {factory, classes, kwargs}"),
     "seeds": (_items(_count(0)), "a list of distinct whole numbers ≥ 0"),
     "epochs": (_items(_count(1), increasing=True), "an increasing list of checkpoint epochs ≥ 1, e.g. [10, 20, 30]"),
     "every": (_count(1), "the checkpoint interval in epochs, a whole number ≥ 1"),
@@ -96,8 +108,10 @@ CHECKS = {
                 "weights/ (a few MB each: what a shipped results folder carries to be re-swept without retraining)"),
     "studies": (lambda v: v is None or isinstance(v, dict),
                 f"a mapping of related studies ({', '.join(studies.STUDIES)}) to their settings"),
+    "layers": (lambda v: v is None or isinstance(v, dict), LAYERS),
 }
-OPTIONAL = {"depth": 2, "studies": None, "crafted": None, "batchnorm": "running", "threads": THREADS, "weights": []}
+OPTIONAL = {"depth": 2, "studies": None, "crafted": None, "batchnorm": "running", "threads": THREADS, "weights": [],
+            "layers": None}
 # settings added after the first shipped results enter the sweep hash only when they differ from these defaults, so
 # that stored results stay valid: (key, default)
 LATER = {"batchnorm": "running", "threads": None}
@@ -139,6 +153,9 @@ class Profile:
     threads: int = THREADS
     method: tuple = (("name", "fgsm"),)  # the attack's name and the parameters that differ from its defaults
     weights: tuple[str, ...] = ()  # models whose checkpoints' weights are kept under weights/ (in no hash)
+    layers: Layers | None = None  # the layers to stress (None: every Conv2d and Linear; in the sweep hash if given)
+    sources: tuple = ()  # the models and data sets built by factories of one's own (fragility.imports.Source)
+    adopted: tuple = ()  # (model, its networks trained elsewhere: fragility.adoption.Adopted …) per such model
 
     def grid(self, model: str) -> Grid:
         """The seeds, epochs and checkpoint interval of `model` (the profile's own unless the model has its own)."""
@@ -159,7 +176,16 @@ class Profile:
         meta, g = data.info(dataset), self.grid(model)
         return training.TrainConfig(model, dataset, seed, epochs=g.epochs[-1], every=g.every,
                                     batch_size=self.train_batch_size, lr=self.lr, channels=meta.channels,
-                                    classes=meta.classes, depth=self.depth, threads=self.threads)
+                                    classes=meta.classes, depth=self.depth, threads=self.threads,
+                                    origin=self.origin(model, dataset))
+
+    def origin(self, model: str, dataset: str) -> dict | None:
+        """Where a run's model, data and weights come from when they are not built in — the factories and kwargs of
+        one's own, the sha256 of networks trained elsewhere — as its training hash holds them (None: built in)."""
+        found = {s.kind: s.hashed for s in self.sources if (s.kind, s.name) in (("model", model), ("dataset", dataset))}
+        if model in dict(self.adopted):
+            found["checkpoints"] = {str(a.epoch): a.sha256 for a in dict(self.adopted)[model]}
+        return found or None
 
     def adversary(self):
         """The profile's attack (its ε is the sweep's, chosen by the profile's `epsilon`)."""
@@ -177,6 +203,8 @@ class Profile:
         if dict(self.method) != {"name": "fgsm"}:
             settings["method"] = dict(self.method)
         settings.update({k: getattr(self, k) for k, default in LATER.items() if getattr(self, k) != default})
+        if self.layers is not None:  # given: which layers a unit holds
+            settings["layers"] = self.layers.settings
         return settings
 
     @property
@@ -201,13 +229,14 @@ def load_profile(spec) -> Profile:
             raise FragilityError(f"no profile file {path}: check the path, or name a shipped profile "
                                  f"({', '.join(shipped())}).")
         try:
-            text, source = path.read_text(encoding="utf-8"), str(path)
+            text, source, folder = path.read_text(encoding="utf-8"), str(path), path.resolve().parent
         except UnicodeDecodeError:
             raise FragilityError(f"{path} is not a UTF-8 text file: save the profile as UTF-8 YAML.") from None
         except OSError as err:
             raise FragilityError(f"{path} cannot be read ({err.strerror}): check its permissions.") from None
     elif spec in shipped():
         text, source = resources.files("fragility").joinpath("profiles", f"{spec}.yaml").read_text(), f"profile {spec}"
+        folder = None
     else:
         raise FragilityError(f"unknown profile {spec!r}: the shipped profiles are {', '.join(shipped())}; "
                              "or pass the path of a profile YAML file (copy a shipped one to start).")
@@ -215,7 +244,7 @@ def load_profile(spec) -> Profile:
         raw = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as err:
         raise FragilityError(f"{source} is not valid YAML: {' '.join(str(err).split())}") from None
-    return parse_profile(raw, source)
+    return parse_profile(raw, source, folder)
 
 
 class _UniqueKeys(yaml.SafeLoader):
@@ -241,29 +270,38 @@ def _check_grid(values: dict, where: str) -> None:
                              "epochs and at the last one; use multiples of `every` or change `every`.")
 
 
-def _grids(values: dict, source: str) -> tuple[tuple[str, Grid], ...]:
-    """The per-model grids of a `models` mapping, each key checked like the profile's own."""
+def _grids(values: dict, source: str, checkpoints: dict, folder) -> tuple[tuple, tuple]:
+    """The per-model grids of a `models` mapping, each key checked like the profile's own, and the networks trained
+    elsewhere of the models with `checkpoints` (whose epochs they give)."""
     if not isinstance(values["models"], dict):
-        return ()
-    out = []
+        return (), ()
+    out, adopted = [], []
     for model, own in values["models"].items():
         own = own or {}
         unknown = [k for k in own if k not in GRID]
         if unknown:
             raise FragilityError(f"{source}: models.{model} has unknown key(s) {', '.join(map(str, unknown))}: a "
-                                 f"model may set its own {', '.join(GRID)}.")
+                                 f"model may set its own {', '.join(GRID)}, factory, kwargs and checkpoints.")
         merged = {k: own.get(k, values[k]) for k in GRID}
         for key in GRID:
             ok, what = CHECKS[key]
             if not ok(merged[key]):
                 raise FragilityError(f"{source}: models.{model}.{key} must be {what}; got {merged[key]!r}.")
-        _check_grid(merged, f"{source}: models.{model}: ")
+        if model in checkpoints:
+            found = adoption.parse(model, checkpoints[model], tuple(merged["seeds"]), tuple(merged["epochs"]),
+                                   tuple(values["datasets"]), values["depth"], f"{source}: ", folder)
+            merged["epochs"] = [a.epoch for a in found]
+            adopted.append((model, found))
+        else:
+            _check_grid(merged, f"{source}: models.{model}: ")
         out.append((model, Grid(tuple(merged["seeds"]), tuple(merged["epochs"]), merged["every"])))
-    return tuple(out)
+    return tuple(out), tuple(adopted)
 
 
-def parse_profile(raw, source: str = "profile") -> Profile:
-    """A Profile from a mapping of its keys, or one FragilityError naming the key at fault and the fix."""
+def parse_profile(raw, source: str = "profile", folder=None) -> Profile:
+    """A Profile from a mapping of its keys, or one FragilityError naming the key at fault and the fix. Factories of
+    one's own are imported, called and registered on the way (`fragility.imports`), networks trained elsewhere read
+    and hashed (`fragility.adoption`, their relative paths relative to `folder`, default the current folder)."""
     if not isinstance(raw, dict):
         raise FragilityError(f"{source} must be a mapping of keys ({', '.join(CHECKS)}).")
     unknown = [k for k in raw if k not in CHECKS]
@@ -274,7 +312,7 @@ def parse_profile(raw, source: str = "profile") -> Profile:
     if missing:
         raise FragilityError(f"{source}: missing key(s) {', '.join(missing)}: add them (copy a shipped profile, "
                              f"e.g. `quick`, for an example).")
-    values = {**OPTIONAL, **raw}
+    values, sources, checkpoints = imports.parse({**OPTIONAL, **raw}, f"{source}: ")
     for key, (ok, what) in CHECKS.items():
         if not ok(values[key]):
             raise FragilityError(f"{source}: {key} must be {what}; got {values[key]!r}{_as_text(values[key])}.")
@@ -302,11 +340,32 @@ def parse_profile(raw, source: str = "profile") -> Profile:
     if foreign:
         raise FragilityError(f"{source}: weights names {', '.join(foreign)}, not a model of the profile: choose from "
                              f"{', '.join(values['models'])}.")
-    values["grids"] = _grids(values, source)
+    values["grids"], values["adopted"] = _grids(values, source, checkpoints, None if folder is None else Path(folder))
+    values["sources"], values["layers"] = sources, _layers(values, source)
+    for model in values["models"]:
+        for dataset in values["datasets"]:
+            if any(s.name in (model, dataset) for s in sources):
+                imports.check_fit(model, dataset, values["depth"], f"{source}: ")
     lists = {f.name: tuple(values[f.name]) for f in fields(Profile) if isinstance(values[f.name], (list, dict))
              and f.name != "studies"}
     profile = Profile(**{**values, **lists, "studies": {}})
-    return replace(profile, studies=studies.check(values["studies"], profile, source))
+    profile = replace(profile, studies=studies.check(values["studies"], profile, source))
+    continued = (profile.studies["selective"]["models"] or profile.models) if "selective" in profile.studies else ()
+    elsewhere = set(dict(profile.adopted)) & set(continued)
+    if elsewhere:
+        raise FragilityError(f"{source}: studies.selective continues training {', '.join(sorted(elsewhere))}, whose "
+                             "networks were trained elsewhere (checkpoints, without an optimizer state): leave them "
+                             "out of studies.selective.models.")
+    return profile
+
+
+def _layers(values: dict, source: str) -> Layers | None:
+    """The profile's `layers` selection, checked against every model's layout; None when not given."""
+    if values["layers"] is None:
+        return None
+    found = as_layers(values["layers"], f"{source}: layers")
+    check_models(found, {m: models.layout(m, depth=values["depth"]) for m in values["models"]}, f"{source}: layers")
+    return found
 
 
 def _as_text(value) -> str:
