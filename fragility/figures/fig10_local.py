@@ -31,7 +31,7 @@ def local_labels(r: xr.Dataset, tol: float = TAU) -> xr.Dataset:
 def plot_labels(ax, scores: xr.DataArray, labels: xr.DataArray, marks: dict, title: str, names: bool) -> None:
     """One (layer × epoch) map of a score's labels in the paper's colours (Fr red, Ro green, Af blue; for r_ε the
     same colours for r_x-, Ro- and r_xε-marked cells), each cell's raw score written in it."""
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import ListedColormap  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     order = list(marks)
     index = xr.apply_ufunc(np.vectorize(lambda v: float(order.index(v)) if v in order else np.nan, otypes=[float]),
@@ -55,7 +55,7 @@ def figure(ds, seed=None, filter="h1", tol=TAU, models=None):
     Cells are coloured by label as the paper's colour bar (Fr red, Ro green, Af blue, from the raw score and τ;
     for r_ε: r_x-marked — the clean response greater, Eq. 16 as printed r_ε < −τ — red, Ro green, r_xε-marked
     blue) and carry the raw score."""
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     p = check_parameters(ds, seed=seed, filter=filter)
     held = choices(ds)["model"]

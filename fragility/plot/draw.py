@@ -23,7 +23,7 @@ def styled(fn):
     """Run a figure function with the book's font sizes."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        import matplotlib
+        import matplotlib  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
         with matplotlib.rc_context(STYLE):
             return fn(*args, **kwargs)
@@ -60,7 +60,7 @@ def provenance_line(ds: xr.Dataset, epsilon=None, **attrs) -> str:
 def figure(shown: xr.Dataset, title: str, height: float, width: float = WIDTH, line: str | None = None):
     """A constrained-layout Figure with `title` and the provenance line of the results `shown` (or `line`) at its
     foot."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     fig = Figure(figsize=(width, height), layout="constrained", dpi=100)
     fig.get_layout_engine().set(rect=(0, 0.035, 1, 0.965))
@@ -89,7 +89,7 @@ def area(ax, alpha, upper, lower, styles, name: str, score: float) -> None:
 
 def signed(values):
     """A colour scale centred on 0 and symmetric about it."""
-    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.colors import TwoSlopeNorm  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     lim = max(float(np.nanmax(np.abs(values))) if np.size(values) else 0.0, 1e-9)
     return TwoSlopeNorm(0, -lim, lim)
@@ -113,7 +113,7 @@ def image(fig, ax, values, alpha, rows, title, bar, ylabel="epoch", cmap="viridi
 
 def lines(ax, curves: xr.DataArray, dim: str, cmap: str = "viridis", style: str = "-", fmt="{dim} {value}"):
     """One line per value of `dim` of `curves` (dim, x), coloured from dark (first) to light (last)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     x = curves[[d for d in curves.dims if d != dim][0]].values
     keys = curves[dim].values
@@ -149,7 +149,7 @@ def grid(fig, ax, values, rows, columns, title: str, bar: str, cmap="viridis", n
 
 def colors(names, palette: str = "tab10") -> dict:
     """A distinct colour per name."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     return dict(zip(names, colormaps[palette].colors))
 
