@@ -24,6 +24,7 @@ DEFERRED = {
                                            "imports every figure module",
     ("fragility.plot.draw", "matplotlib.figure"): "matplotlib, as above",
     ("fragility.plot.draw", "matplotlib.colors"): "matplotlib, as above",
+    ("fragility.plot.draw", "matplotlib.axes"): "matplotlib, as above",
     ("fragility.figures.fig10_local", "matplotlib.colors"): "matplotlib, as above",
     ("fragility.figures.fig10_local", "matplotlib.patches"): "matplotlib, as above",
 }
