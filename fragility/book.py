@@ -26,11 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+from IPython.display import HTML, Markdown, display
 
-from . import checks
+from . import checks, views, widgets
 from .chapters import CHAPTERS
 from .errors import FragilityError, report
-from .selection import check_parameters, paper_defaults
+from .selection import check_parameters, choices, paper_defaults
 from .store import open_results
 from .study import REGISTRY, open_study
 
@@ -92,18 +93,12 @@ class Page:
 
     def options(self, **current) -> dict[str, list]:
         """The values each control can take, given the current model and dataset."""
-        from .selection import choices
-
         data = self.study if self.study is not None else self.responses
         valid = {**choices(data, current.get("model"), current.get("dataset")), **self.chapter.options}
         return {c: valid[c] for c in self.chapter.controls if c in valid}
 
     def figure(self):
         """The chapter's figure: live controls in Jupyter, precomputed switchable views in the book."""
-        from IPython.display import Markdown, display
-
-        from . import views, widgets
-
         if self.missing:
             return display(Markdown(self.missing))
         if self.chapter.figure is None:
@@ -119,8 +114,6 @@ class Page:
 
     def summary(self):
         """The chapter's "What our run shows", from the same rules as the claims."""
-        from IPython.display import HTML, Markdown, display
-
         if not self.missing:
             if self.chapter.reads_folder:  # the claims it decides read the per-image results in the unit files
                 text = self.chapter.summary(self.folder, **self.selections)
@@ -163,7 +156,7 @@ def execute(results, profile: str, notebooks=NOTEBOOKS, output=EXECUTED, only=No
     `check_parameters` against the results. A notebook runs into a temporary file renamed on success; `workers`
     notebooks run at once (at most one per core).
     """
-    import papermill as pm
+    import papermill as pm  # deferred: papermill (1.8 s to import) serves executing the notebooks alone
 
     workers = int(checks.require(workers, checks.whole(1), "workers"))
     parameters = dict(parameters or {})

@@ -40,7 +40,8 @@ def register(chapter: Chapter) -> Chapter:
     if chapter.name in CHAPTERS:
         raise FragilityError(f"chapter {chapter.name!r} is registered twice.")
     CHAPTERS[chapter.name] = chapter
-    ranked = sorted(CHAPTERS.values(), key=lambda c: ORDER.index(c.name) if c.name in ORDER else len(ORDER))
+    # a chapter the order does not list comes after the shipped ones, before the claims chapter that sums them up
+    ranked = sorted(CHAPTERS.values(), key=lambda c: ORDER.index(c.name) if c.name in ORDER else len(ORDER) - 1.5)
     CHAPTERS.clear()
     CHAPTERS.update((c.name, c) for c in ranked)
     return chapter

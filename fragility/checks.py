@@ -16,6 +16,8 @@ from pathlib import Path
 from collections.abc import Callable
 
 import numpy as np
+import torch
+from torch import nn
 
 from .errors import FragilityError
 
@@ -110,8 +112,6 @@ def names(value, name: str, options) -> tuple[str, ...]:
 
 def device(value):
     """A torch.device that exists on this machine (None: CUDA when available, else the CPU)."""
-    import torch
-
     if value is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -139,8 +139,6 @@ def flag(value, name: str) -> bool:
 def model(value, name: str = "model"):
     """`value`, a torch.nn.Module whose parameters and buffers hold values on one device; a DataParallel or
     DistributedDataParallel wrapper is unwrapped to the network it holds (its layers keep their own names)."""
-    from torch import nn  # deferred, as torch above
-
     if not isinstance(value, nn.Module):
         raise FragilityError(f"{name} must be a torch.nn.Module; got {type(value).__name__}.")
     while isinstance(value, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
@@ -231,8 +229,6 @@ def workers(value, name: str = "workers") -> int:
 
 def inputs(x, name: str = "x"):
     """`x`, a batch (n, …), n ≥ 1, of finite floating-point inputs."""
-    import torch
-
     if not isinstance(x, torch.Tensor):
         raise FragilityError(f"{name} must be a tensor of inputs; got {type(x).__name__}.")
     if x.dim() < 2 or len(x) == 0:
@@ -249,8 +245,6 @@ def inputs(x, name: str = "x"):
 def examples(x, y=None, classes: int | None = None):
     """(x, y) as tensors: x (n, …) of finite floats, y (n,) of integer labels in 0..classes−1, from tensors or from
     an iterable of (x, y) batches such as a DataLoader."""
-    import torch
-
     if not isinstance(x, torch.Tensor):
         if isinstance(x, (str, bytes, dict)) or not hasattr(x, "__iter__"):
             raise FragilityError(f"x must be a tensor of inputs or an iterable of (x, y) batches such as a "

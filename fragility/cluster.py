@@ -1,13 +1,13 @@
 """Run a profile's tasks on a Dask cluster: a local one of N worker processes, or a running one at an address.
 
 Each task of `fragility.pipeline.plan` becomes one Dask future whose arguments include the futures of the tasks it
-runs after, so the scheduler starts it only once they have finished. A task runs `pipeline.run_task` on a worker;
+runs after, so the scheduler starts it only once they have finished. A task runs itself (`Task.run`) on a worker;
 its output is written atomically (fragility.files), and a task whose output already exists when it starts does
 nothing. When a worker is lost the scheduler runs its tasks again on another worker (at most `ALLOWED_FAILURES`
 times for a local cluster; a running cluster's own setting applies there): a sweep or study unit lost half-way is
 recomputed from scratch, a training run resumes from its last checkpoint, and nothing is written twice.
 
-Every task computes with the profile's CPU thread count (`pipeline.run_task` sets it on the worker as in-process),
+Every task computes with the profile's CPU thread count (`Task.run` sets it on the worker as in-process),
 so a unit's numbers do not depend on how it was executed. The client holds the results folder's lock
 (fragility.ownership) while the workers write it.
 
@@ -24,7 +24,7 @@ import torch
 from distributed import Client, LocalCluster, as_completed
 from tqdm.auto import tqdm
 
-from . import checks, data, files, ownership, pipeline, store, studies, training
+from . import checks, data, files, ownership
 from .errors import FragilityError
 
 ALLOWED_FAILURES = 3  # times a task may be on a worker that is lost before the run fails (KilledWorker)
@@ -165,22 +165,8 @@ def _wait(client, futures: dict, progress: bool) -> None:
 
 def _run(profile, task, results: Path, data_dir: Path, device, *_after) -> None:
     """One task on a worker (`_after`: its dependencies' results, which order it), unless its output exists; with
-    the profile's thread count, which `pipeline.run_task` sets."""
-    path = _done(profile, results, task)
+    the profile's thread count, which `Task.run` sets."""
+    path = task.output(profile, results)
     if path is not None and path.is_file():
         return
-    pipeline.run_task(profile, task, results, data_dir, device, progress=False)
-
-
-def _done(profile, results: Path, task) -> Path | None:
-    """The file whose presence means `task` is done: a run's last checkpoint, a response or a study unit (None for
-    an ε search, which checks its own record)."""
-    if task.fn is pipeline.train_task:
-        model, dataset, seed = task.args[0]
-        return training.checkpoint_path(results, model, dataset, seed, profile.grid(model).epochs[-1])
-    if task.fn is pipeline.sweep_task:
-        return store.unit_path(results, *task.args[0])
-    if task.fn is studies.run_unit:
-        name, unit = task.args
-        return studies.study_path(results, name, *unit.key)
-    return None
+    task.run(profile, results, data_dir, device, progress=False)

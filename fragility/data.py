@@ -8,7 +8,6 @@ by name with `register_dataset` (its DataInfo and a loader), which other data se
 
 from __future__ import annotations
 
-import gzip
 import os
 import pathlib
 import shutil
@@ -27,8 +26,9 @@ import torchvision
 from PIL import Image
 from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
-from fragility import files
+from fragility import files, mnist
 from fragility.errors import FragilityError
+from fragility.folders import data_root
 
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_SIZE = 248_100_043
@@ -90,11 +90,6 @@ def info(name: str) -> DataInfo:
     if not isinstance(name, str) or name not in DATASETS:
         raise FragilityError(f"unknown dataset {name!r}: use one of {', '.join(NAMES)}")
     return DATASETS[name][0]
-
-
-def data_root(root=None) -> pathlib.Path:
-    """The data folder: ``root`` if given, else $FRAGILITY_DATA, else ./data."""
-    return pathlib.Path(root if root is not None else os.environ.get("FRAGILITY_DATA") or "data").expanduser()
 
 
 class ImageSet(torch.utils.data.Dataset):
@@ -163,8 +158,8 @@ test_subset.__test__ = False  # not a pytest test, even when imported into a tes
 @register_dataset("digits", DataInfo("digits", 1, 28, 10, *_MNIST_NORM, 1797 - DIGITS_TEST, DIGITS_TEST))
 def _digits(split: str, root=None, download=True, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
     """sklearn digits as MNIST: 8×8 → 20×20 bilinear, 0..16 → 0..255, centred in 28×28; fixed split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from sklearn.datasets import load_digits  # deferred: scikit-learn (0.5 s to import) serves digits alone
+    from sklearn.model_selection import train_test_split  # deferred, as above
 
     d = load_digits()
     x = F.interpolate(torch.tensor(d.images, dtype=torch.float32)[:, None], size=(20, 20), mode="bilinear")
@@ -189,11 +184,9 @@ def _torchvision(name: str, split: str, root: pathlib.Path, download: bool) -> t
     raw = root / "MNIST" / "raw"
     try:
         if name == "mnist":
-            from fragility import mnist  # here, not at the top: fragility.mnist imports this module
-
             if download and not all((raw / f).is_file() for f in mnist.NAMES):
                 mnist.ensure(root)  # unpacks .gz files placed by hand, else fetches; torchvision's download is not used
-            _gunzip_mnist(raw)
+            mnist.gunzip(raw)
             mnist.validate(raw)  # a corrupt file is named, rather than failing inside torchvision
             ds = torchvision.datasets.MNIST(str(root), train=split == "train", download=False)
             return ds.data[:, None].contiguous(), ds.targets.long()
@@ -215,19 +208,6 @@ def _torchvision(name: str, split: str, root: pathlib.Path, download: bool) -> t
             f"{root}/, or its unpacked folder (data_batch_1 ... data_batch_5, test_batch, batches.meta) at "
             f"{root / 'cifar-10-batches-py'}/, or load with download=True where the network is reachable"
         ) from e
-
-
-def _gunzip_mnist(raw: pathlib.Path) -> None:
-    """Unpack MNIST .gz files placed by hand, since torchvision looks only for the unpacked ones."""
-    for filename, _ in torchvision.datasets.MNIST.resources:
-        gz, out = raw / filename, raw / filename.removesuffix(".gz")
-        if gz.is_file() and not out.is_file():
-            files.atomic(out, lambda tmp, gz=gz: _gunzip(gz, tmp))
-
-
-def _gunzip(src: pathlib.Path, dst: str) -> None:
-    with gzip.open(src, "rb") as f, open(dst, "wb") as g:
-        shutil.copyfileobj(f, g)
 
 
 @register_dataset("tiny-imagenet", DataInfo("tiny-imagenet", 3, 64, 200, *_HALF, 80_000, 20_000),

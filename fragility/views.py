@@ -13,6 +13,8 @@ import multiprocessing
 import os
 from pathlib import Path
 
+from IPython.display import HTML, display
+
 from .selection import check_parameters, paper_defaults
 
 PREFIX = "../../views/"  # from a page of book/_executed/ to the site's views folder
@@ -125,8 +127,6 @@ def markup(page, combos: list[dict], files: list[str], start: int) -> str:
 
 def show(page, folder: Path):
     """Draw every view of the chapter into folder/<chapter>/ and display them behind the chapter's controls."""
-    from IPython.display import HTML, display
-
     if not page.chapter.controls:
         return display(page.call(page.chapter.figure))
     if page.responses is not None and page.responses.nbytes <= IN_MEMORY:

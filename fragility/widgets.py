@@ -22,6 +22,9 @@ import inspect
 import io
 import os
 
+from IPython import get_ipython
+from IPython.display import display
+
 from .selection import choices, stored, study_name, where
 
 STATIC = "FRAGILITY_STATIC"
@@ -33,10 +36,6 @@ IN_MEMORY = 2**29  # responses up to this size (bytes) are read once, not once p
 def live() -> bool:
     """True inside an interactive Jupyter kernel, unless FRAGILITY_STATIC or FRAGILITY_VIEWS is set."""
     if os.environ.get(STATIC) or os.environ.get("FRAGILITY_VIEWS"):
-        return False
-    try:
-        from IPython import get_ipython
-    except ImportError:
         return False
     return getattr(get_ipython(), "kernel", None) is not None
 
@@ -119,7 +118,7 @@ class Live:
     """
 
     def __init__(self, page):
-        import ipywidgets as widgets
+        import ipywidgets as widgets  # deferred: ipywidgets (0.3 s to import) serves a live kernel alone
 
         self.page, self.names = page, controls(page)
         if page.responses is not None and page.responses.nbytes <= IN_MEMORY:
@@ -203,8 +202,6 @@ class Live:
 
 def interactive(page) -> Live:
     """Display the chapter's live view (menus above the figure) and return it."""
-    from IPython.display import display
-
     view = Live(page)
     display(view)
     return view

@@ -2,26 +2,44 @@
 that is the score r_x (Eq. 14; r_xε on adversarial inputs)."""
 from __future__ import annotations
 
-
-from .. import chapters
+from .. import chapters, checks
 from ..plot import draw
 from ..plot.draw import ALPHA, SCORES
 from ..selection import check_parameters, curves, layer_scores
 from ..verdicts import TAU, WORDS, label_of
 
 
-
 @draw.styled
 def figure(ds, model=None, dataset=None, layer=None, epoch=None, seed=None, filter="h1", input="clean"):
-    """Fig. 4: (a) the baseline φ̄ (Eq. 10) and the number of weights filtered against α; (b) the accuracy β, the
-    scaled response β̄ and the area between β̄ and φ̄ that is the score r_x (Eq. 14; r_xε on adversarial inputs)."""
+    """Fig. 4: (a) the baseline φ̄ (Eq. 10) and the number of weights filtered against α (`plot_baseline`); (b) the
+    accuracy β, the scaled response β̄ and the area between β̄ and φ̄ that is the score r_x (Eq. 14; r_xε on
+    adversarial inputs) (`plot_response`)."""
     p = check_parameters(ds, model=model, dataset=dataset, layer=layer, epoch=epoch, seed=seed, filter=filter,
                          input=input)
     c = curves(ds, p["model"], p["dataset"], seed).sel(layer=p["layer"], epoch=p["epoch"], filter=p["filter"])
-    alpha, base = c["alpha"].values, float(c["base_accuracy"].sel(input=p["input"]))
+    key = "r_xe" if p["input"] == "adversarial" else "r_x"
+    score = float(layer_scores(ds, p["model"], p["dataset"], seed, p["filter"])[key].sel(layer=p["layer"],
+                                                                                        epoch=p["epoch"]))
     fig = draw.figure(c, f"Fig. 4 · {p['model']} on {p['dataset']} · {p['layer']} · epoch {p['epoch']} · "
                          f"{p['filter']} · {p['input']}", 4.0)
     ax, bx = fig.subplots(1, 2)
+    plot_baseline(c, ax=ax)
+    plot_response(c, score, p["input"], ax=bx)
+    return fig
+
+
+def plot_baseline(c, *, ax) -> None:
+    """Panel (a) of Fig. 4 on `ax`: the baseline φ̄ (Eq. 10) against α and, on a twin axis, the weights filtered
+    φ_α and the weights of the layer φ.
+
+    Args:
+        c: one layer's curves at one epoch under one filter (`fragility.selection.curves(...).sel(layer=…,
+            epoch=…, filter=…)`): `baseline` and `n_filtered` over alpha, `n_params`.
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(c, {"baseline": ("alpha",), "n_filtered": ("alpha",), "n_params": ()}, "c")
+    draw.axes(ax)
+    alpha = c["alpha"].values
     ax.plot(alpha, c["baseline"], ":", color="green", lw=2, label=r"baseline $\bar\phi$ (Eq. 10)")
     ax.set(xlabel=ALPHA, ylabel=r"baseline $\bar\phi$", title="(a) baseline", ylim=(-0.05, 1.05))
     twin = ax.twinx()
@@ -30,15 +48,31 @@ def figure(ds, model=None, dataset=None, layer=None, epoch=None, seed=None, filt
               label=r"weights in the layer $\phi$")
     twin.set_ylabel("weights filtered")
     ax.legend(handles=ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0], loc="center left")
-    bx.plot(alpha, c["accuracy"].sel(input=p["input"]), ":", color="tab:blue", label=r"accuracy $\beta$")
-    bx.plot([0], [base], "o", color="red", ms=8, label=f"unperturbed accuracy {base:.3f}")
-    key = "r_xe" if p["input"] == "adversarial" else "r_x"
-    score = float(layer_scores(ds, p["model"], p["dataset"], seed, p["filter"])[key].sel(layer=p["layer"],
-                                                                                        epoch=p["epoch"]))
-    draw.area(bx, alpha, c["response"].sel(input=p["input"]), c["baseline"],
+
+
+def plot_response(c, score: float, input: str = "clean", *, ax) -> None:
+    """Panel (b) of Fig. 4 on `ax`: the accuracy β and the unperturbed accuracy, the scaled response β̄ and the
+    area between β̄ and the baseline φ̄, titled with its score.
+
+    Args:
+        c: one layer's curves at one epoch under one filter, as `plot_baseline` takes them, with `accuracy` and
+            `response` over (input, alpha) and `base_accuracy` over input.
+        score: the area's score: r_x on clean inputs, r_xε on adversarial ones (Eq. 14–15).
+        input: "clean" or "adversarial".
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(c, {"accuracy": ("input", "alpha"), "response": ("input", "alpha"), "base_accuracy": ("input",),
+                   "baseline": ("alpha",)}, "c")
+    checks.require(input, checks.one_of(("clean", "adversarial")), "input")
+    score = draw.number(score, "score")
+    draw.axes(ax)
+    alpha, base = c["alpha"].values, float(c["base_accuracy"].sel(input=input))
+    ax.plot(alpha, c["accuracy"].sel(input=input), ":", color="tab:blue", label=r"accuracy $\beta$")
+    ax.plot([0], [base], "o", color="red", ms=8, label=f"unperturbed accuracy {base:.3f}")
+    key = "r_xe" if input == "adversarial" else "r_x"
+    draw.area(ax, alpha, c["response"].sel(input=input), c["baseline"],
               (("-", "tab:blue", r"scaled $\bar\beta$"), (":", "green", r"baseline $\bar\phi$")), SCORES[key], score)
-    bx.set(ylabel="accuracy, scaled accuracy", title="(b) " + bx.get_title())
-    return fig
+    ax.set(ylabel="accuracy, scaled accuracy", title="(b) " + ax.get_title())
 
 
 def summary(ds, model=None, dataset=None, layer=None, epoch=None, seed=None, filter="h1", input="clean"):

@@ -2,33 +2,68 @@
 thresholds, and their difference."""
 from __future__ import annotations
 
+import xarray as xr
 
-from .. import chapters
+from .. import chapters, checks
 from ..plot import draw
 from ..selection import check_parameters, curves, select
 from ..studies.batchnorm import SURVIVES
 
 
-
 @draw.styled
 def figure(ds, model=None, dataset=None, layer=None, seed=None, filter="combined"):
     """Fig. 5: epoch × α images of one layer's network test accuracy β (not scaled) on clean inputs, on FGSM
-    inputs, and their difference, the parameters the adversary targets; "combined" averages h1, h2 and h3."""
+    inputs (`plot_accuracy`, one colour bar for both), and their difference (`plot_difference`), the parameters the
+    adversary targets; "combined" averages h1, h2 and h3."""
     p = check_parameters(ds, model=model, dataset=dataset, layer=layer, seed=seed, filter=filter)
     c = curves(ds, p["model"], p["dataset"], seed).sel(layer=p["layer"], filter=p["filter"])
-    beta = c["accuracy"].transpose("input", "epoch", "alpha").values
-    alpha, epochs = c["alpha"].values, c["epoch"].values
     fig = draw.figure(c, f"Fig. 5 · {p['model']} on {p['dataset']} · {p['layer']} · {p['filter']} · test accuracy",
                       3.6)
     axes = fig.subplots(1, 3)
-    draw.image(fig, axes[0], beta[0], alpha, epochs, r"clean $\beta$", "accuracy", colorbar=False)
-    im = draw.image(fig, axes[1], beta[1], alpha, epochs, r"adversarial $\beta_\epsilon$", "accuracy",
-                    colorbar=False)
+    plot_accuracy(c, "clean", ax=axes[0], colorbar=False)
+    im = plot_accuracy(c, "adversarial", ax=axes[1], colorbar=False)
     fig.colorbar(im, ax=axes[:2].tolist(), label="test accuracy", shrink=0.9)
-    draw.image(fig, axes[2], beta[0] - beta[1], alpha, epochs,
-               "targeted $\\beta - \\beta_\\epsilon$\n(clean − adversarial: the sign opposite to $r_\\epsilon$)",
-               "clean − adversarial", cmap="RdBu_r", norm=draw.signed(beta[0] - beta[1]))
+    plot_difference(c, ax=axes[2])
     return fig
+
+
+def _accuracy(c) -> xr.DataArray:
+    return draw.panel(c, {"accuracy": ("epoch", "alpha", "input")}, "c")["accuracy"].transpose("input", "epoch",
+                                                                                              "alpha")
+
+
+def plot_accuracy(c, input: str = "clean", *, ax, colorbar: bool = True):
+    """One epoch × α image of the network's test accuracy β (not scaled) on `input` inputs, on `ax`; the image.
+
+    Args:
+        c: one layer's curves under one filter (`fragility.selection.curves(...).sel(layer=…, filter=…)`):
+            `accuracy` over (epoch, alpha, input).
+        input: "clean" or "adversarial".
+        ax: the matplotlib Axes to draw into.
+        colorbar: give the image its own colour bar (Fig. 5 shares one between clean and adversarial).
+    """
+    beta = _accuracy(c)
+    checks.require(input, checks.one_of(("clean", "adversarial")), "input")
+    checks.flag(colorbar, "colorbar")
+    draw.axes(ax)
+    title = r"clean $\beta$" if input == "clean" else r"adversarial $\beta_\epsilon$"
+    return draw.image(ax.figure, ax, beta.sel(input=input).values, c["alpha"].values, c["epoch"].values, title,
+                      "accuracy", colorbar=colorbar)
+
+
+def plot_difference(c, *, ax):
+    """The epoch × α image of clean minus adversarial accuracy, β − β_ε (the sign opposite to r_ε), on `ax`, on a
+    colour scale centred on 0; the image.
+
+    Args:
+        c: one layer's curves under one filter, as `plot_accuracy` takes them.
+        ax: the matplotlib Axes to draw into.
+    """
+    beta = _accuracy(c).values
+    draw.axes(ax)
+    return draw.image(ax.figure, ax, beta[0] - beta[1], c["alpha"].values, c["epoch"].values,
+                      "targeted $\\beta - \\beta_\\epsilon$\n(clean − adversarial: the sign opposite to $r_\\epsilon$)",
+                      "clean − adversarial", cmap="RdBu_r", norm=draw.signed(beta[0] - beta[1]))
 
 
 def summary(ds, model=None, dataset=None, layer=None, seed=None, filter="combined"):

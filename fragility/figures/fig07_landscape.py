@@ -7,6 +7,7 @@ import numpy as np
 import xarray as xr
 
 from .. import chapters, verdicts
+from ..errors import FragilityError
 from ..plot import draw
 from ..scores import scaled
 from ..selection import check_parameters, curves
@@ -20,7 +21,7 @@ REMOVED = 0.10  # "a proportion of the network parameters": at least 10 % of the
 @draw.styled
 def figure(ds, model=None, seed=None, input="clean", filter="combined"):
     """Fig. 7: the learning landscape — (1) every layer's response × α at every stored epoch, (2) the whole
-    network's (global) response, epoch × α; a row per dataset, as the paper's columns."""
+    network's (global) response, epoch × α; a row per dataset, as the paper's columns (`plot_landscape`)."""
     p = check_parameters(ds, model=model, seed=seed, input=input, filter=filter)
     c = curves(ds, p["model"], seed=seed).sel(filter=p["filter"], input=p["input"])
     datasets = [str(d) for d in c["dataset"].values]
@@ -28,22 +29,39 @@ def figure(ds, model=None, seed=None, input="clean", filter="combined"):
     fig = draw.figure(c, f"Fig. 7 · {p['model']} · {p['filter']} {p['input']} responses at every epoch", 1.0 + 4.2 *
                       len(datasets))
     axes = fig.subplots(len(datasets), len(epochs) + 1, squeeze=False, width_ratios=[1] * len(epochs) + [1.6])
-    alpha = c["alpha"].values
     for row, name in zip(axes, datasets):
-        beta = c["response"].sel(dataset=name)
-        top = max(1.0, float(np.nanmax(beta)))
-        for ax, e in zip(row, epochs):
-            local = beta.sel(epoch=e).drop_sel(layer="global").transpose("layer", "alpha")
-            im = draw.image(fig, ax, local.values, alpha, local["layer"].values, f"{name} · epoch {e}", "",
-                            ylabel="layer" if ax is row[0] else "", vmax=top, colorbar=False)
-            if ax is not row[0]:
-                ax.set_yticklabels([])
-            ax.set_xlabel(r"$\alpha$")
-        glob = beta.sel(layer="global").transpose("epoch", "alpha")
-        draw.image(fig, row[-1], glob.values, alpha, glob["epoch"].values, f"{name} · global (whole network)",
-                   r"scaled accuracy $\tilde\beta$", vmax=top)
-        fig.colorbar(im, ax=row[:-1].tolist(), label=r"scaled accuracy (local)", shrink=0.9, location="bottom")
+        plot_landscape(c.sel(dataset=name), ax=row)
     return fig
+
+
+def plot_landscape(c, *, ax) -> None:
+    """One data set's row of Fig. 7 on `ax`, a list of one Axes per epoch and one more: at each epoch, every
+    layer's scaled response against α (an image, layer × α, one colour bar below them all), then the whole
+    network's (global) response, epoch × α.
+
+    Args:
+        c: one model's curves on one data set, input and filter (`fragility.selection.curves(...).sel(dataset=…,
+            filter=…, input=…)`): `response` over (epoch, layer, alpha), the layers including "global".
+        ax: the Axes to draw into, one per epoch and one for the global response.
+    """
+    draw.panel(c, {"response": ("epoch", "layer", "alpha")}, "c")
+    if "global" not in c["layer"].values:
+        raise FragilityError("c must hold the layer 'global' (the whole network's response) beside the local ones.")
+    row = draw.axes(ax, c.sizes["epoch"] + 1)
+    name, alpha, beta = c["dataset"].item(), c["alpha"].values, c["response"]
+    fig = row[0].figure
+    top = max(1.0, float(np.nanmax(beta)))
+    for axis, e in zip(row, c["epoch"].values):
+        local = beta.sel(epoch=e).drop_sel(layer="global").transpose("layer", "alpha")
+        im = draw.image(fig, axis, local.values, alpha, local["layer"].values, f"{name} · epoch {int(e)}", "",
+                        ylabel="layer" if axis is row[0] else "", vmax=top, colorbar=False)
+        if axis is not row[0]:
+            axis.set_yticklabels([])
+        axis.set_xlabel(r"$\alpha$")
+    glob = beta.sel(layer="global").transpose("epoch", "alpha")
+    draw.image(fig, row[-1], glob.values, alpha, glob["epoch"].values, f"{name} · global (whole network)",
+               r"scaled accuracy $\tilde\beta$", vmax=top)
+    fig.colorbar(im, ax=row[:-1], label=r"scaled accuracy (local)", shrink=0.9, location="bottom")
 
 
 def summary(results, model=None, seed=None, input="clean", filter="combined") -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .. import chapters, verdicts
+from .. import chapters, checks, verdicts
 from ..plot import draw
 from ..plot.draw import SCORES
 from ..scores import characterize, display_normalize
@@ -32,25 +32,36 @@ def global_scores(ds, filter="h1", normalized=True) -> xr.Dataset:
     return display_normalize(r) if normalized else r
 
 
-def plot_scores(r: xr.Dataset, model: str, letter: str, axes) -> None:
-    """One panel row of Fig. 9: r_x, r_xε, r_ε of `model` against epoch on `axes` (three), a line per data set,
-    mean ± std over seeds."""
+def plot_scores(r: xr.Dataset, letter: str = "a", *, ax) -> None:
+    """One panel row of Fig. 9 on three Axes: a model's global r_x, r_xε, r_ε against epoch, a line per data set,
+    mean ± std over seeds.
+
+    Args:
+        r: one model's global scores (`global_scores(ds).sel(model=…)`): `r_x`, `r_xe`, `r_e` over (dataset,
+            seed, epoch).
+        letter: the row's panel letter, as the paper's (a) ResNet-18 … (d) ShuffleNet V2.
+        ax: the three Axes to draw into (r_x, r_xε, r_ε).
+    """
+    draw.panel(r, dict.fromkeys(SCORES, ("dataset", "seed", "epoch")), "r")
+    checks.require(letter, draw.TEXT, "letter")
+    axes = draw.axes(ax, 3)
+    model = r["model"].item() if "model" in r.coords else ""
     for dataset, color in draw.colors([str(d) for d in r["dataset"].values]).items():
-        for ax, key in zip(axes, SCORES):
-            v = r[key].sel(model=model, dataset=dataset).dropna("epoch", how="all").dropna("seed", how="all")
+        for axis, key in zip(axes, SCORES):
+            v = r[key].sel(dataset=dataset).dropna("epoch", how="all").dropna("seed", how="all")
             if v.size:
-                draw.band(ax, v["epoch"].values, v, "seed", color, label=dataset, style="o-")
-    for ax, key in zip(axes, SCORES):
-        ax.axhline(0, color="0.5", lw=0.8)
-        ax.set(title=f"({letter}) {model}: {SCORES[key]}", xlabel="epoch", ylabel=SCORES[key])
+                draw.band(axis, v["epoch"].values, v, "seed", color, label=dataset, style="o-")
+    for axis, key in zip(axes, SCORES):
+        axis.axhline(0, color="0.5", lw=0.8)
+        axis.set(title=f"({letter}) {model}: {SCORES[key]}", xlabel="epoch", ylabel=SCORES[key])
     axes[0].legend()
 
 
 @draw.styled
 def figure(ds, filter="h1", normalized=True):
     """Fig. 9: global r_x, r_xε, r_ε against epoch, a row per model lettered as the paper's (a) ResNet-18,
-    (b) ResNet-50, (c) SqueezeNet 1.1, (d) ShuffleNet V2 ×1.0, a line per data set, mean ± std over seeds;
-    display-normalized to [−0.5, 0.5] as in the paper (`normalized=False`: raw scores)."""
+    (b) ResNet-50, (c) SqueezeNet 1.1, (d) ShuffleNet V2 ×1.0, a line per data set, mean ± std over seeds
+    (`plot_scores`); display-normalized to [−0.5, 0.5] as in the paper (`normalized=False`: raw scores)."""
     p = check_parameters(ds, filter=filter)
     order = paper_order(choices(ds)["model"])
     r = global_scores(ds, p["filter"], normalized)
@@ -60,7 +71,7 @@ def figure(ds, filter="h1", normalized=True):
                       line=draw.provenance_line(ds))
     axes = fig.subplots(len(order), 3, squeeze=False, sharex=False, sharey=normalized)
     for row, (letter, name) in zip(axes, order):
-        plot_scores(r, name, letter, row)
+        plot_scores(r.sel(model=name), letter, ax=row)
     return fig
 
 

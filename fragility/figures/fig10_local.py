@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .. import chapters, verdicts
+from .. import chapters, checks, verdicts
 from ..plot import draw
 from ..plot.draw import SCORES
 from ..scores import characterize
@@ -28,11 +28,33 @@ def local_labels(r: xr.Dataset, tol: float = TAU) -> xr.Dataset:
     return labels
 
 
-def plot_labels(ax, scores: xr.DataArray, labels: xr.DataArray, marks: dict, title: str, names: bool) -> None:
-    """One (layer × epoch) map of a score's labels in the paper's colours (Fr red, Ro green, Af blue; for r_ε the
-    same colours for r_x-, Ro- and r_xε-marked cells), each cell's raw score written in it."""
-    from matplotlib.colors import ListedColormap
+SCORE_MARKS = {"r_x": {"Fr": "Fr", "Ro": "Ro", "Af": "Af"}, "r_xe": {"Fr": "Fr", "Ro": "Ro", "Af": "Af"},
+         "r_e": {"r_x": "Fr", "Ro": "Ro", "r_xε": "Af"}}  # each score's labels and the colour (by label) of each
 
+
+def plot_labels(scores: xr.DataArray, labels: xr.DataArray, marks: dict, title: str, names: bool = True, *,
+                ax) -> None:
+    """One (layer × epoch) map of a score's labels in the paper's colours (Fr red, Ro green, Af blue; for r_ε the
+    same colours for r_x-, Ro- and r_xε-marked cells), each cell's raw score written in it, on `ax`.
+
+    Args:
+        scores: one score's raw values over (layer, epoch), of one model and data set.
+        labels: their labels over (layer, epoch) (`local_labels`).
+        marks: each label and the label whose colour it takes (`SCORE_MARKS[score]`).
+        title: the map's title.
+        names: write the layer names as row labels.
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(scores, {None: ("layer", "epoch")}, "scores")
+    draw.panel(labels, {None: ("layer", "epoch")}, "labels")
+    checks.require(marks, checks.Rule(lambda v: isinstance(v, dict) and len(v) == 3 and set(v.values()) <= set(
+        LABEL_COLORS), "a mapping of three labels to Fr, Ro or Af"), "marks")
+    checks.require(title, draw.TEXT, "title")
+    checks.flag(names, "names")
+    draw.axes(ax)
+    from matplotlib.colors import ListedColormap  # deferred: matplotlib (0.6 s to import) serves drawing alone
+
+    scores, labels = scores.transpose("layer", "epoch"), labels.transpose("layer", "epoch")
     order = list(marks)
     index = xr.apply_ufunc(np.vectorize(lambda v: float(order.index(v)) if v in order else np.nan, otypes=[float]),
                            labels)
@@ -48,16 +70,34 @@ def plot_labels(ax, scores: xr.DataArray, labels: xr.DataArray, marks: dict, tit
     ax.set(title=title, xlabel="epoch")
 
 
+def plot_local(r: xr.Dataset, tol: float = TAU, *, ax) -> None:
+    """One model's panel of Fig. 10 on a list of Axes, three per data set: the (layer × epoch) label maps of r_x,
+    r_xε and r_ε (`plot_labels`), labelled at tolerance `tol`.
+
+    Args:
+        r: one model's local scores (`fragility.selection.layer_scores(...)` without the layer "global"): `r_x`,
+            `r_xe`, `r_e` over (dataset, layer, epoch).
+        tol: the tolerance τ of the labels (Fr < −τ ≤ Ro ≤ τ < Af).
+        ax: the Axes to draw into, three per data set (r_x, r_xε, r_ε of the first data set, then the next).
+    """
+    draw.panel(r, dict.fromkeys(SCORES, ("dataset", "layer", "epoch")), "r")
+    tol = checks.number(tol, "tol", low=0)
+    axes = draw.axes(ax, 3 * r.sizes["dataset"])
+    labels = local_labels(r, tol)
+    for k, (dataset, key) in enumerate((d, key) for d in r["dataset"].values for key in SCORES):
+        plot_labels(r[key].sel(dataset=dataset), labels[key].sel(dataset=dataset), SCORE_MARKS[key],
+                    f"{dataset}: {SCORES[key]}" + (" (greater)" if key == "r_e" else ""), k == 0, ax=axes[k])
+
+
 @draw.styled
 def figure(ds, seed=None, filter="h1", tol=TAU, models=None):
     """Fig. 10: local scores as layer × epoch maps, a panel per model lettered as the paper's (a) ResNet-18,
-    (b) ResNet-50, (c) SqueezeNet 1.1, (d) ShuffleNet V2 ×1.0 (or `models`), a column per score and data set.
-    Cells are coloured by label as the paper's colour bar (Fr red, Ro green, Af blue, from the raw score and τ;
-    for r_ε: r_x-marked — the clean response greater, Eq. 16 as printed r_ε < −τ — red, Ro green, r_xε-marked
-    blue) and carry the raw score."""
-    from matplotlib.patches import Patch
-
+    (b) ResNet-50, (c) SqueezeNet 1.1, (d) ShuffleNet V2 ×1.0 (or `models`), a column per score and data set
+    (`plot_local`). Cells are coloured by label as the paper's colour bar (Fr red, Ro green, Af blue, from the raw
+    score and τ; for r_ε: r_x-marked — the clean response greater, Eq. 16 as printed r_ε < −τ — red, Ro green,
+    r_xε-marked blue) and carry the raw score."""
     p = check_parameters(ds, seed=seed, filter=filter)
+    checks.require(tol, checks.real(0), "tol")
     held = choices(ds)["model"]
     order = paper_order(held if models is None else [check_parameters(ds, model=m)["model"] for m in models])
     raw = {m: layer_scores(ds, m, seed=seed, filter=p["filter"]).drop_sel(layer="global")
@@ -67,18 +107,20 @@ def figure(ds, seed=None, filter="h1", tol=TAU, models=None):
                       f"(Fr < −{tol} ≤ Ro ≤ {tol} < Af)", 1.2 + sum(heights), line=draw.provenance_line(ds))
     subs = fig.subfigures(len(order), 1, height_ratios=heights, squeeze=False)[:, 0]
     for sub, (letter, name) in zip(subs, order):
-        r, labels = raw[name], local_labels(raw[name], tol)
-        axes = sub.subplots(1, 3 * r.sizes["dataset"], squeeze=False)[0]
-        for k, (dataset, key) in enumerate((d, key) for d in r["dataset"].values for key in SCORES):
-            marks = {"r_x": "Fr", "Ro": "Ro", "r_xε": "Af"} if key == "r_e" else {"Fr": "Fr", "Ro": "Ro", "Af": "Af"}
-            plot_labels(axes[k], r[key].sel(dataset=dataset), labels[key].sel(dataset=dataset), marks,
-                        f"{dataset}: {SCORES[key]}" + (" (greater)" if key == "r_e" else ""), k == 0)
+        plot_local(raw[name], tol, ax=sub.subplots(1, 3 * raw[name].sizes["dataset"], squeeze=False)[0])
         sub.suptitle(f"({letter}) {name}", x=0.02, ha="left", fontsize=10)
+    legend(fig)
+    return fig
+
+
+def legend(fig) -> None:
+    """The labels' colours as a legend at the top of `fig` (a matplotlib Figure)."""
+    from matplotlib.patches import Patch  # deferred: matplotlib (0.6 s to import) serves drawing alone
+
     fig.legend([Patch(color=c) for c in LABEL_COLORS.values()],
                ["Fr (r_ε: r_x, the clean response greater)", "Ro (within ±τ)", "Af (r_ε: r_xε, the adversarial "
                                                                                "response greater)"],
                loc="outside upper center", ncol=3, fontsize=8)
-    return fig
 
 
 def summary(results, seed=None, filter="h1", tol=TAU, models=None) -> str:

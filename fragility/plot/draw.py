@@ -1,20 +1,29 @@
-"""Drawing primitives shared by every figure: the figure with its provenance line, images, areas, bands, grids.
+"""Drawing primitives shared by every figure: the figure with its provenance line, images, areas, bands, grids,
+and the checks of what a panel function is given (`axes`, `panel`, `number`).
 
 Figures are sized for the book's page width (about 9 inches) with text of 9 points or more, and every figure's
 foot names where its numbers come from (profile, models, data, seeds, test-set size, A, ε, attack, commit).
+
+Every chapter's `figure(...)` selects and validates once, then calls its panel functions: each takes data already
+selected down to its panel and the `ax` (or the list of axes) to draw into, as xarray's `plot(ax=…)`, and creates no
+figure — so panels of several chapters can be composed on one figure of your own.
 """
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 import xarray as xr
 
+from .. import checks
+from ..errors import FragilityError
 from ..scores import characterize
 
 WIDTH = 9.0  # inches: the book's page width at 100 dpi
 SCORES = {"r_x": r"$r_x$", "r_xe": r"$r_{x\epsilon}$", "r_e": r"$r_\epsilon$"}
 ALPHA = r"normalized threshold $\alpha$"
+TEXT = checks.Rule(lambda v: isinstance(v, str), "a text")
 STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
          "legend.fontsize": 8.5, "figure.titlesize": 11}
 
@@ -23,11 +32,54 @@ def styled(fn):
     """Run a figure function with the book's font sizes."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        import matplotlib
+        import matplotlib  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
         with matplotlib.rc_context(STYLE):
             return fn(*args, **kwargs)
     return wrapper
+
+
+def axes(ax, count: int | None = None, name: str = "ax"):
+    """`ax`, a matplotlib Axes to draw into; with `count`, a sequence (list, tuple or array) of that many Axes, as a
+    list. Else one FragilityError naming `name`."""
+    from matplotlib.axes import Axes  # deferred: matplotlib (0.6 s to import) serves drawing alone
+
+    if count is None:
+        if not isinstance(ax, Axes):
+            raise FragilityError(f"{name} must be a matplotlib Axes to draw into; got {type(ax).__name__}.")
+        return ax
+    found = list(np.ravel(np.asarray(ax, dtype=object))) if isinstance(ax, (list, tuple, np.ndarray)) else None
+    if found is None or len(found) != count or not all(isinstance(a, Axes) for a in found):
+        got = f"{len(found)} item(s)" if found is not None else type(ax).__name__
+        raise FragilityError(f"{name} must be a sequence of {count} matplotlib Axes to draw into; got {got}.")
+    return found
+
+
+def panel(data, variables: dict[str | None, tuple[str, ...]], name: str = "data"):
+    """`data`, checked to be selected down to one panel: an xarray Dataset holding each of `variables` (name → its
+    dims, in any order), or a DataArray (the key None) with exactly the dims given. Else one FragilityError naming
+    `name`, the variable, and the dims to select away or that it lacks."""
+    want = "a DataArray" if None in variables else "an xarray Dataset"
+    if not isinstance(data, xr.DataArray if None in variables else xr.Dataset):
+        raise FragilityError(f"{name} must be {want} selected down to one panel; got {type(data).__name__}.")
+    for var, dims in variables.items():
+        if var is not None and var not in data:
+            raise FragilityError(f"{name} lacks the variable {var!r} this panel draws: pass the chapter's selected "
+                                 "data (see its figure function).")
+        found = data if var is None else data[var]
+        if set(found.dims) != set(dims):
+            what = f"{name}" + ("" if var is None else f"[{var!r}]")
+            extra, missing = sorted(set(found.dims) - set(dims)), sorted(set(dims) - set(found.dims))
+            raise FragilityError(f"{what} must have the dims ({', '.join(dims)}); got ({', '.join(found.dims)}): "
+                                 + (f"select one value of {', '.join(extra)} first" if extra else
+                                    f"it lacks {', '.join(missing)}") + ".")
+    return data
+
+
+def number(value, name: str) -> float:
+    """A real number as a float, NaN accepted (a score never stored); else one FragilityError."""
+    return float(checks.require(value, checks.Rule(lambda v: isinstance(v, numbers.Real) and not isinstance(
+        v, (bool, np.bool_)), "a number (NaN where none was stored)"), name))
 
 
 def value_range(values) -> str:
@@ -60,7 +112,7 @@ def provenance_line(ds: xr.Dataset, epsilon=None, **attrs) -> str:
 def figure(shown: xr.Dataset, title: str, height: float, width: float = WIDTH, line: str | None = None):
     """A constrained-layout Figure with `title` and the provenance line of the results `shown` (or `line`) at its
     foot."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     fig = Figure(figsize=(width, height), layout="constrained", dpi=100)
     fig.get_layout_engine().set(rect=(0, 0.035, 1, 0.965))
@@ -89,7 +141,7 @@ def area(ax, alpha, upper, lower, styles, name: str, score: float) -> None:
 
 def signed(values):
     """A colour scale centred on 0 and symmetric about it."""
-    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.colors import TwoSlopeNorm  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     lim = max(float(np.nanmax(np.abs(values))) if np.size(values) else 0.0, 1e-9)
     return TwoSlopeNorm(0, -lim, lim)
@@ -113,7 +165,7 @@ def image(fig, ax, values, alpha, rows, title, bar, ylabel="epoch", cmap="viridi
 
 def lines(ax, curves: xr.DataArray, dim: str, cmap: str = "viridis", style: str = "-", fmt="{dim} {value}"):
     """One line per value of `dim` of `curves` (dim, x), coloured from dark (first) to light (last)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     x = curves[[d for d in curves.dims if d != dim][0]].values
     keys = curves[dim].values
@@ -149,7 +201,7 @@ def grid(fig, ax, values, rows, columns, title: str, bar: str, cmap="viridis", n
 
 def colors(names, palette: str = "tab10") -> dict:
     """A distinct colour per name."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: matplotlib (0.6 s to import) serves drawing alone
 
     return dict(zip(names, colormaps[palette].colors))
 

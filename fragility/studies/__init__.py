@@ -3,7 +3,7 @@
 Each study is one module of this package holding everything it knows — its computation, settings and their checks,
 units, stored variables, derived quantities, figure, summary and claims — and registers its `Study` record
 (`base.register`) and its book chapter (`fragility.chapters.register`). Adding a study is one new module plus one
-import line below.
+import line below (its chapter's notebook aside); a module of your own registers the same way once imported.
 
 Results go to results/<profile>/studies/<study>/<label>__<dataset>__seed<seed>.nc, one file per unit, written
 atomically and skipped when present, so an interrupted run resumes; `open_study` combines a study's units. Each unit
@@ -23,7 +23,7 @@ from .. import study as base
 from . import batchnorm, conventions, depth, neurons, removal, selective  # noqa: F401 (each registers itself)
 from ..study import REGISTRY, find_study, open_study, study, study_path  # noqa: F401 (the package's public names)
 
-STUDIES = tuple(REGISTRY)
+STUDIES = tuple(REGISTRY)  # the shipped studies; `REGISTRY` also holds those registered from outside the package
 
 
 def check(raw, profile, source: str = "profile") -> dict[str, dict]:
@@ -31,12 +31,12 @@ def check(raw, profile, source: str = "profile") -> dict[str, dict]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise FragilityError(f"{source}: studies must be a mapping of study names ({', '.join(STUDIES)}) to "
+        raise FragilityError(f"{source}: studies must be a mapping of study names ({', '.join(REGISTRY)}) to "
                              "settings.")
     out = {}
     for name, settings in raw.items():
         if name not in REGISTRY:
-            raise FragilityError(f"{source}: unknown study {name!r}: choose from {', '.join(STUDIES)}.")
+            raise FragilityError(f"{source}: unknown study {name!r}: choose from {', '.join(REGISTRY)}.")
         out[name] = REGISTRY[name].check(settings, profile, source)
     return out
 

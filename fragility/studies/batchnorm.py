@@ -208,7 +208,8 @@ def _p7(ev, panel, reading) -> Outcome:
 
 def figure(ds, results=None, model=None, dataset=None, seed=None):
     """Fig. 11: clean accuracy against α (h1 and h2) of each studied layer, every weight removed at the dotted
-    line, with the accuracy of the fully filtered layer in every BatchNorm state as markers at α = 1."""
+    line, with the accuracy of the fully filtered layer in every BatchNorm state as markers at α = 1 (`plot_layer`,
+    a panel per layer)."""
     p = check_parameters(ds, model=model, dataset=dataset, seed=seed)
     s = shares(ds, p["model"], p["dataset"], samples=1)
     layers, epoch = [str(n) for n in s["layer"].values], int(ds.attrs.get("epoch", 0)) or None
@@ -221,22 +222,44 @@ def figure(ds, results=None, model=None, dataset=None, seed=None):
     fig = draw.figure(shown, f"Fig. 11 · {p['model']} on {p['dataset']} · epoch {epoch} · fully filtered layers and "
                              "their BatchNorm", 4.2, line=draw.provenance_line(c if c is not None else shown))
     axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
-    markers = dict(zip(STATES, ("s", "X", "^", "D", "P")))
     for ax, layer in zip(axes, layers):
-        if c is not None and layer in c["layer"].values:
-            unit = c.sel(layer=layer)
-            for h, color in (("h1", "tab:blue"), ("h2", "tab:orange")):
-                ax.plot(unit["alpha"], unit["accuracy"].sel(filter=h), color=color, label=f"{h}, BatchNorm as trained")
-            ax.axvline(1.0, color="purple", ls=":", label="every weight removed")
-        ax.axhline(chance, color="0.4", ls="--", lw=0.8, label=f"chance 1/{round(1 / chance)}")
-        for state in STATES:
-            value = float(s["accuracy"].sel(layer=layer, state=state))  # (mean over seeds)
-            if np.isfinite(value):
-                ax.plot([1.0], [value], markers[state], ms=8, mec="k", label=f"removed, BatchNorm {state}")
-        ax.set(title=layer, xlabel=draw.ALPHA, ylabel="clean accuracy", ylim=(0, 1.02))
+        curve = c.sel(layer=layer) if c is not None and layer in c["layer"].values else None
+        plot_layer(s["accuracy"].sel(layer=layer), curve, chance, ax=ax)
     handles = {t: h for ax in axes for h, t in zip(*ax.get_legend_handles_labels())}
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)
     return fig
+
+
+def plot_layer(accuracy: xr.DataArray, curve: xr.Dataset | None = None, chance: float = 0.1, *, ax) -> None:
+    """One studied layer's panel of Fig. 11 on `ax`: its clean accuracy against α under h1 and h2 (when `curve` is
+    given), every weight removed at α = 1 (dotted), chance (dashed), and the accuracy of the fully filtered layer
+    in every BatchNorm state as markers at α = 1.
+
+    Args:
+        accuracy: the layer's accuracy with every weight removed, over state (`shares(...)["accuracy"].sel(layer=…)`;
+            a missing state is NaN and not drawn).
+        curve: the layer's sweep at the study's epoch on clean inputs (`fragility.selection.curves(...).sel(
+            epoch=…, input="clean", layer=…)`): `accuracy` over (filter, alpha) with h1 and h2; None: markers only.
+        chance: the chance accuracy, 1 / classes.
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(accuracy, {None: ("state",)}, "accuracy")
+    if curve is not None:
+        draw.panel(curve, {"accuracy": ("filter", "alpha")}, "curve")
+    checks.require(chance, checks.real(0, 1, open_low=True), "chance")
+    draw.axes(ax)
+    layer = str(accuracy["layer"].item()) if "layer" in accuracy.coords else ""
+    if curve is not None:
+        for h, color in (("h1", "tab:blue"), ("h2", "tab:orange")):
+            ax.plot(curve["alpha"], curve["accuracy"].sel(filter=h), color=color, label=f"{h}, BatchNorm as trained")
+        ax.axvline(1.0, color="purple", ls=":", label="every weight removed")
+    ax.axhline(chance, color="0.4", ls="--", lw=0.8, label=f"chance 1/{round(1 / chance)}")
+    markers = dict(zip(STATES, ("s", "X", "^", "D", "P")))
+    for state in STATES:
+        value = float(accuracy.sel(state=state))  # (mean over seeds)
+        if np.isfinite(value):
+            ax.plot([1.0], [value], markers[state], ms=8, mec="k", label=f"removed, BatchNorm {state}")
+    ax.set(title=layer, xlabel=draw.ALPHA, ylabel="clean accuracy", ylim=(0, 1.02))
 
 
 def summary(ds, results=None, model=None, dataset=None, seed=None) -> str:

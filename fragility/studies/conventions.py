@@ -130,29 +130,46 @@ def readings(ds: xr.Dataset, responses: xr.Dataset, model, dataset, filter="h1")
 
 def figure(ds, results=None, model=None, dataset=None):
     """Each layer's r_x and r_xε under the paper's reading (fixed attack, rectangle rule, scaled by the unperturbed
-    accuracy) and the authors' code (adaptive attack, Simpson's rule, scaled at the first threshold), last epoch."""
+    accuracy) and the authors' code (adaptive attack, Simpson's rule, scaled at the first threshold), last epoch
+    (`plot_readings`, a panel per score)."""
     p = check_parameters(ds, model=model, dataset=dataset)
     if results is None:
         raise FragilityError("the conventions figure compares with the stored responses: pass results=.")
     r = readings(ds, results, p["model"], p["dataset"]).isel(epoch=-1)
-    layers = [str(n) for n in r["layer"].values]
     fig = draw.figure(ds.sel(model=[p["model"]], dataset=[p["dataset"]]), f"Two readings · {p['model']} on "
-                      f"{p['dataset']} · epoch {int(r['epoch'])} · h1", 1.5 + 0.2 * len(layers),
+                      f"{p['dataset']} · epoch {int(r['epoch'])} · h1", 1.5 + 0.2 * r.sizes["layer"],
                       line=draw.provenance_line(ds, attack="adaptive (code) and fixed (paper)"))
     axes = fig.subplots(1, 2, sharey=True)
-    y = np.arange(len(layers))
     for ax, key in zip(axes, ("r_x", "r_xe")):
-        for k, (reading, color) in enumerate((("paper", "tab:blue"), ("code", "tab:orange"))):
-            ax.barh(y + (k - 0.5) * 0.4, r[key].sel(reading=reading), 0.4, color=color,
-                    label={"paper": "paper: fixed, rectangle, unperturbed", "code": "code: adaptive, Simpson, first"}
-                    [reading])
-        for edge in (-0.02, 0.02):
-            ax.axvline(edge, color="0.5", ls=":", lw=0.8)
-        ax.set(title=draw.SCORES[key], xlabel="score")
-        ax.set_yticks(y, layers, fontsize=7)
-        ax.invert_yaxis()
+        plot_readings(r, key, ax=ax)
     axes[0].legend()
     return fig
+
+
+def plot_readings(r: xr.Dataset, score: str = "r_x", *, ax) -> None:
+    """Each layer's `score` under the paper's reading and under the authors' code conventions as paired bars, the
+    robustness band ±0.02 dotted, on `ax`.
+
+    Args:
+        r: the scores of both readings at one epoch (`readings(...).isel(epoch=…)`): `score` over (reading, layer),
+            with the readings "paper" and "code".
+        score: "r_x", "r_xe" or "r_e".
+        ax: the matplotlib Axes to draw into.
+    """
+    checks.require(score, checks.one_of(tuple(draw.SCORES)), "score")
+    draw.panel(r, {score: ("reading", "layer")}, "r")
+    draw.axes(ax)
+    layers = [str(n) for n in r["layer"].values]
+    y = np.arange(len(layers))
+    for k, (reading, color) in enumerate((("paper", "tab:blue"), ("code", "tab:orange"))):
+        ax.barh(y + (k - 0.5) * 0.4, r[score].sel(reading=reading), 0.4, color=color,
+                label={"paper": "paper: fixed, rectangle, unperturbed", "code": "code: adaptive, Simpson, first"}
+                [reading])
+    for edge in (-0.02, 0.02):
+        ax.axvline(edge, color="0.5", ls=":", lw=0.8)
+    ax.set(title=draw.SCORES[score], xlabel="score")
+    ax.set_yticks(y, layers, fontsize=7)
+    ax.invert_yaxis()
 
 
 def agreement(ds, responses, model, dataset) -> str:

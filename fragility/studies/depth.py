@@ -222,8 +222,9 @@ def _s4(ev, panel, reading) -> Outcome:
 
 
 def figure(ds, dataset=None, seed=None):
-    """Seed 004: accuracy against (a) FGSM ε and (b) Gaussian noise σ, a line per variant (mean ± std over seeds);
-    (c) each variant's global r_x, r_xε, r_ε; (d) each layer's r_ε against its relative position."""
+    """Seed 004: accuracy against (a) FGSM ε and (b) Gaussian noise σ, a line per variant (mean ± std over seeds;
+    `plot_perturbation`); (c) each variant's global r_x, r_xε, r_ε (`plot_global`); (d) each layer's r_ε against
+    its relative position (`plot_positions`)."""
     p = check_parameters(ds, dataset=dataset, seed=seed)
     t = table(ds, p["dataset"], seed)
     names = [str(m) for m in t["model"].values]
@@ -232,36 +233,88 @@ def figure(ds, dataset=None, seed=None):
     fig = draw.figure(sub, f"Fragility against depth (seed 004) · {p['dataset']}", 7.6,
                       line=draw.provenance_line(sub, sub["epsilon"].values, attack="fixed"))
     axes = fig.subplots(2, 2)
-    colors = draw.colors(names)
-    for ax, kind, text in ((axes[0, 0], attack_row(sub), rf"{attack_row(sub).upper()} magnitude $\epsilon$"),
-                           (axes[0, 1], "gaussian", r"Gaussian noise $\sigma$")):
-        for m in names:
-            v = sub["accuracy"].sel(perturbation=kind, model=m).dropna("seed", how="all")
-            draw.band(ax, sub["magnitude"].values, v, "seed", colors[m], f"{m} ({int(t['n_layers'].sel(model=m))} "
-                      "layers)", "o-")
-        ax.set(xlabel=f"{text} (normalized units)", ylabel="accuracy", ylim=(0, 1.02),
-               title=f"({'ab'[kind == 'gaussian']}) {kind}")
-        ax.legend()
+    plot_perturbation(sub, t, attack_row(sub), ax=axes[0, 0])
+    plot_perturbation(sub, t, "gaussian", ax=axes[0, 1])
+    plot_global(t, ax=axes[1, 0])
+    plot_positions(sub, ax=axes[1, 1])
+    return fig
+
+
+def _named(sub) -> tuple[list[str], dict]:
+    """The variants of `sub` in its order, and a colour for each."""
+    names = [str(m) for m in sub["model"].values]
+    return names, draw.colors(names)
+
+
+def plot_perturbation(sub: xr.Dataset, t: xr.Dataset, kind: str, *, ax) -> None:
+    """Panel (a) (the attack) or (b) (Gaussian noise) on `ax`: accuracy against the perturbation's magnitude, a line
+    per variant, mean ± std over seeds.
+
+    Args:
+        sub: the study on one data set (`ds.sel(dataset=…)`, seeds selected): `accuracy` over (perturbation,
+            magnitude, model, seed).
+        t: the variants' `table` on that data set: `n_layers` over model.
+        kind: the perturbation: the attack's row (`attack_row(sub)`) or "gaussian".
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(sub, {"accuracy": ("perturbation", "magnitude", "model", "seed")}, "sub")
+    draw.panel(t, {"n_layers": ("model",)}, "t")
+    checks.require(kind, checks.one_of([str(k) for k in sub["perturbation"].values]), "kind")
+    draw.axes(ax)
+    names, colors = _named(sub)
+    text = r"Gaussian noise $\sigma$" if kind == "gaussian" else rf"{kind.upper()} magnitude $\epsilon$"
+    for m in names:
+        v = sub["accuracy"].sel(perturbation=kind, model=m).dropna("seed", how="all")
+        draw.band(ax, sub["magnitude"].values, v, "seed", colors[m], f"{m} ({int(t['n_layers'].sel(model=m))} "
+                  "layers)", "o-")
+    ax.set(xlabel=f"{text} (normalized units)", ylabel="accuracy", ylim=(0, 1.02),
+           title=f"({'ab'[kind == 'gaussian']}) {kind}")
+    ax.legend()
+
+
+def plot_global(t: xr.Dataset, *, ax) -> None:
+    """Panel (c) on `ax`: each variant's global r_x, r_xε and r_ε (internal stress on the whole network) as bars.
+
+    Args:
+        t: the variants' `table` on one data set: `global_score` over (score, model).
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(t, {"global_score": ("score", "model")}, "t")
+    draw.axes(ax)
+    names = [str(m) for m in t["model"].values]
     x = np.arange(len(names))
     for k, (key, color) in enumerate(zip(draw.SCORES, ("tab:blue", "tab:orange", "tab:red"))):
-        axes[1, 0].bar(x + (k - 1) * 0.27, t["global_score"].sel(score=key), 0.27, color=color,
-                       label=f"global {draw.SCORES[key]}")
-    axes[1, 0].axhline(0, color="0.4", lw=0.8)
-    axes[1, 0].set_xticks(x, names, rotation=15)
-    axes[1, 0].set(ylabel="score", title="(c) internal stress: whole-network scores")
-    axes[1, 0].legend()
+        ax.bar(x + (k - 1) * 0.27, t["global_score"].sel(score=key), 0.27, color=color,
+               label=f"global {draw.SCORES[key]}")
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set_xticks(x, names, rotation=15)
+    ax.set(ylabel="score", title="(c) internal stress: whole-network scores")
+    ax.legend()
+
+
+def plot_positions(sub: xr.Dataset, *, ax) -> None:
+    """Panel (d) on `ax`: each layer's r_ε (mean over seeds) against its relative position in its network (0 the
+    first layer, 1 the last), a line per variant.
+
+    Args:
+        sub: the study on one data set, as `plot_perturbation` takes it: `position` over (layer, model, seed) and
+            `layer_score` over (score, layer, model, seed).
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(sub, {"position": ("layer", "model", "seed"), "layer_score": ("score", "layer", "model", "seed")},
+               "sub")
+    draw.axes(ax)
+    names, colors = _named(sub)
     for m in names:
         unit = sub.sel(model=m).mean("seed")
         keep = unit["position"].notnull() & unit["layer_score"].sel(score="r_e").notnull()
         order = np.argsort(unit["position"].values[keep.values])
-        axes[1, 1].plot(unit["position"].values[keep.values][order],
-                        unit["layer_score"].sel(score="r_e").values[keep.values][order], "o-", ms=3, color=colors[m],
-                        label=m)
-    axes[1, 1].axhline(0, color="0.4", lw=0.8)
-    axes[1, 1].set(xlabel="relative layer position (0 first, 1 last)", ylabel=draw.SCORES["r_e"],
-                   title=r"(d) each layer's $r_\epsilon$")
-    axes[1, 1].legend()
-    return fig
+        ax.plot(unit["position"].values[keep.values][order], unit["layer_score"].sel(score="r_e").values[keep.values]
+                [order], "o-", ms=3, color=colors[m], label=m)
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set(xlabel="relative layer position (0 first, 1 last)", ylabel=draw.SCORES["r_e"],
+           title=r"(d) each layer's $r_\epsilon$")
+    ax.legend()
 
 
 def summary(ds, dataset=None, seed=None) -> str:

@@ -293,8 +293,9 @@ def _study(ev, panel):
 
 
 def figure(ds, model=None, dataset=None, seed=None, input="clean"):
-    """Seed 002: (a) the accuracy drop when each neuron is silenced, clean and FGSM, in fragility order; (b) the
-    attack's effect on each neuron against its fragility; (c) accuracy before and after the defense."""
+    """Seed 002: (a) the accuracy drop when each neuron is silenced, clean and FGSM, in fragility order
+    (`plot_drops`); (b) the attack's effect on each neuron against its fragility (`plot_effects`); (c) accuracy
+    before and after the defense (`plot_defense`)."""
     p = check_parameters(ds, model=model, dataset=dataset, seed=seed, input=input)
     r = ranking(ds, p["model"], p["dataset"], seed, p["input"])
     seeds = [int(s) for s in r["seed"].values]
@@ -303,6 +304,31 @@ def figure(ds, model=None, dataset=None, seed=None, input="clean"):
                              f"{ds.attrs.get('layer', '')} · {draw.seed_text(seeds)}", 7.4,
                       line=draw.provenance_line(shown, attack="fixed"))
     axes = fig.subplot_mosaic([["a", "a"], ["b", "c"]])
+    plot_drops(r, p["input"], ax=axes["a"])
+    plot_effects(r, p["input"], ax=axes["b"])
+    plot_defense(defense(ds, p["model"], p["dataset"], seed), ax=axes["c"])
+    return fig
+
+
+def _ranked(r, input) -> None:
+    draw.panel(r, {"rank": ("seed", "neuron"), "drop": ("seed", "neuron", "input"), "fragility": ("seed", "neuron"),
+                   "attack_effect": ("seed", "neuron"), "correlation": ("seed",)}, "r")
+    checks.require(input, checks.one_of(INPUTS), "input")
+
+
+def plot_drops(r: xr.Dataset, input: str = "clean", *, ax) -> None:
+    """Panel (a) on `ax`: the accuracy drop when each neuron is silenced, on clean and FGSM inputs, neurons in
+    fragility order (mean ± std over seeds).
+
+    Args:
+        r: one model's `ranking` on one data set: `rank`, `fragility`, `attack_effect` over (seed, neuron), `drop`
+            over (seed, neuron, input), `correlation` over seed.
+        input: the inputs whose drop ranks the neurons: "clean" or "adversarial".
+        ax: the matplotlib Axes to draw into.
+    """
+    _ranked(r, input)
+    draw.axes(ax)
+    seeds = [int(s) for s in r["seed"].values]
     order = [r.sel(seed=s)["rank"].dropna("neuron") for s in seeds]
     drops = np.full((len(seeds), max(len(o) for o in order), 2), np.nan)
     for i, (s, o) in enumerate(zip(seeds, order)):
@@ -310,29 +336,52 @@ def figure(ds, model=None, dataset=None, seed=None, input="clean"):
         drops[i, :len(ranked)] = r["drop"].sel(seed=s, neuron=ranked, input=list(INPUTS)).values
     x = np.arange(drops.shape[1])
     for k, (name, color) in enumerate(zip(INPUTS, ("tab:blue", "tab:orange"))):
-        axes["a"].bar(x + (k - 0.5) * 0.4, np.nanmean(drops[:, :, k], 0), 0.4, color=color, label=name,
-                      yerr=np.nanstd(drops[:, :, k], 0) if len(seeds) > 1 else None, error_kw={"lw": 0.5})
-    axes["a"].axhline(0, color="0.4", lw=0.8)
-    axes["a"].set(xlabel=f"fragility rank (0 = most fragile by the {p['input']} drop)",
-                  ylabel="accuracy drop", title="(a) silencing each neuron after its BatchNorm and activation")
-    axes["a"].legend()
-    for s, color in draw.colors(seeds).items():
+        ax.bar(x + (k - 0.5) * 0.4, np.nanmean(drops[:, :, k], 0), 0.4, color=color, label=name,
+               yerr=np.nanstd(drops[:, :, k], 0) if len(seeds) > 1 else None, error_kw={"lw": 0.5})
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set(xlabel=f"fragility rank (0 = most fragile by the {input} drop)", ylabel="accuracy drop",
+           title="(a) silencing each neuron after its BatchNorm and activation")
+    ax.legend()
+
+
+def plot_effects(r: xr.Dataset, input: str = "clean", *, ax) -> None:
+    """Panel (b) on `ax`: each neuron's attack effect |a(x_ε) − a(x)| against its fragility, a colour per seed with
+    its Spearman ρ.
+
+    Args:
+        r: one model's `ranking` on one data set, as `plot_drops` takes it.
+        input: the inputs whose drop is the fragility: "clean" or "adversarial".
+        ax: the matplotlib Axes to draw into.
+    """
+    _ranked(r, input)
+    draw.axes(ax)
+    for s, color in draw.colors([int(s) for s in r["seed"].values]).items():
         unit = r.sel(seed=s)
-        axes["b"].scatter(unit["attack_effect"], unit["fragility"], s=12, color=color,
-                          label=f"seed {s}: ρ = {float(unit['correlation']):+.2f}")
-    axes["b"].set(xlabel=r"attack effect $|a(x_\epsilon) - a(x)|$", ylabel=f"fragility ({p['input']} drop)",
-                  title="(b) where FGSM hits")
-    axes["b"].legend()
-    d = defense(ds, p["model"], p["dataset"], seed)
+        ax.scatter(unit["attack_effect"], unit["fragility"], s=12, color=color,
+                   label=f"seed {s}: ρ = {float(unit['correlation']):+.2f}")
+    ax.set(xlabel=r"attack effect $|a(x_\epsilon) - a(x)|$", ylabel=f"fragility ({input} drop)",
+           title="(b) where FGSM hits")
+    ax.legend()
+
+
+def plot_defense(d: xr.DataArray, *, ax) -> None:
+    """Panel (c) on `ax`: the accuracy of the original and the defended network on clean inputs, FGSM crafted
+    against each network and FGSM crafted against the original (mean ± std over seeds).
+
+    Args:
+        d: one model's `defense` on one data set, over (network, defense_input, seed).
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(d, {None: ("network", "defense_input", "seed")}, "d")
+    draw.axes(ax)
     x = np.arange(d.sizes["defense_input"])
     for k, (network, color) in enumerate(zip(NETWORKS, ("0.6", "tab:green"))):
         v = d.sel(network=network)
-        axes["c"].bar(x + (k - 0.5) * 0.4, v.mean("seed"), 0.4, color=color, label=network,
-                      yerr=v.std("seed") if len(seeds) > 1 else None, error_kw={"lw": 0.5})
-    axes["c"].set_xticks(x, ["clean", "FGSM vs\neach net", "FGSM vs\noriginal"])
-    axes["c"].set(ylabel="accuracy", ylim=(0, 1.02), title="(c) compress/amplify defense")
-    axes["c"].legend()
-    return fig
+        ax.bar(x + (k - 0.5) * 0.4, v.mean("seed"), 0.4, color=color, label=network,
+               yerr=v.std("seed") if d.sizes["seed"] > 1 else None, error_kw={"lw": 0.5})
+    ax.set_xticks(x, ["clean", "FGSM vs\neach net", "FGSM vs\noriginal"])
+    ax.set(ylabel="accuracy", ylim=(0, 1.02), title="(c) compress/amplify defense")
+    ax.legend()
 
 
 def summary(ds, model=None, dataset=None, seed=None, input="clean") -> str:

@@ -214,32 +214,69 @@ def _s3b(ev, panel, reading) -> Outcome:
 
 
 def figure(ds, results=None, model=None, dataset=None, seed=None, layer=None, input="clean", filter="h1"):
-    """Seed 003: (a) mean accuracy, layer × removed fraction p; (b) one layer's random removal (mean ± std over
-    draws and seeds) beside `filter` filtering of the same share (with the sweep `results`)."""
+    """Seed 003: (a) mean accuracy, layer × removed fraction p (`plot_grid`); (b) one layer's random removal (mean ±
+    std over draws and seeds) beside `filter` filtering of the same share (with the sweep `results`;
+    `plot_layer`)."""
     p = check_parameters(ds, model=model, dataset=dataset, seed=seed, layer=layer, input=input, filter=filter)
     c = curves(ds, p["model"], p["dataset"], seed, p["input"], results)
     layers = [str(n) for n in c["layer"].values]
     name = p["layer"] if layer is not None else layers[0]
+    cmp = None
+    if results is not None:
+        cmp = vs_filtering(ds, results, p["model"], p["dataset"], seed, p["input"], p["filter"]).sel(layer=name)
     shown = ds.sel(model=[p["model"]], dataset=[p["dataset"]])
     fig = draw.figure(shown, f"Random weight removal (seed 003) · {p['model']} on {p['dataset']} · {p['input']}",
                       1.2 + max(4.0, 0.16 * len(layers)), line=draw.provenance_line(shown, attack="fixed"))
     ax, bx = fig.subplots(1, 2, width_ratios=(1.3, 1))
-    draw.grid(fig, ax, c["mean"].transpose("layer", "p").values, layers, c["p"].values,
+    plot_grid(c, ax=ax)
+    plot_layer(c.sel(layer=name), cmp, p["filter"], 1 / int(ds.attrs.get("classes", 10)), ax=bx)
+    return fig
+
+
+def plot_grid(c: xr.Dataset, *, ax) -> None:
+    """Panel (a) on `ax`: the mean accuracy with a share p of each layer's weights removed at random, layer × p, with
+    its colour bar.
+
+    Args:
+        c: one model's removal `curves` on one data set and input: `mean` over (layer, p).
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(c, {"mean": ("layer", "p")}, "c")
+    draw.axes(ax)
+    layers = [str(n) for n in c["layer"].values]
+    draw.grid(ax.figure, ax, c["mean"].transpose("layer", "p").values, layers, c["p"].values,
               "(a) mean accuracy, random removal", "accuracy", xlabel="share p of the layer's weights removed",
               marks=np.full((len(layers), c.sizes["p"]), ""))
-    frac = c["fraction"].sel(layer=name)
-    bx.plot(frac, c["mean"].sel(layer=name), "o-", color="tab:purple", label="random removal (mean ± std)")
-    bx.fill_between(frac, c["mean"].sel(layer=name) - c["std"].sel(layer=name),
-                    c["mean"].sel(layer=name) + c["std"].sel(layer=name), color="tab:purple", alpha=0.2, lw=0)
-    if results is not None:
-        cmp = vs_filtering(ds, results, p["model"], p["dataset"], seed, p["input"], p["filter"]).sel(layer=name)
-        bx.plot(cmp["fraction"].mean("seed"), cmp["filtered"].mean("seed"), "s--", color="tab:blue", ms=4,
-                label=f"{p['filter']} filtering of the same share")
-    bx.axhline(1 / int(ds.attrs.get("classes", 10)), color="0.4", ls="--", lw=0.8, label="chance")
-    bx.set(xlabel="share of the layer's weights removed", ylabel="accuracy", ylim=(0, 1.02),
-           title=f"(b) {name}")
-    bx.legend()
-    return fig
+
+
+def plot_layer(c: xr.Dataset, comparison: xr.Dataset | None = None, filter: str = "h1", chance: float = 0.1, *,
+               ax) -> None:
+    """Panel (b) on `ax`: one layer's accuracy against the share of its weights removed at random (mean ± std),
+    beside `filter` filtering of the same share (mean over seeds) when `comparison` is given, and chance.
+
+    Args:
+        c: one layer's removal curves (`curves(...).sel(layer=…)`): `mean`, `std` and `fraction` over p.
+        comparison: that layer's `vs_filtering(...).sel(layer=…)`: `fraction` and `filtered` over (seed, p); None:
+            random removal alone.
+        filter: the filter `comparison` was computed with, for its label.
+        chance: the chance accuracy, 1 / classes.
+        ax: the matplotlib Axes to draw into.
+    """
+    draw.panel(c, {"mean": ("p",), "std": ("p",), "fraction": ("p",)}, "c")
+    if comparison is not None:
+        draw.panel(comparison, {"fraction": ("seed", "p"), "filtered": ("seed", "p")}, "comparison")
+    checks.require(filter, draw.TEXT, "filter")
+    checks.require(chance, checks.real(0, 1, open_low=True), "chance")
+    draw.axes(ax)
+    name = str(c["layer"].item()) if "layer" in c.coords else ""
+    ax.plot(c["fraction"], c["mean"], "o-", color="tab:purple", label="random removal (mean ± std)")
+    ax.fill_between(c["fraction"], c["mean"] - c["std"], c["mean"] + c["std"], color="tab:purple", alpha=0.2, lw=0)
+    if comparison is not None:
+        ax.plot(comparison["fraction"].mean("seed"), comparison["filtered"].mean("seed"), "s--", color="tab:blue",
+                ms=4, label=f"{filter} filtering of the same share")
+    ax.axhline(chance, color="0.4", ls="--", lw=0.8, label="chance")
+    ax.set(xlabel="share of the layer's weights removed", ylabel="accuracy", ylim=(0, 1.02), title=f"(b) {name}")
+    ax.legend()
 
 
 def summary(ds, results=None, model=None, dataset=None, seed=None, layer=None, input="clean", filter="h1") -> str:

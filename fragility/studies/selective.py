@@ -252,8 +252,9 @@ def figure(ds, model=None, seed=None, datasets=None):
     """Fig. 12: (top) accuracy against ε / ε_E (each seed's grid 0 … ε_E, so seeds with other ε_E are not averaged
     on one raw grid) after continued training — regular (orange; the original run continued exactly) and each
     reading (prose teal, equation purple, random grey) — mean ± std over the continued checkpoints and seeds, the
-    starting checkpoint dotted; (bottom) each reading's gain over regular training per ε / ε_E, raw (solid) and
-    relative to each arm's clean accuracy (dashed), with its 95 % bootstrap interval; a column per data set."""
+    starting checkpoint dotted (`plot_curves`); (bottom) each reading's gain over regular training per ε / ε_E, raw
+    (solid) and relative to each arm's clean accuracy (dashed), with its 95 % bootstrap interval (`plot_gains`); a
+    column per data set."""
     p = check_parameters(ds, model=model, seed=seed)
     names = [check_parameters(ds, model=p["model"], dataset=d)["dataset"]
              for d in ([datasets] if isinstance(datasets, str) else datasets or _datasets(ds, p["model"]))]
@@ -272,8 +273,26 @@ def figure(ds, model=None, seed=None, datasets=None):
     return fig
 
 
-def plot_curves(c: xr.Dataset, ax) -> None:
-    """Accuracy against ε / ε_E per training, mean ± std over checkpoints and seeds, on `ax`."""
+def _checked(c: xr.Dataset) -> xr.Dataset:
+    draw.panel(c, {"accuracy": ("training", "epoch", "level", "seed"), "start_accuracy": ("level", "seed"),
+                   "frozen": ("training", "layer", "seed")}, "c")
+    if "regular" not in c["training"].values:
+        raise FragilityError("c must hold the training 'regular' (the original run continued), which the readings "
+                             "are compared with.")
+    return c
+
+
+def plot_curves(c: xr.Dataset, *, ax) -> None:
+    """Accuracy against ε / ε_E per training, mean ± std over checkpoints and seeds, and the starting checkpoint
+    dotted, on `ax`.
+
+    Args:
+        c: one model's `curves` on one data set: `accuracy` over (training, epoch, level, seed), `start_accuracy`
+            over (level, seed) and `frozen` over (training, layer, seed).
+        ax: the matplotlib Axes to draw into.
+    """
+    _checked(c)
+    draw.axes(ax)
     x = c["level"].values
     for training in [t for t in c["training"].values if t != "regular"] + ["regular"]:
         frozen = c["frozen"].sel(training=training)
@@ -288,8 +307,16 @@ def plot_curves(c: xr.Dataset, ax) -> None:
     ax.legend()
 
 
-def plot_gains(c: xr.Dataset, ax) -> None:
-    """Each reading's gain over regular training per ε / ε_E, raw and relative, with bootstrap intervals."""
+def plot_gains(c: xr.Dataset, *, ax) -> None:
+    """Each reading's gain over regular training per ε / ε_E, raw (solid) and relative to each arm's clean accuracy
+    (dashed), with its 95 % bootstrap interval, on `ax`.
+
+    Args:
+        c: one model's `curves` on one data set, as `plot_curves` takes them.
+        ax: the matplotlib Axes to draw into.
+    """
+    _checked(c)
+    draw.axes(ax)
     rs = resampled(c)
     for training in [t for t in c["training"].values if t != "regular"]:
         for relative, style in ((False, "-"), (True, "--")):
