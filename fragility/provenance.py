@@ -40,11 +40,14 @@ def processor() -> str:
 
 
 def device_description(device) -> str:
-    """The hardware a result was computed on, e.g. "cpu: Intel(R) Xeon(R) …, 2 threads" or "cuda: NVIDIA H100…"."""
+    """The hardware a result was computed on, e.g. "cpu: Intel(R) Xeon(R) … [AVX512], 2 threads" or "cuda: NVIDIA
+    H100…": on a CPU its model name, the instruction set torch's kernels use (one model name can hide several), and
+    the thread count — what decides the order of every floating-point sum."""
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"{device.type}: {processor()}, {torch.get_num_threads()} threads"
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return f"{device.type}: {processor()} [{kernels}], {torch.get_num_threads()} threads"
 
 
 @contextlib.contextmanager

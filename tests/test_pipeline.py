@@ -288,7 +288,7 @@ def test_verify_re_sweeps_shipped_weights_without_the_checkpoint(ran, tmp_path):
 def test_verify_allows_what_the_machine_kind_allows():
     """Like with like: 0 on the machine kind and thread count that computed the unit; elsewhere the measured re-sweep
     tolerance, or the stored seeds' spread for a retrained unit."""
-    here, there = "cpu: Intel(R) Xeon(R) 8488C, 1 threads", "cpu: AMD EPYC 7R13, 1 threads"
+    here, there = "cpu: Intel(R) Xeon(R) 8488C [AVX512], 1 threads", "cpu: AMD EPYC 7R13 [AVX2], 1 threads"
     gap = {"accuracy": 0.004, "n_filtered": 0.0}
     same = verification.Verified(("m", "d", 0, 1), gap, here, here, "re-swept")
     assert same.same_machine and not same.agrees and "identical" in same.expected
@@ -300,6 +300,10 @@ def test_verify_allows_what_the_machine_kind_allows():
     assert verification.Verified(("m", "d", 0, 1), gap, there, here, "retrained", {"accuracy": 0.01}).agrees
     threads = verification.Verified(("m", "d", 0, 1), gap, here.replace("1 threads", "2 threads"), here)
     assert not threads.same_machine  # another thread count sums in another order
+    kernels = verification.Verified(("m", "d", 0, 1), gap, here.replace("AVX512", "AVX2"), here)
+    assert not kernels.same_machine  # one model name, other kernels
+    older = "cpu: Intel(R) Xeon(R) 8488C, 1 threads"  # a record that does not name its kernels
+    assert not verification.Verified(("m", "d", 0, 1), gap, older, older).same_machine
 
 
 def test_a_profile_keeps_the_weights_of_its_own_models_only():
