@@ -2,7 +2,7 @@
 
 A profile names models, datasets, training seeds and checkpoint epochs, the sweep's settings (A, filters, attack,
 ε policy, test-set size) and optional related studies. `seeds`, `epochs` and `every` apply to every model; `models`
-may instead be a mapping that gives a model its own, e.g. fewer seeds for a slow network:
+may instead be a mapping that gives a model its own, e.g. fewer seeds for a slow network::
 
     models:
       resnet18: {}
@@ -10,7 +10,7 @@ may instead be a mapping that gives a model its own, e.g. fewer seeds for a slow
 
 A model or a data set of one's own is named by the import path of its factory (`fragility.imports`), a network
 trained elsewhere by its files (`checkpoints`, `fragility.adoption`), and the layers to stress by type and name
-pattern (`layers`, `fragility.layers`):
+pattern (`layers`, `fragility.layers`)::
 
     models:
       mynet: {factory: "mypackage.models:build", kwargs: {width: 2}, checkpoints: {10: mynet-10.pt}}

@@ -345,7 +345,7 @@ def plot_drops(r: xr.Dataset, input: str = "clean", *, ax) -> None:
 
 
 def plot_effects(r: xr.Dataset, input: str = "clean", *, ax) -> None:
-    """Panel (b) on `ax`: each neuron's attack effect |a(x_ε) − a(x)| against its fragility, a colour per seed with
+    """Panel (b) on `ax`: each neuron's attack effect ``|a(x_ε) − a(x)|`` against its fragility, a colour per seed with
     its Spearman ρ.
 
     Args:
