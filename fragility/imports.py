@@ -337,8 +337,8 @@ def parse(values: dict, where: str) -> tuple[dict, tuple[Source, ...], dict]:
         values["datasets"] = list(values["datasets"])
     for kind, key in (("model", "models"), ("dataset", "datasets")):
         named = values.get(key) if isinstance(values.get(key), (list, dict)) else ()
-        borrowed = [n for n in named if isinstance(n, str) and (kind, n) in _registered and not any(s.name == n for s in sources
-                                                                              if s.kind == kind)]
+        own = {s.name for s in sources if s.kind == kind}
+        borrowed = [n for n in named if isinstance(n, str) and (kind, n) in _registered and n not in own]
         if borrowed:  # registered by another profile read in this process: its factory is not this profile's
             raise FragilityError(f"{where}{key}.{borrowed[0]} is a {kind} of one's own that another profile "
                                  f"registered: give its factory in this profile ({key}: {{{borrowed[0]}: {{factory: "
