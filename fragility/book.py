@@ -49,11 +49,19 @@ TYPES = {"results": checks.optional(TEXT), "profile": TEXT, "model": checks.opti
 SELECTIONS = ("model", "dataset", "seed", "epoch", "layer", "layers", "filter", "input", "normalized")
 
 
-def results_folder(results=None, profile: str = "reference") -> Path:
-    """`results`, or results/<profile> when None; a relative path missing here is looked up from the repository
-    root."""
+def default_results(profile: str) -> Path:
+    """results/<profile>: a profile given as a file (mine.yaml, path/to/mine.yaml) by its name without the suffix,
+    as `make book` names it."""
     checks.require(profile, TEXT, "profile")
-    path = checks.path(results, "results") if results is not None else Path("results") / checks.part(profile, "profile")
+    name = Path(profile).stem if profile.endswith((".yaml", ".yml")) else profile
+    return Path("results") / checks.part(name, "profile")
+
+
+def results_folder(results=None, profile: str = "reference") -> Path:
+    """`results`, or results/<profile> when None (`default_results`); a relative path missing here is looked up from
+    the repository root."""
+    checks.require(profile, TEXT, "profile")
+    path = checks.path(results, "results") if results is not None else default_results(profile)
     found = ROOT / path
     return path if path.is_absolute() or path.exists() or not found.exists() else found
 
@@ -70,7 +78,7 @@ class Page:
             if self.chapter.study:
                 self.study = open_study(folder, self.chapter.study)
         except FragilityError as err:
-            self.missing = (f"**Not run.** The results in `{results or Path('results') / profile}` (profile "
+            self.missing = (f"**Not run.** The results in `{results or default_results(profile)}` (profile "
                             f"{profile}) lack what this chapter shows: {err}")
             return
         for data in (self.responses, self.study):
@@ -83,9 +91,11 @@ class Page:
         check_parameters(data, **{k: v for k, v in self.selections.items() if k in SELECTIONS and k != "normalized"})
 
     def call(self, fn, **selections):
-        """`fn` on this chapter's results: a study's results first (with the responses as `results` when the study
-        reads them), else the responses."""
+        """`fn` on this chapter's results: the results folder when the chapter draws from it, else a study's
+        results first (with the responses as `results` when the study reads them), else the responses."""
         chosen = {**self.selections, **selections}
+        if self.chapter.draws_folder:
+            return fn(self.folder, **chosen)
         if self.study is None:
             return fn(self.responses, **chosen)
         extra = {"results": self.responses} if REGISTRY[self.chapter.study].needs_responses else {}
@@ -180,7 +190,7 @@ def execute(results, profile: str, notebooks=NOTEBOOKS, output=EXECUTED, only=No
                                               and k != "normalized" and not (k == "layer" and v == "global")})
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    shown = str(results) if results is not None else f"results/{profile}"
+    shown = str(results) if results is not None else str(default_results(profile))
     previous, os.environ[VIEWS] = os.environ.get(VIEWS), str((output / "_extra" / "views").resolve())
 
     def run(path: Path) -> None:

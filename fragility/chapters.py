@@ -15,8 +15,9 @@ from .errors import FragilityError
 @dataclass(frozen=True)
 class Chapter:
     """One chapter: `figure(results, **selections)` and `summary(results, **selections)` take the responses of
-    `fragility.open_results` (a study's results first, with the responses as `results=` when the study reads them);
-    `claims` are the `fragility.verdicts.Claim`s it decides."""
+    `fragility.open_results` (a study's results first, with the responses as `results=` when the study reads them),
+    or the results folder itself where `reads_folder` (summary) or `draws_folder` (figure) says so; `claims` are the
+    `fragility.verdicts.Claim`s it decides."""
 
     name: str
     figure: Callable | None
@@ -27,12 +28,13 @@ class Chapter:
     options: dict = field(default_factory=dict)  # fixed options of controls that are not selections of the results
     reads_folder: bool = False  # `summary` takes the results folder (the claims chapter and the claims' summaries)
     claims: tuple = ()
+    draws_folder: bool = False  # `figure` takes the results folder too (the report chapter: its intervals read units)
 
 
 CHAPTERS: dict[str, Chapter] = {}
 ORDER = ("fig04_baseline", "fig05_targeted", "fig06_filters", "fig07_landscape", "fig08_scores", "fig09_global",
          "fig10_local", "fig11_batchnorm", "fig12_selective", "study_neurons", "study_removal", "study_depth",
-         "study_conventions", "claims")
+         "study_conventions", "report", "claims")
 
 
 def register(chapter: Chapter) -> Chapter:

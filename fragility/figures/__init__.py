@@ -6,4 +6,5 @@ Adding a figure chapter is one module here plus one import line below (and its n
 """
 from . import (  # noqa: F401 (each registers its chapter)
     claims, fig04_baseline, fig05_targeted, fig06_filters, fig07_landscape, fig08_scores, fig09_global, fig10_local,
+    report,
 )
