@@ -32,7 +32,7 @@ COMMANDS = {
            "the profile's missing study units",
     "train": "train (or resume) every model, dataset and seed of the profile",
     "sweep": "sweep every trained checkpoint that has no stored responses yet",
-    "status": "list every unit of the profile (trained? swept?) and of its studies (done?)",
+    "status": "list every unit of the profile (trained? swept?) and of its studies (done? how many of its steps?)",
     "verify": "re-sweep stored units from their checkpoints or shipped weights (or retrain them: --retrain) into a "
               "scratch folder and report the largest difference from the stored ones",
 }
@@ -155,15 +155,20 @@ def _duration(seconds: float) -> str:
 
 
 def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudyStatus], seconds: dict) -> None:
-    """The table of units, its counts, the table of study units and its count, then the compute they record."""
+    """The table of units, its counts, the table of study units (with their steps done) and its counts, then the
+    compute they record."""
     _table(("model", "dataset", "seed", "epoch", "trained", "swept"),
            [(r.model, r.dataset, r.seed, r.epoch, r.trained, r.swept) for r in rows])
     print(f"{len(rows)} units: {sum(r.trained for r in rows)} trained, {sum(r.swept for r in rows)} swept")
     if study_rows:
         print()
-        _table(("study", "model", "dataset", "seed", "done"),
-               [(r.study, r.model, r.dataset, r.seed, r.done) for r in study_rows])
-        print(f"{len(study_rows)} study units: {sum(r.done for r in study_rows)} done")
+        _table(("study", "model", "dataset", "seed", "done", "steps done"),
+               [(r.study, r.model, r.dataset, r.seed, r.done, f"{r.steps_done}/{r.steps}" if r.steps else "-")
+                for r in study_rows])
+        stepped = [r for r in study_rows if r.steps]
+        print(f"{len(study_rows)} study units: {sum(r.done for r in study_rows)} done"
+              + (f"; {sum(r.steps for r in stepped)} of their steps: {sum(r.steps_done for r in stepped)} done"
+                 if stepped else ""))
     print(f"\nCompute recorded by what is stored: {_duration(sum(seconds.values()))} ("
           + ", ".join(f"{kind} {_duration(s)}" for kind, s in seconds.items()) + "; each unit names its device)")
 
