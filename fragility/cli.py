@@ -131,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "verify":
             sub.add_argument("--units", nargs="+", type=_unit, metavar="MODEL/DATASET/SEED/EPOCH",
                              help="the units to recompute (default: the first model's first seed, earliest epoch)")
+            sub.add_argument("--steps", nargs="+", metavar="KEY",
+                             help="study steps to recompute instead (or as well, with --units), by task key, e.g. "
+                                  "study/depth/resnet34/mnist/0/sweep: a sweep a study computed itself")
             sub.add_argument("--scratch", help="where the recomputed units go (default: <results>-verify)")
             sub.add_argument("--retrain", action="store_true",
                              help="train each unit's run from nothing first (default: re-sweep its checkpoint or "
@@ -175,8 +178,8 @@ def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudySta
 
 def print_verified(found: list[verification.Verified]) -> None:
     compared = verification.COMPARED
-    _table(("unit", *compared), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}" for k in compared))
-                                 for v in found])
+    _table(("unit", *compared), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}" if k in v.differences
+                                                                 else "-" for k in compared)) for v in found])
     for v in found:
         print(f"{'/'.join(map(str, v.unit))}: {v.method}; stored from {v.stored_on or 'an unrecorded device'}, "
               f"recomputed on {v.recomputed_on}; expected {v.expected}: {'agrees' if v.agrees else 'DIFFERS'}")
@@ -240,7 +243,13 @@ def _command(args) -> int:
     options = dict(data_dir=args.data, device=args.device, progress=not args.quiet)
     if args.command == "verify":
         tolerance = None if args.tolerance == "auto" else _number(args.tolerance, "--tolerance")
-        found = verification.verify(profile, args.units, args.results, args.scratch, retrain=args.retrain, **options)
+        if args.steps and args.retrain:
+            raise FragilityError("--retrain retrains the profile's units (--units); a study step (--steps) is re-run "
+                                 "from the stored outputs it reads: leave out --retrain.")
+        found = [] if args.steps and not args.units else verification.verify(
+            profile, args.units, args.results, args.scratch, retrain=args.retrain, **options)
+        if args.steps:
+            found += verification.verify_steps(profile, args.steps, args.results, args.scratch, **options)
         print_verified(found)
         if tolerance is None:
             return int(not all(v.agrees for v in found))

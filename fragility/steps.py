@@ -29,7 +29,7 @@ from .errors import FragilityError
 from .provenance import device_description
 from .tasks import Task
 
-STAMP, SECONDS = "step_settings_hash", "step_seconds"  # what a step's netCDF output records of itself
+STAMP, SECONDS, DEVICE = "step_settings_hash", "step_seconds", "step_device"  # a netCDF step output's own record
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,11 @@ def of(ctx: base.Context) -> list[Step]:
     named Steps writing under the unit's folder, each after earlier ones only, is one FragilityError."""
     found, seen = list(base.study(ctx.study).steps(ctx)), []
     for step in found:
-        what = f"study {ctx.study} declares a step {step!r}"
-        if not isinstance(step, Step) or not isinstance(step.name, str) or not re.fullmatch(
-                r"[\w.-]+(/[\w.-]+)*", step.name):
+        what = f"study {ctx.study} declares a step {_shown(step.name if isinstance(step, Step) else step)}"
+        if not isinstance(step, Step) or not isinstance(step.name, str) or not all(
+                re.fullmatch(r"[\w.-]+", part) and part.strip(".") for part in step.name.split("/")):
             raise FragilityError(f"{what}: each must be a fragility.steps.Step named with letters, digits, '.', "
-                                 "'-', '_' and '/'.")
+                                 "'-', '_' and '/' (no part only dots).")
         if step.name in seen or any(a not in seen for a in step.after):
             raise FragilityError(f"{what}: its name must be new and its `after` must name earlier steps of the unit "
                                  f"(those before it: {', '.join(seen) or 'none'}).")
@@ -77,6 +77,11 @@ def of(ctx: base.Context) -> list[Step]:
             raise FragilityError(f"{what}: its output must lie in the unit's folder {ctx.folder()}.")
         seen.append(step.name)
     return found
+
+
+def _shown(value) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "…"
 
 
 def pending(ctx: base.Context) -> list[Step]:
@@ -154,8 +159,9 @@ def write_json(ctx: base.Context, record: dict, path, seconds: float) -> Path:
 
 
 def write_netcdf(ctx: base.Context, ds: xr.Dataset, path, seconds: float) -> None:
-    """`ds` with the unit's stamp and `seconds` as attributes, as netCDF at `path` (atomically)."""
-    store.write_netcdf(ds.assign_attrs({STAMP: stamp(ctx), SECONDS: round(seconds, 2)}), path)
+    """`ds` with the unit's stamp, `seconds` and the device as attributes, as netCDF at `path` (atomically)."""
+    store.write_netcdf(ds.assign_attrs({STAMP: stamp(ctx), SECONDS: round(seconds, 2),
+                                        DEVICE: device_description(ctx.device)}), path)
 
 
 def checked(ctx: base.Context, path, required: bool = True) -> float:
@@ -193,4 +199,5 @@ def read_netcdf(ctx: base.Context, path, required: bool = True) -> xr.Dataset:
     combination with other parts into garbage when written again)."""
     checked(ctx, path, required)
     ds = store.read_netcdf(path).drop_encoding()
-    return ds.drop_attrs(deep=False).assign_attrs({k: v for k, v in ds.attrs.items() if k not in (STAMP, SECONDS)})
+    own = (STAMP, SECONDS, DEVICE)
+    return ds.drop_attrs(deep=False).assign_attrs({k: v for k, v in ds.attrs.items() if k not in own})

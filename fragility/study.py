@@ -291,6 +291,7 @@ class Context:
     progress: bool
     data_root: Path
     cache: dict = field(default_factory=dict)
+    elsewhere: Path | None = None  # where `folder` lies instead of `results` (a verification's scratch folder)
 
     @property
     def dataset(self) -> str:
@@ -335,9 +336,10 @@ class Context:
 
     def folder(self, *parts) -> Path:
         """results/studies/<study>/runs/<label>__<dataset>__seed<seed>/…: where the unit keeps its own trainings and
-        the outputs of its steps (fragility.steps)."""
+        the outputs of its steps (fragility.steps); under `elsewhere` instead of `results` when it is set."""
         label, dataset, seed = self.unit.key
-        return self.results.joinpath("studies", self.study, "runs", f"{label}__{dataset}__seed{seed}", *parts)
+        return (self.elsewhere or self.results).joinpath("studies", self.study, "runs",
+                                                         f"{label}__{dataset}__seed{seed}", *parts)
 
 
 VERDICTS = ("holds", "differs", "untestable")
