@@ -32,7 +32,7 @@ COMMANDS = {
            "the profile's missing study units",
     "train": "train (or resume) every model, dataset and seed of the profile",
     "sweep": "sweep every trained checkpoint that has no stored responses yet",
-    "status": "list every unit of the profile (trained? swept?) and of its studies (done?)",
+    "status": "list every unit of the profile (trained? swept?) and of its studies (done? how many of its steps?)",
     "verify": "re-sweep stored units from their checkpoints or shipped weights (or retrain them: --retrain) into a "
               "scratch folder and report the largest difference from the stored ones",
 }
@@ -131,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "verify":
             sub.add_argument("--units", nargs="+", type=_unit, metavar="MODEL/DATASET/SEED/EPOCH",
                              help="the units to recompute (default: the first model's first seed, earliest epoch)")
+            sub.add_argument("--steps", nargs="+", metavar="KEY",
+                             help="study steps to recompute instead (or as well, with --units), by task key, e.g. "
+                                  "study/depth/resnet34/mnist/0/sweep: a sweep a study computed itself")
             sub.add_argument("--scratch", help="where the recomputed units go (default: <results>-verify)")
             sub.add_argument("--retrain", action="store_true",
                              help="train each unit's run from nothing first (default: re-sweep its checkpoint or "
@@ -155,23 +158,28 @@ def _duration(seconds: float) -> str:
 
 
 def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudyStatus], seconds: dict) -> None:
-    """The table of units, its counts, the table of study units and its count, then the compute they record."""
+    """The table of units, its counts, the table of study units (with their steps done) and its counts, then the
+    compute they record."""
     _table(("model", "dataset", "seed", "epoch", "trained", "swept"),
            [(r.model, r.dataset, r.seed, r.epoch, r.trained, r.swept) for r in rows])
     print(f"{len(rows)} units: {sum(r.trained for r in rows)} trained, {sum(r.swept for r in rows)} swept")
     if study_rows:
         print()
-        _table(("study", "model", "dataset", "seed", "done"),
-               [(r.study, r.model, r.dataset, r.seed, r.done) for r in study_rows])
-        print(f"{len(study_rows)} study units: {sum(r.done for r in study_rows)} done")
+        _table(("study", "model", "dataset", "seed", "done", "steps done"),
+               [(r.study, r.model, r.dataset, r.seed, r.done, f"{r.steps_done}/{r.steps}" if r.steps else "-")
+                for r in study_rows])
+        stepped = [r for r in study_rows if r.steps]
+        print(f"{len(study_rows)} study units: {sum(r.done for r in study_rows)} done"
+              + (f"; {sum(r.steps for r in stepped)} of their steps: {sum(r.steps_done for r in stepped)} done"
+                 if stepped else ""))
     print(f"\nCompute recorded by what is stored: {_duration(sum(seconds.values()))} ("
           + ", ".join(f"{kind} {_duration(s)}" for kind, s in seconds.items()) + "; each unit names its device)")
 
 
 def print_verified(found: list[verification.Verified]) -> None:
     compared = verification.COMPARED
-    _table(("unit", *compared), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}" for k in compared))
-                                 for v in found])
+    _table(("unit", *compared), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}" if k in v.differences
+                                                                 else "-" for k in compared)) for v in found])
     for v in found:
         print(f"{'/'.join(map(str, v.unit))}: {v.method}; stored from {v.stored_on or 'an unrecorded device'}, "
               f"recomputed on {v.recomputed_on}; expected {v.expected}: {'agrees' if v.agrees else 'DIFFERS'}")
@@ -235,7 +243,13 @@ def _command(args) -> int:
     options = dict(data_dir=args.data, device=args.device, progress=not args.quiet)
     if args.command == "verify":
         tolerance = None if args.tolerance == "auto" else _number(args.tolerance, "--tolerance")
-        found = verification.verify(profile, args.units, args.results, args.scratch, retrain=args.retrain, **options)
+        if args.steps and args.retrain:
+            raise FragilityError("--retrain retrains the profile's units (--units); a study step (--steps) is re-run "
+                                 "from the stored outputs it reads: leave out --retrain.")
+        found = [] if args.steps and not args.units else verification.verify(
+            profile, args.units, args.results, args.scratch, retrain=args.retrain, **options)
+        if args.steps:
+            found += verification.verify_steps(profile, args.steps, args.results, args.scratch, **options)
         print_verified(found)
         if tolerance is None:
             return int(not all(v.agrees for v in found))

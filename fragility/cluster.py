@@ -1,10 +1,11 @@
 """Run a profile's tasks on a Dask cluster: a local one of N worker processes, or a running one at an address.
 
-Each task of `fragility.pipeline.plan` becomes one Dask future whose arguments include the futures of the tasks it
-runs after, so the scheduler starts it only once they have finished. A task runs itself (`Task.run`) on a worker;
-its output is written atomically (fragility.files), and a task whose output already exists when it starts does
-nothing. When a worker is lost the scheduler runs its tasks again on another worker (at most `ALLOWED_FAILURES`
-times for a local cluster; a running cluster's own setting applies there): a sweep or study unit lost half-way is
+Each task of `fragility.pipeline.plan` — a training run, an ε search, a sweep, a study step (fragility.steps) or a
+study unit — becomes one Dask future whose arguments include the futures of the tasks it runs after, so the
+scheduler starts it only once they have finished. A task runs itself (`Task.run`) on a worker; its output is written
+atomically (fragility.files), and a task whose output (`Task.output`) already exists when it starts does nothing.
+When a worker is lost the scheduler runs its tasks again on another worker (at most `ALLOWED_FAILURES` times for a
+local cluster; a running cluster's own setting applies there): a sweep, study step or study unit lost half-way is
 recomputed from scratch, a training run resumes from its last checkpoint, and nothing is written twice.
 
 Every task computes with the profile's CPU thread count (`Task.run` sets it on the worker as in-process),

@@ -3,11 +3,12 @@
 Layout of a results folder: `checkpoints/` (fragility.training), `responses/` (one unit file per model, dataset, seed
 and checkpoint epoch, fragility.store), `epsilon/` (the ε chosen once per model and dataset by the `auto` policy) and
 `studies/` (fragility.studies), with the owner record `profile.json` and, while a run writes it, its lock
-(fragility.ownership). The work is a set of tasks — a training run per (model, dataset, seed), an ε search
-per (model, dataset), a sweep per unit, a study unit — each writing its own output atomically and skipped when that
-output exists, so a run stopped at any moment resumes where it stopped and ends with an uninterrupted run's results.
-`plan` lists the tasks still to do with their dependencies; `run` executes them in this process, or on a Dask
-cluster (fragility.cluster).
+(fragility.ownership). The work is a set of tasks (fragility.tasks) — a training run per (model, dataset, seed), an ε
+search per (model, dataset), a sweep per unit, the steps of a study unit (fragility.steps: e.g. the depth study's
+own trainings and sweeps), a study unit — each writing its own output atomically and skipped when that output exists,
+so a run stopped at any moment resumes where it stopped and ends with an uninterrupted run's results. `plan` lists
+the tasks still to do with their dependencies; `run` executes them in this process, or on a Dask cluster
+(fragility.cluster).
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from . import adoption, checks, data, engine, files, imports, mnist, ownership, store, studies, training
+from . import adoption, checks, data, engine, files, imports, mnist, ownership, steps, store, studies, training
 from .attacks import search_epsilon
 from .errors import FragilityError
 from .profiles import Profile, results_dir
-from .provenance import device_description, threads
+from .provenance import device_description
+from .tasks import Task, run_task
 
 
 def _epsilon_path(results: Path, model: str, dataset: str) -> Path:
@@ -174,66 +176,62 @@ def sweep_task(profile: Profile, results, unit: tuple, data_dir=None, device=Non
     return path
 
 
-@dataclass(frozen=True)
-class Task:
-    """One piece of work: `fn(profile, results, *args, ...)`, after the tasks named in `after`."""
+def _train_output(profile: Profile, results, run: tuple) -> Path:
+    model, dataset, seed = run
+    return training.checkpoint_path(results, model, dataset, seed, profile.grid(model).epochs[-1])
 
-    key: str
-    fn: object
-    args: tuple
-    after: tuple = ()
 
-    def run(self, profile: Profile, results, data_dir=None, device=None, progress=False, cache=None):
-        """`run_task` of this task (what a Dask worker calls: fragility.cluster)."""
-        return run_task(profile, self, results, data_dir, device, progress, cache)
+def _sweep_output(profile: Profile, results, unit: tuple) -> Path:
+    return store.unit_path(results, *unit)
 
-    def output(self, profile: Profile, results) -> Path | None:
-        """The file whose presence means this task is done: a run's last checkpoint, a response or a study unit
-        (None for an ε search, which checks its own record, and for any other task)."""
-        if self.fn is train_task:
-            model, dataset, seed = self.args[0]
-            return training.checkpoint_path(results, model, dataset, seed, profile.grid(model).epochs[-1])
-        if self.fn is sweep_task:
-            return store.unit_path(results, *self.args[0])
-        if self.fn is studies.run_unit:
-            name, unit = self.args
-            return studies.study_path(results, name, *unit.key)
-        return None
+
+def _study_output(profile: Profile, results, name: str, unit) -> Path:
+    return studies.study_path(results, name, *unit.key)
+
+
+def train_of(run: tuple, after: tuple = ()) -> Task:
+    """The task that trains `run` (model, dataset, seed): done when its last checkpoint exists."""
+    return Task(f"train/{'/'.join(map(str, run))}", train_task, (run,), after, _train_output)
+
+
+def sweep_of(unit: tuple, after: tuple = ()) -> Task:
+    """The task that sweeps `unit` (model, dataset, seed, epoch): done when its unit file exists."""
+    return Task("sweep/" + "/".join(map(str, unit)), sweep_task, (unit,), after, _sweep_output)
 
 
 def plan(profile: Profile, results=None) -> list[Task]:
     """The tasks still to do for the profile, in an order that respects their dependencies: model by model (the
     first model's results come first) the training runs that missing results need, the ε search and the missing
-    sweeps; then the missing study units. Every stored file the profile's results comprise is validated first (a
-    damaged, foreign or stale one is one FragilityError naming it)."""
+    sweeps; then, per missing study unit, its missing steps (fragility.steps) and the unit. Every stored file the
+    profile's results comprise is validated first (a damaged, foreign or stale one is one FragilityError naming
+    it)."""
     results = results_dir(profile, results)
     done = stored_units(profile, results)
     _check_epsilon(profile, results)
     studied = studies.stored(profile, results)
     runs = needed_runs(profile, results)
-    tasks = [Task(f"train/{'/'.join(map(str, r))}", train_task, (r,)) for r in runs
-             if not training.checkpoint_path(results, *r, profile.grid(r[0]).epochs[-1]).is_file()]
+    tasks = [train_of(r) for r in runs if not _train_output(profile, results, r).is_file()]
     trained = {t.args[0] for t in tasks}
     first = {(m, d): (m, d, profile.grid(m).seeds[0]) for m in profile.models for d in profile.datasets}
     searches = {(m, d) for m, d, _, _ in (u for u in profile.units() if u not in done)}
     if profile.epsilon == "auto":
         searches = {k for k in searches if not _epsilon_path(results, *k).is_file()}
-        tasks += [Task(f"epsilon/{m}/{d}", epsilon_task, (m, d), _after(trained, first[m, d])) for m, d in
+        tasks += [Task(f"epsilon/{m}/{d}", epsilon_task, (m, d), _after(trained, first[m, d]), takes=()) for m, d in
                   sorted(searches, key=lambda k: profile.models.index(k[0]))]
-    for unit in (u for u in profile.units() if u not in done):
+    swept = [u for u in profile.units() if u not in done]
+    for unit in swept:
         after = _after(trained, unit[:3])
         if profile.epsilon == "auto" and unit[:2] in searches:
             after += (f"epsilon/{unit[0]}/{unit[1]}",)
-        tasks.append(Task("sweep/" + "/".join(map(str, unit)), sweep_task, (unit,), after))
-    model_of = {train_task: lambda a: a[0][0], epsilon_task: lambda a: a[0], sweep_task: lambda a: a[0][0]}
-    tasks.sort(key=lambda t: profile.models.index(model_of[t.fn](t.args)))  # stable: train, ε, sweeps per model
-    swept = {t.args[0] for t in tasks if t.fn is sweep_task}
+        tasks.append(sweep_of(unit, after))
+    tasks.sort(key=lambda t: profile.models.index(t.key.split("/")[1]))  # stable: train, ε, sweeps per model
     for name, unit in studies.units(profile):
         if (name, unit.key) not in studied:
             after = [a for run in unit.needs for a in _after(trained, run)]
-            after += [f"sweep/{'/'.join(map(str, u))}" for u in swept if u[:3] in unit.needs]
-            tasks.append(Task(f"study/{name}/{'/'.join(map(str, unit.key))}", studies.run_unit, (name, unit),
-                              tuple(after)))
+            after = tuple(after + [f"sweep/{'/'.join(map(str, u))}" for u in swept if u[:3] in unit.needs])
+            todo = steps.tasks(profile, results, name, unit, after)
+            tasks += todo + [Task(steps.key(name, unit), studies.run_unit, (name, unit),
+                                  after + tuple(t.key for t in todo), _study_output, ("progress", "cache"))]
     return tasks
 
 
@@ -271,20 +269,6 @@ def execute(profile: Profile, tasks: list[Task], results, data_dir=None, device=
             run_task(profile, task, results, data_dir, device, progress, cache)
 
 
-def run_task(profile: Profile, task: Task, results, data_dir=None, device=None, progress=False, cache=None):
-    """Run one task with the profile's CPU thread count (the same in this process and on a Dask worker, so that
-    results do not depend on how they were executed); a FragilityError it raises names the task."""
-    extra = {"cache": cache} if task.fn is studies.run_unit else {}
-    if task.fn is not epsilon_task:
-        extra["progress"] = progress
-    try:
-        imports.ensure(profile)  # a worker registers the profile's own models and data sets first
-        with threads(profile.threads):
-            return task.fn(profile, results, *task.args, data_dir=data_dir, device=device, **extra)
-    except FragilityError as err:
-        raise FragilityError(f"{task.key}: {err}") from None
-
-
 def _writing(profile: Profile, results) -> Path:
     """The results folder of a command that writes it: checked to be a folder it can write to."""
     return checks.folder(results_dir(profile, results), "results", create=True)
@@ -302,8 +286,7 @@ def train(profile: Profile, results=None, data_dir=None, device=None, progress: 
             ownership.record(profile, results)
             files.clean(results)
         for run in todo:
-            run_task(profile, Task(f"train/{'/'.join(map(str, run))}", train_task, (run,)), results, data_dir, device,
-                     progress)
+            run_task(profile, train_of(run), results, data_dir, device, progress)
 
 
 def sweep(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True) -> None:
@@ -317,8 +300,7 @@ def sweep(profile: Profile, results=None, data_dir=None, device=None, progress: 
             ownership.record(profile, results)
             files.clean(results)
         for unit in tqdm(todo, desc="units", unit="unit", disable=not progress):
-            run_task(profile, Task("sweep/" + "/".join(map(str, unit)), sweep_task, (unit,)), results, data_dir,
-                     device, progress)
+            run_task(profile, sweep_of(unit), results, data_dir, device, progress)
 
 
 def run(profile: Profile, results=None, data_dir=None, device=None, progress: bool = True, workers=None,
@@ -395,18 +377,28 @@ def recorded_seconds(profile: Profile, results=None) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class StudyStatus:
-    """Whether one study unit's file exists."""
+    """Whether one study unit's file exists, and how many of its steps (fragility.steps) are done: a step whose
+    output is stored, or any step of a stored unit (which needs none of them any more)."""
 
     study: str
     model: str
     dataset: str
     seed: int
     done: bool
+    steps: int = 0
+    steps_done: int = 0
 
 
 def study_status(profile: Profile, results=None) -> list[StudyStatus]:
     """One StudyStatus per unit of the profile's studies (`model` is the variant's label for `depth`); every stored
-    study unit is validated on the way (fragility.studies.stored)."""
+    study unit, and every stored step of a unit that is not, is validated on the way (fragility.studies.stored,
+    fragility.steps)."""
     results = results_dir(profile, results)
-    done = studies.stored(profile, results)
-    return [StudyStatus(name, *unit.key, (name, unit.key) in done) for name, unit in studies.units(profile)]
+    done, out = studies.stored(profile, results), []
+    for name, unit in studies.units(profile):
+        if (name, unit.key) in done:
+            count = total = len(steps.of(steps.context(profile, results, name, unit)))
+        else:
+            count, total = steps.counts(profile, results, name, unit)
+        out.append(StudyStatus(name, *unit.key, (name, unit.key) in done, total, count))
+    return out

@@ -66,6 +66,7 @@ class Study:
     validate: Callable = lambda settings, profile: None  # checks against the profile
     extra_choices: Callable = lambda ds, model, dataset: {}  # selections beyond model, dataset, seed
     needs_responses: bool = False  # its figure and summary also read the sweep results
+    steps: Callable = lambda ctx: ()  # (Context) -> the unit's `fragility.steps.Step`s, each a task of its own
 
     def check(self, raw, profile, source: str) -> dict:
         """The study's settings with defaults filled in, every value checked; else one FragilityError."""
@@ -290,6 +291,7 @@ class Context:
     progress: bool
     data_root: Path
     cache: dict = field(default_factory=dict)
+    elsewhere: Path | None = None  # where `folder` lies instead of `results` (a verification's scratch folder)
 
     @property
     def dataset(self) -> str:
@@ -333,9 +335,11 @@ class Context:
                                                epoch or self.epochs(model)[-1]))
 
     def folder(self, *parts) -> Path:
-        """results/studies/<study>/runs/<label>__<dataset>__seed<seed>/…: where the unit keeps its own trainings."""
+        """results/studies/<study>/runs/<label>__<dataset>__seed<seed>/…: where the unit keeps its own trainings and
+        the outputs of its steps (fragility.steps); under `elsewhere` instead of `results` when it is set."""
         label, dataset, seed = self.unit.key
-        return self.results.joinpath("studies", self.study, "runs", f"{label}__{dataset}__seed{seed}", *parts)
+        return (self.elsewhere or self.results).joinpath("studies", self.study, "runs",
+                                                         f"{label}__{dataset}__seed{seed}", *parts)
 
 
 VERDICTS = ("holds", "differs", "untestable")

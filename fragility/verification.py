@@ -8,15 +8,21 @@ unit — training amplifies rounding — is judged against the spread of the sto
 
 `TOLERANCE` was measured with benchmarks/verify_tolerance.py on a SqueezeNet 1.1 unit of the reference (1,000 MNIST
 test images): re-swept at 2 threads instead of 1, identical; re-swept with the kernels of a CPU without AVX-512, the
-accuracies moved by at most 0.003 (1,842 of 4,212,000 per-image answers differ). ±0.01 is ten test images."""
+accuracies moved by at most 0.003 (1,842 of 4,212,000 per-image answers differ). ±0.01 is ten test images.
+
+`verify_steps` does the same for the sweeps a study computes as steps of its own (fragility.steps): e.g. a network the
+depth study trained itself, re-swept from its stored checkpoint with its stored ε."""
 from __future__ import annotations
 
+import dataclasses
+import functools
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import checks, data, files, imports, mnist, ownership, store, training
+from . import checks, data, files, imports, mnist, ownership, steps, store, studies, training
 from .errors import FragilityError
 from .pipeline import stored_units, sweep_unit
 from .profiles import Profile, results_dir
@@ -121,14 +127,7 @@ def verify(profile: Profile, units=None, results=None, scratch=None, data_dir=No
         named = ", ".join("/".join(map(str, u)) for u in unweighted)
         raise FragilityError(f"neither the checkpoint nor the weights of {named} are under {results}: retrain it with "
                              "--retrain, or name a unit whose weights are shipped (weights/).")
-    scratch = checks.folder(results.parent / f"{results.name}-verify" if scratch is None else scratch, "scratch",
-                            create=True)
-    here, there = results.resolve(), scratch.resolve()
-    if here == there or here in there.parents or there in here.parents:
-        where = "is" if here == there else "lies inside" if here in there.parents else "holds"
-        raise FragilityError(f"scratch {scratch} {where} the results folder {results}: the recomputed units "
-                             "would overwrite the stored ones they are compared with; choose a scratch folder apart "
-                             "from it (default: <results>-verify).")
+    scratch = _scratch(results, scratch)
     if "mnist" in profile.datasets:
         mnist.ensure(data_dir, progress=progress)
     out = []
@@ -147,6 +146,85 @@ def verify(profile: Profile, units=None, results=None, scratch=None, data_dir=No
                                 "retrained" if retrain else "re-swept",
                                 _spread(profile, results, unit, stored) if retrain else {}))
     return out
+
+
+def verify_steps(profile: Profile, keys, results=None, scratch=None, data_dir=None, device=None,
+                 progress: bool = True) -> list[Verified]:
+    """Recompute stored study steps (fragility.steps) into `scratch` and compare their outputs with the stored ones,
+    as `verify` compares units: e.g. `study/depth/resnet34/mnist/0/sweep`, the sweep of a network the depth study
+    trained itself, re-swept from its stored checkpoint with its stored ε.
+
+    `keys`: the steps' task keys (`fragility status` counts them; `fragility.pipeline.plan` lists the missing ones).
+    Each step runs again in `scratch` from copies of the outputs of the unit's steps it comes after (reading the
+    profile's own checkpoints and responses from `results`, which is only read), with the profile's thread count;
+    its output must be a netCDF file holding some of `COMPARED`. `scratch` as for `verify`.
+    """
+    results, device, progress = results_dir(profile, results), str(checks.device(device)), checks.flag(progress,
+                                                                                                   "progress")
+    checks.require(keys, checks.Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
+        isinstance(k, str) for k in v), "a list of study step keys such as study/depth/resnet34/mnist/0/sweep"),
+                   "steps")
+    owners = {steps.key(name, unit): (name, unit) for name, unit in studies.units(profile)}
+    studies.stored(profile, results)  # every stored study unit validated
+    found = []
+    for key in keys:
+        owner = next((k for k in owners if key.startswith(k + "/")), None)
+        if owner is None:
+            raise FragilityError(f"{key} is not a step of profile {profile.name}'s study units (study/<study>/<label>/"
+                                 f"<dataset>/<seed>/<step>, e.g. {next(iter(owners), 'study/depth/…')}/sweep).")
+        step = steps.named(steps.context(profile, results, *owners[owner]), key[len(owner) + 1:])
+        if Path(step.output).suffix != ".nc":
+            raise FragilityError(f"step {key} writes {Path(step.output).name}, not a sweep: verify compares the netCDF "
+                                 "outputs of steps (e.g. …/sweep).")
+        if not Path(step.output).is_file():
+            raise FragilityError(f"step {key} is not stored under {results} (no {step.output}): `fragility status` "
+                                 "counts the stored steps.")
+        found.append((key, *owners[owner], step))
+    imports.ensure(profile)
+    scratch = _scratch(results, scratch)
+    out = []
+    with ownership.lock(scratch):
+        files.clean(scratch)
+        for key, name, unit, step in found:
+            ctx = steps.context(profile, results, name, unit, data_dir, device, progress)
+            again = dataclasses.replace(ctx, elsewhere=scratch)
+            known = {s.name: s for s in steps.of(ctx)}
+            for earlier in _before(known, step):
+                source = Path(known[earlier].output)
+                files.atomic(scratch / source.relative_to(results), functools.partial(shutil.copyfile, source))
+            with threads(profile.threads):
+                steps.named(again, step.name).run()
+            stored, computed = (store.read_netcdf(p) for p in (step.output, steps.named(again, step.name).output))
+            compared = [k for k in COMPARED if k in stored and k in computed]
+            out.append(Verified(tuple(key.split("/")), {k: _difference(computed[k], stored[k]) for k in compared},
+                                str(stored.attrs.get(steps.DEVICE, "")), str(computed.attrs.get(steps.DEVICE, "")),
+                                "re-swept"))
+    return out
+
+
+def _before(known: dict, step) -> list[str]:
+    """The names of the steps `step` comes after, directly or through others, in their order."""
+    found, todo = set(), list(step.after)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += list(known[name].after)
+    return [name for name in known if name in found]
+
+
+def _scratch(results: Path, scratch) -> Path:
+    """The scratch folder (default `<results>-verify`), created, and refused where it is `results`, lies inside it or
+    holds it."""
+    scratch = checks.folder(results.parent / f"{results.name}-verify" if scratch is None else scratch, "scratch",
+                            create=True)
+    here, there = results.resolve(), scratch.resolve()
+    if here == there or here in there.parents or there in here.parents:
+        where = "is" if here == there else "lies inside" if here in there.parents else "holds"
+        raise FragilityError(f"scratch {scratch} {where} the results folder {results}: the recomputed units "
+                             "would overwrite the stored ones they are compared with; choose a scratch folder apart "
+                             "from it (default: <results>-verify).")
+    return scratch
 
 
 def _weights(results: Path, unit: tuple) -> Path | None:

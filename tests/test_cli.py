@@ -120,12 +120,13 @@ def test_status_lists_study_units(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     table = lines[lines.index("") + 1:-2]
     assert "studies 1.5 min;" in lines[-1]
-    assert table[0].split() == ["study", "model", "dataset", "seed", "done"]
+    assert table[0].split() == ["study", "model", "dataset", "seed", "done", "steps", "done"]
     rows = [line.split() for line in table[1:-1]]
-    assert ["neurons", "smallcnn", "digits", "1", "yes"] in rows
-    assert ["neurons", "smallcnn", "digits", "0", "no"] in rows
-    assert sorted(r[1] for r in rows if r[0] == "depth") == ["smallcnn-d1", "smallcnn-d2"]
-    assert table[-1] == f"{len(rows)} study units: 1 done"
+    assert ["neurons", "smallcnn", "digits", "1", "yes", "-"] in rows  # a study without steps
+    assert ["neurons", "smallcnn", "digits", "0", "no", "-"] in rows
+    # each depth variant trained here: train, ε and sweep, none done yet
+    assert sorted((r[1], r[-1]) for r in rows if r[0] == "depth") == [("smallcnn-d1", "0/3"), ("smallcnn-d2", "0/3")]
+    assert table[-1] == f"{len(rows)} study units: 1 done; 6 of their steps: 0 done"
 
 
 def test_status_names_a_corrupt_file(tmp_path, capsys):

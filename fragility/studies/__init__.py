@@ -10,6 +10,10 @@ atomically and skipped when present, so an interrupted run resumes; `open_study`
 records the hash of what determines it (`base.settings_hash`): `stored` validates a profile's stored units against
 it, so that a unit computed with other settings is never taken as done, and `open_study` never combines units of
 different settings.
+
+A study may split a unit's work into steps (`Study.steps`, fragility.steps): named pieces, each writing one file
+under results/<profile>/studies/<study>/runs/<label>__<dataset>__seed<seed>/, that `fragility run` plans as tasks of
+their own (seen by `fragility status`, run in parallel with `--workers`); the unit then only reads their outputs.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import checks, data
+from .. import steps
 from ..errors import FragilityError
 from .. import study as base
 from . import batchnorm, conventions, depth, neurons, removal, selective  # noqa: F401 (each registers itself)
@@ -76,13 +80,13 @@ def needed_runs(profile, results: Path) -> set[tuple]:
 
 def run_unit(profile, results: Path, name: str, unit: base.Unit, data_dir=None, device="cpu", progress=True,
              cache: dict | None = None) -> Path:
-    """Compute one study unit and store it atomically (nothing is written if it fails)."""
-    settings = profile.studies[name]
-    ctx = base.Context(name, profile, Path(results), unit, settings, checks.device(device), progress,
-                       data.data_root(data_dir), {} if cache is None else cache)
+    """Compute one study unit — first whatever of its steps (fragility.steps) is missing, in order — and store it
+    atomically (nothing is written if it fails); it records the seconds of its steps and its own."""
+    ctx = steps.context(profile, results, name, unit, data_dir, device, progress, cache)
+    before = steps.complete(ctx)
     ds, seconds = base.timed(REGISTRY[name].run, ctx)
     path = study_path(results, name, *unit.key)
-    base.write(ds, path, name, unit, profile, settings, seconds, ctx.device)
+    base.write(ds, path, name, unit, profile, ctx.settings, before + seconds, ctx.device)
     return path
 
 

@@ -13,13 +13,18 @@ from ρ at the other checkpoints. This study sweeps chosen checkpoints again und
 
 One unit per (model, dataset, seed) holds accuracy(reading, epoch, layer, filter, alpha, input) like response units;
 `scores(..., rule="simpson", scaling="first")` on the adaptive sweeps gives the code's reading beside the paper's.
+Each sweep is a step of its unit (fragility.steps), `sweep/<reading>/<epoch>`: a task of its own, kept as
+<reading>-epoch<EEE>.nc under the unit's folder.
 """
 from __future__ import annotations
+
+import time
+from functools import partial
 
 import numpy as np
 import xarray as xr
 
-from .. import chapters, checks, store
+from .. import chapters, checks, steps, store
 from ..engine import sweep
 from ..errors import FragilityError
 from ..filters import FILTERS
@@ -49,29 +54,50 @@ def chosen(value, epochs) -> list[int]:
     return list(value)
 
 
-def _run(ctx: base.Context) -> xr.Dataset:
+def _part(ctx, reading: str, epoch: int):
+    return ctx.folder(f"{reading}-epoch{epoch:03d}.nc")
+
+
+def _steps(ctx) -> list[steps.Step]:
+    """One step per reading and checkpoint it sweeps, `sweep/<reading>/<epoch>`, writing <reading>-epoch<EEE>.nc
+    under the unit's folder (a part written before the steps records no settings: it is taken as it is)."""
+    return [steps.Step(f"sweep/{reading}/{epoch}", _part(ctx, reading, epoch), partial(_sweep, ctx, reading, epoch),
+                       recorded=partial(steps.checked, ctx, _part(ctx, reading, epoch), False))
+            for reading in ctx.settings["readings"] for epoch in _checkpoints(ctx, reading)]
+
+
+def _sweep(ctx, reading: str, epoch: int) -> None:
+    """Sweep the profile's checkpoint at `epoch` under `reading` and store it; where no ε meets constraint 3 at that
+    checkpoint (the `epsilon` reading), store that instead: an empty part whose `skipped` attribute says why."""
     s, (x, y), profile = ctx.settings, ctx.test, ctx.profile
+    options = {"attack": profile.adversary(), "crafted": "fixed", "epsilon": float(ctx.responses(epoch)["epsilon"]),
+               **READINGS[reading]}
+    start = time.perf_counter()
+    try:
+        ds = sweep(ctx.network(epoch), x, y, A=s["A"] or profile.A, filters=tuple(s["filters"]), ratio=profile.ratio,
+                   batch_size=profile.batch_size, device=ctx.device, progress=ctx.progress, image=ctx.image,
+                   **options)
+    except FragilityError as err:
+        if reading != "epsilon":
+            raise
+        ds = xr.Dataset(attrs={"skipped": f"epoch {epoch}: {err}"})  # no ε meets constraint 3 at this checkpoint
+    else:
+        ds = ds[list(VARIABLES)].expand_dims(reading=[reading], epoch=[epoch])
+    steps.write_netcdf(ctx, ds, _part(ctx, reading, epoch), time.perf_counter() - start)
+
+
+def _run(ctx: base.Context) -> xr.Dataset:
+    """The unit: its steps' sweeps combined (those of the `epsilon` reading that no ε allowed named in the attribute
+    `epsilon_skipped`)."""
     parts, skipped = [], []
-    for reading in s["readings"]:
-        for epoch in _checkpoints(ctx, reading):
-            part = ctx.folder(f"{reading}-epoch{epoch:03d}.nc")  # each sweep is kept, so an interrupted unit resumes
-            if part.is_file():
-                parts.append(store.read_netcdf(part))
-                continue
-            options = {"attack": profile.adversary(), "crafted": "fixed",
-                       "epsilon": float(ctx.responses(epoch)["epsilon"]), **READINGS[reading]}
-            try:
-                ds = sweep(ctx.network(epoch), x, y, A=s["A"] or profile.A, filters=tuple(s["filters"]),
-                           ratio=profile.ratio, batch_size=profile.batch_size, device=ctx.device,
-                           progress=ctx.progress, image=ctx.image, **options)
-            except FragilityError as err:
-                if reading != "epsilon":
-                    raise
-                skipped.append(f"epoch {epoch}: {err}")  # no ε meets constraint 3 at this checkpoint
-                continue
-            ds = ds[list(VARIABLES)].expand_dims(reading=[reading], epoch=[epoch])
-            store.write_netcdf(ds, part)
-            parts.append(ds)
+    for step in _steps(ctx):
+        part = steps.read_netcdf(ctx, step.output, required=False)
+        if part.data_vars:
+            parts.append(part)
+        elif "skipped" in part.attrs:
+            skipped.append(str(part.attrs["skipped"]))
+        else:
+            raise FragilityError(f"{step.output} holds no sweep and no reason why: {store.MOVE}.")
     out = xr.combine_by_coords(parts, combine_attrs="drop_conflicts")
     out.attrs["epsilon_skipped"] = "; ".join(skipped)
     return out
@@ -217,7 +243,7 @@ STUDY = base.register(base.Study(
               "readings": base.Setting(dict.fromkeys(READINGS), checks.Rule(
                   lambda v: isinstance(v, dict) and len(v) > 0, f"a mapping of readings ({', '.join(READINGS)}) to "
                                                                "the checkpoints each sweeps"))},
-    units=_units, run=_run, variables=VARIABLES,
+    units=_units, run=_run, steps=_steps, variables=VARIABLES,
     parameters=("model", "dataset"), figure=figure, summary=summary, validate=_validate, needs_responses=True))
 chapters.register(chapters.Chapter("study_conventions", figure, summary, study="conventions",
                                    paper=dict(model="resnet18")))

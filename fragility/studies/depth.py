@@ -6,17 +6,22 @@ or smallcnn at 1, 2, 4 blocks). External stress: FGSM of magnitude ε and Gaussi
 one magnitude grid in normalized input units (a sign step of size m and N(0, m²) noise add the same expected energy
 m² per input value). Internal stress: each variant's sweep with an ε that satisfies constraint 3 for that network
 (searched per variant, as the profile's ε is per model), summarized by its global and per-layer scores.
+
+A variant trained here is three steps of its unit (fragility.steps), each a task of its own: `train` (its checkpoints
+under the unit's folder), `epsilon` (epsilon.json) and `sweep` (sweep.nc); the unit reads them.
 """
 from __future__ import annotations
 
 import re
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 from scipy.stats import spearmanr
 
-from .. import chapters, checks, data, training, uncertainty
+from .. import chapters, checks, data, steps, store, training, uncertainty
 from ..attacks import as_attack, epsilon_correct, search_epsilon
 from ..engine import filterable_layers, sweep
 from ..errors import FragilityError
@@ -131,27 +136,98 @@ def _validate(settings, profile):
                              "studies.depth.epochs to train its networks for those seeds.")
 
 
-def _run(ctx: base.Context) -> xr.Dataset:
-    s, (x, y) = ctx.settings, ctx.test
+def _blocks(label: str) -> int:
+    """The number of blocks of a smallcnn variant (smallcnn-d4: 4); 2, smallcnn's default, for any other label."""
+    return int(re.fullmatch(r"smallcnn-d(\d+)", label)[1]) if label.startswith("smallcnn-d") else 2
+
+
+def _config(ctx: base.Context) -> training.TrainConfig:
+    """The training run of a variant the profile does not provide, under the profile's protocol."""
+    s, profile = ctx.settings, ctx.profile
     label, dataset, seed = ctx.unit.key
-    blocks = int(re.fullmatch(r"smallcnn-d(\d+)", label)[1]) if label.startswith("smallcnn-d") else 2
+    meta, epochs = data.info(dataset), s["epochs"] or profile.grid(profile.models[0]).epochs[-1]
+    return training.TrainConfig(ctx.unit.model, dataset, seed, epochs=epochs, every=epochs,
+                                batch_size=profile.train_batch_size, lr=profile.lr, channels=meta.channels,
+                                classes=meta.classes, depth=_blocks(label), threads=profile.threads)
+
+
+def _checkpoint(ctx: base.Context) -> Path:
+    config = _config(ctx)
+    return training.checkpoint_path(ctx.folder(), config.model, config.dataset, config.seed, config.epochs)
+
+
+def _steps(ctx: base.Context) -> list[steps.Step]:
+    """A variant the profile provides (its checkpoint and sweep) has none; another one is trained (`train`: its last
+    checkpoint), its ε searched (`epsilon`: epsilon.json) and swept (`sweep`: sweep.nc), under the unit's folder."""
+    if ctx.unit.needs:
+        return []
+    return [steps.Step("train", _checkpoint(ctx), partial(_train, ctx), recorded=partial(_trained, ctx)),
+            steps.Step("epsilon", ctx.folder("epsilon.json"), partial(_search, ctx), ("train",),
+                       partial(steps.checked, ctx, ctx.folder("epsilon.json"))),
+            steps.Step("sweep", ctx.folder("sweep.nc"), partial(_sweep, ctx), ("epsilon",),
+                       partial(steps.checked, ctx, ctx.folder("sweep.nc")))]
+
+
+def _train(ctx: base.Context) -> None:
+    training.train(_config(ctx), *ctx.sets(), ctx.folder(), progress=ctx.progress, device=ctx.device)
+
+
+def _trained(ctx: base.Context, found: dict | None = None) -> float:
+    """The seconds the variant's last checkpoint (or its entries `found`) records; one FragilityError if it was
+    trained otherwise."""
+    path = _checkpoint(ctx)
+    found = training.read_checkpoint(path) if found is None else found
+    if found.get("config_hash") != training.config_hash(_config(ctx)) or found.get("freeze") or found.get(
+            "start_epoch") is not None:
+        raise FragilityError(f"{path} holds a checkpoint of another run (config {found.get('config')}) than the "
+                             f"depth study's variant {ctx.unit.key[0]}: {store.MOVE}.")
+    return float(found.get("seconds", 0.0))
+
+
+def _network(ctx: base.Context):
+    """The variant's network, trained here (step `train`), in eval mode."""
+    net, found = training.load_checkpoint(_checkpoint(ctx), ctx.device)
+    _trained(ctx, found)
+    return net
+
+
+def _search(ctx: base.Context) -> None:
+    (x, y), profile = ctx.test, ctx.profile
+    epsilon, seconds = base.timed(search_epsilon, _network(ctx), x, y, ratio=profile.ratio,
+                                  batch_size=profile.batch_size, attack=profile.adversary())
+    steps.write_json(ctx, {"epsilon": float(epsilon)}, ctx.folder("epsilon.json"), seconds)
+
+
+def _epsilon(ctx: base.Context) -> float:
+    """The variant's ε (step `epsilon`), checked."""
+    path = ctx.folder("epsilon.json")
+    try:
+        epsilon = float(steps.read_json(ctx, path)["epsilon"])
+    except (KeyError, TypeError, ValueError):
+        epsilon = None
+    if epsilon is None or not np.isfinite(epsilon) or epsilon < 0:
+        raise FragilityError(f"{path} is not a readable ε record: {store.MOVE}.")
+    return epsilon
+
+
+def _sweep(ctx: base.Context) -> None:
+    s, (x, y), profile = ctx.settings, ctx.test, ctx.profile
+    found, seconds = base.timed(sweep, _network(ctx), x, y, A=s["A"] or profile.A, filters=("h1",),
+                                layers=None if s["local"] else [], epsilon=_epsilon(ctx), attack=profile.adversary(),
+                                batch_size=profile.batch_size, device=ctx.device, progress=ctx.progress)
+    steps.write_netcdf(ctx, found, ctx.folder("sweep.nc"), seconds)
+
+
+def _run(ctx: base.Context) -> xr.Dataset:
+    """The unit from the profile's checkpoint and sweep of the variant, or from its own steps' outputs."""
+    s, (x, y) = ctx.settings, ctx.test
     if ctx.unit.needs:  # the profile's own checkpoint and sweep
         net, sweep_ds = ctx.network(model=ctx.unit.model), ctx.responses(model=ctx.unit.model)
     else:
-        meta, profile = data.info(dataset), ctx.profile
-        epochs = s["epochs"] or profile.grid(profile.models[0]).epochs[-1]
-        config = training.TrainConfig(ctx.unit.model, dataset, seed, epochs=epochs, every=epochs,
-                                      batch_size=profile.train_batch_size, lr=profile.lr, channels=meta.channels,
-                                      classes=meta.classes, depth=blocks, threads=profile.threads)
-        path = training.train(config, *ctx.sets(), ctx.folder(), progress=ctx.progress, device=ctx.device)[-1]
-        net = training.load_checkpoint(path, ctx.device)[0]
-        epsilon = search_epsilon(net, x, y, ratio=profile.ratio, batch_size=profile.batch_size,
-                                 attack=profile.adversary())
-        sweep_ds = sweep(net, x, y, A=s["A"] or profile.A, filters=("h1",), layers=None if s["local"] else [],
-                         epsilon=epsilon, attack=profile.adversary(), batch_size=profile.batch_size,
-                         device=ctx.device, progress=ctx.progress)
+        net, sweep_ds = _network(ctx), steps.read_netcdf(ctx, ctx.folder("sweep.nc"))
     ds = depth_profile(net, x.to(ctx.device), y.to(ctx.device), magnitudes=s["magnitudes"], sweep_ds=sweep_ds,
-                       seed=seed, batch_size=ctx.profile.batch_size, attack=ctx.profile.adversary())
+                       seed=ctx.seed, batch_size=ctx.profile.batch_size, attack=ctx.profile.adversary())
+    blocks = _blocks(ctx.unit.key[0])
     return ds.assign_coords(depth=np.int64(blocks if ctx.unit.model == "smallcnn" else ds["n_layers"].item()))
 
 
@@ -353,6 +429,7 @@ STUDY = base.register(base.Study(
               "magnitudes": base.Setting([0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8],
                                          checks.items(checks.real(0), increasing=True)),
               "seeds": base.Setting(None, checks.items(checks.whole(0)))},
-    units=_units, run=_run, variables=("accuracy", "correct", "base_accuracy", "n_layers", "global_score"),
+    units=_units, run=_run, steps=_steps,
+    variables=("accuracy", "correct", "base_accuracy", "n_layers", "global_score"),
     parameters=("dataset", "seed"), figure=figure, summary=summary, claims=CLAIMS, validate=_validate))
 chapters.register(chapters.Chapter("study_depth", figure, summary, study="depth", claims=CLAIMS))
