@@ -56,6 +56,9 @@ class Step:
 def context(profile, results, name: str, unit: base.Unit, data_dir=None, device="cpu", progress=False,
             cache: dict | None = None) -> base.Context:
     """The context one unit of study `name` runs in (and declares its steps in)."""
+    if name not in profile.studies:
+        raise FragilityError(f"profile {profile.name} runs no study {name!r}: its studies are "
+                             f"{', '.join(profile.studies) or 'none'}.")
     return base.Context(name, profile, Path(results), unit, profile.studies[name], checks.device(device), progress,
                         data.data_root(data_dir), {} if cache is None else cache)
 

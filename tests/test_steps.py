@@ -398,3 +398,11 @@ def test_verify_re_sweeps_a_network_the_depth_study_trained(ran, tmp_path, capsy
 def test_verify_names_a_step_it_cannot_recompute(tmp_path, key, message):
     with pytest.raises(FragilityError, match=message):
         verification.verify_steps(profiles.parse_profile(PROFILE), [key], tmp_path / "R", tmp_path / "scratch")
+
+
+def test_a_step_of_a_study_the_profile_does_not_run_is_named(tally, tmp_path):
+    profile = toy()
+    [(_, unit)] = studies.units(profile)
+    with pytest.raises(FragilityError, match="profile tiny runs no study 'depth': its studies are tally"):
+        steps.run_step(profile, tmp_path, "depth", unit, "sweep")
+    assert not any(tmp_path.iterdir())
