@@ -168,7 +168,9 @@ def test_a_worker_killed_mid_unit_loses_nothing(sequential, held, tmp_path):
     lines = [line.split(" ", 1) for line in log.read_text().splitlines()]
     [held_unit] = [what[len("start "):] for pid, what in lines if pid == killed[0] and what.startswith("start")]
     starts = [pid for pid, what in lines if what == f"start {held_unit}"]
-    assert len(starts) == 2 and starts[0] == killed[0] != starts[1]  # killed mid-unit, then run again elsewhere
+    # killed mid-unit, then run again elsewhere (Dask runs a task at least once: under load the scheduler may start
+    # the rescheduled unit on more than one worker before it lands; only one of them writes, checked below)
+    assert len(starts) >= 2 and starts[0] == killed[0] and killed[0] not in starts[1:]
     writes = [what[len("wrote "):] for _, what in lines if what.startswith(f"wrote {results}")]
     assert sorted(writes) == sorted(set(writes))  # no file written twice ...
     assert set(writes) == {str(results / n) for n in listing(expected) if n.startswith(("responses", "studies"))}
