@@ -2,6 +2,10 @@
 values through the sweep, the store, the scores and labels, the report and the profile key; the default unchanged."""
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ from hypothesis import strategies as st
 
 import fragility as fr
 from conftest import TINY_RUN
-from fragility import FragilityError, metrics, models, profiles, store, uncertainty
+from fragility import FragilityError, metrics, models, pipeline, profiles, store, uncertainty
 from ownpkg.metrics import NLL, negative_nll, nll
 
 
@@ -115,6 +119,13 @@ def test_engine_equals_oracle_for_top_k_and_a_function(one_thread, attack, masks
         assert fast.attrs["metric"] == metric.name
         assert fast.attrs["metric_higher_is_better"] == int(metric.higher_is_better)
         assert json.loads(fast.attrs["metric_definition"])["function"].endswith(metric.function.__name__)
+
+
+def test_epsilon_is_searched_on_top_1_accuracy_whatever_the_metric(trained_cnn, digits, one_thread):
+    x, y = digits[2][:100], digits[3][:100]
+    options = dict(A=1, layers=[], epsilon="auto", batch_size=100, progress=False)
+    found = {float(fr.sweep(trained_cnn, x, y, metric=m, **options).epsilon) for m in ("accuracy", "top3", NLL)}
+    assert found == {fr.search_epsilon(trained_cnn, x, y, batch_size=100)}
 
 
 def test_other_metrics_stored_under_their_own_names(one_thread, tmp_path):
@@ -362,3 +373,43 @@ def test_registering_a_metric_kind():
     with pytest.raises(FragilityError, match="already registered"):
         metrics.register_metric("topk")(type("Other", (fr.Metric,), {}))
     assert metrics.as_metric("topk") == fr.TopK(5) and metrics.as_metric(None) == fr.Accuracy()
+
+
+# Through the pipeline and the command line.
+
+@pytest.mark.slow
+def test_a_profile_with_a_loss_runs_end_to_end(tmp_path):
+    """`fragility run` with a loss of one's own: units hold it under its name, the report reads it, verify agrees."""
+    raw = {**TINY_RUN, "name": "loss", "models": ["smallcnn"], "seeds": [0], "epochs": [1], "studies": None,
+           "n_test": 60, "A": 2, "metric": {"function": "ownpkg.metrics:nll", "name": "nll",
+                                             "higher_is_better": False}}
+    text = tmp_path / "loss.yaml"
+    text.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in raw.items()))
+    results = tmp_path / "results"
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "fragility.cli", *args], capture_output=True, text=True, env=env,
+                              cwd=tmp_path)
+
+    done = cli("run", "--profile", str(text), "--results", str(results), "--quiet")
+    assert done.returncode == 0, done.stderr
+    unit = store.read_unit(store.unit_path(results, "smallcnn", "digits", 0, 1))
+    assert {"nll", "base_nll", "nll_per_image", "base_nll_per_image"} <= set(unit.data_vars)
+    assert unit.attrs["metric"] == "nll" and unit.attrs["metric_higher_is_better"] == 0
+    profile = profiles.load_profile(text)
+    assert unit.attrs["sweep_hash"] == profile.sweep_hash and not pipeline.plan(profile, results)
+    # ε was searched once (on top-1 accuracy) and recorded; the attack raises the loss
+    assert pipeline.stored_epsilon(profile, results, "smallcnn", "digits") == float(unit.epsilon)
+    assert float(unit.base_nll.sel(input="adversarial")) > float(unit.base_nll.sel(input="clean"))
+    rep = fr.report(results, samples=10)
+    assert rep.attrs["metric"] == "nll" and set(rep.label) <= {"Fr", "Ro", "Af"} and len(rep) == 3 * unit.sizes["layer"]
+    table = cli("report", "--results", str(results))
+    assert table.returncode == 0 and "smallcnn" in table.stdout, table.stderr
+    again = cli("verify", "--profile", str(text), "--results", str(results), "--scratch", str(tmp_path / "scratch"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    (tmp_path / "bad.yaml").write_text(text.read_text().replace('"higher_is_better": false', '"higher_is_better": 0'))
+    bad = cli("status", "--profile", str(tmp_path / "bad.yaml"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "higher_is_better" in bad.stderr

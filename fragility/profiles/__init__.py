@@ -17,6 +17,9 @@ pattern (`layers`, `fragility.layers`)::
     datasets:
       mydata: {factory: "mypackage.data:load", classes: 10}
     layers: {types: [Conv1d, Linear], exclude: "*.downsample.*"}
+
+The response is top-1 accuracy unless `metric` names another (`fragility.metrics`): ``metric: {name: topk, k: 5}``,
+or a function of one's own, ``metric: {function: "mypackage.metrics:nll", name: nll, higher_is_better: false}``.
 """
 from __future__ import annotations
 
