@@ -9,6 +9,7 @@ from .attacks import ATTACKS, FGSM, PGD, Attack, fgsm, largest_epsilon, register
 from .engine import sweep
 from .errors import FragilityError
 from .filters import FILTERS, synaptic_mask
+from .metrics import METRICS, Accuracy, FunctionMetric, Metric, TopK, as_metric, metric, register_metric
 from .naive import sweep_naive
 from .report import Report, report
 from .scores import baseline, characterize, combined, display_normalize, scaled, scores
@@ -18,8 +19,9 @@ from .studies import open_study
 from .verdicts import claims
 
 __all__ = [
-    "ATTACKS", "Attack", "FGSM", "FILTERS", "FragilityError", "PGD", "Report", "STRESSES", "Stress", "baseline",
-    "characterize", "claims", "combined", "display_normalize", "fgsm", "largest_epsilon", "layer_order",
-    "open_results", "open_study", "register_attack", "register_stress", "report", "scaled", "scores", "search_epsilon",
-    "sweep", "sweep_naive", "synaptic_mask",
+    "ATTACKS", "Accuracy", "Attack", "FGSM", "FILTERS", "FragilityError", "FunctionMetric", "METRICS", "Metric", "PGD",
+    "Report", "STRESSES", "Stress", "TopK", "as_metric", "baseline", "characterize", "claims", "combined",
+    "display_normalize", "fgsm", "largest_epsilon", "layer_order", "metric", "open_results", "open_study",
+    "register_attack", "register_metric", "register_stress", "report", "scaled", "scores", "search_epsilon", "sweep",
+    "sweep_naive", "synaptic_mask",
 ]

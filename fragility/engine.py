@@ -44,34 +44,37 @@ def channels_last(plan: Plan) -> Plan:
 
 
 def base_correct(plan: Plan) -> np.ndarray:
-    """Which examples the unperturbed network classifies correctly, clean and adversarial (adversary: f(x, θ)):
-    booleans (input, example)."""
+    """The unperturbed network's per-example metric (top-1: which examples it classifies correctly, booleans), clean
+    and adversarial (adversary: f(x, θ)): (input, example)."""
     x_adv = plan.x_adv if plan.x_adv is not None else plan.attack(plan.model, plan.x, plan.y,
                                                                   batch_size=plan.batch_size)
     with torch.no_grad(), plan.autocast():
-        return np.stack([torch.cat([plan.model(xb).argmax(1) == yb for xb, yb in
-                                    zip(inp.split(plan.batch_size), plan.y.split(plan.batch_size))]).cpu().numpy()
+        return np.stack([np.concatenate([plan.metric.per_example(plan.model(xb), yb) for xb, yb in
+                                         zip(inp.split(plan.batch_size), plan.y.split(plan.batch_size))])
                          for inp in (plan.x, x_adv)])
 
 
 def to_dataset(plan: Plan, correct: np.ndarray, n_filtered: np.ndarray, base: np.ndarray, engine: str) -> xr.Dataset:
-    """The sweep's Dataset from which examples are classified correctly, booleans (unit, filter, alpha, input,
-    example) and, unperturbed, (input, example), and the filtered counts (unit, filter, alpha)."""
-    units, A, n = plan.units, plan.A, len(plan.y)
+    """The sweep's Dataset from the per-example metric (top-1: which examples are classified correctly, booleans)
+    (unit, filter, alpha, input, example) and, unperturbed, (input, example), and the filtered counts (unit, filter,
+    alpha). The response is stored under the metric's names (`fragility.metrics`: accuracy, base_accuracy, correct
+    and base_correct for top-1 accuracy)."""
+    units, A, n, metric = plan.units, plan.A, len(plan.y), plan.metric
+    names = metric.variables
     thr = np.array([[s.thresholds(A, *plan.range(unit)).numpy() for s in plan.stresses] for unit in units])
     coords = {"layer": units, "filter": list(plan.filters), "alpha": np.arange(A + 1) / A, "input": list(INPUTS),
               "image": plan.image}
     ds = xr.Dataset(
         {
-            "accuracy": (("layer", "filter", "alpha", "input"), correct.sum(-1) / n),
+            names["accuracy"]: (("layer", "filter", "alpha", "input"), metric.mean(correct)),
             "n_filtered": (("layer", "filter", "alpha"), n_filtered),
             "n_params": (("layer",), np.array([plan.n_params(u) for u in units], dtype=np.int64)),
             "threshold": (("layer", "filter", "alpha"), thr),
-            "base_accuracy": (("input",), base.sum(-1) / n),
+            names["base_accuracy"]: (("input",), metric.mean(base)),
             "epsilon": ((), plan.epsilon),
             "chance": ((), plan.chance),
-            "correct": (("layer", "filter", "alpha", "input", "image"), correct),
-            "base_correct": (("input", "image"), base),
+            names["correct"]: (("layer", "filter", "alpha", "input", "image"), correct),
+            names["base_correct"]: (("input", "image"), base),
         },
         coords=coords,
         attrs={"A": A, "attack": plan.crafted, "ratio": plan.ratio, "n_test": n, "precision": plan.precision,
@@ -79,26 +82,34 @@ def to_dataset(plan: Plan, correct: np.ndarray, n_filtered: np.ndarray, base: np
                "engine": engine, "crafted": plan.crafted, "attack_name": plan.attack.name,
                "attack_parameters": json.dumps(plan.attack.parameters, sort_keys=True),
                "stress_parameters": json.dumps({s.name: s.parameters for s in plan.stresses}, sort_keys=True),
-               **provenance()},
+               **metric.attrs, **provenance()},
     )
-    ds["accuracy"].attrs["long_name"] = "accuracy β of the filtered network"
+    if names["accuracy"] == "accuracy":
+        ds["accuracy"].attrs["long_name"] = "accuracy β of the filtered network"
+        ds["chance"].attrs["long_name"] = "chance accuracy max(1/K, share of the most frequent test label)"
+        ds["correct"].attrs["long_name"] = "example classified correctly by the filtered network"
+        ds["base_correct"].attrs["long_name"] = "example classified correctly by the unperturbed network"
+    else:
+        better = "higher" if metric.higher_is_better else "lower"
+        ds[names["accuracy"]].attrs["long_name"] = (f"metric {metric.name} (β, {better} is better) of the filtered "
+                                                    "network")
+        ds["chance"].attrs["long_name"] = f"chance level of metric {metric.name} (NaN: none)"
+        ds[names["correct"]].attrs["long_name"] = f"metric {metric.name} of each example, filtered network"
+        ds[names["base_correct"]].attrs["long_name"] = f"metric {metric.name} of each example, unperturbed network"
     ds["epsilon"].attrs["long_name"] = f"{plan.attack.label} magnitude ε (normalized input units)"
-    ds["chance"].attrs["long_name"] = "chance accuracy max(1/K, share of the most frequent test label)"
-    ds["correct"].attrs["long_name"] = "example classified correctly by the filtered network"
-    ds["base_correct"].attrs["long_name"] = "example classified correctly by the unperturbed network"
     ds["image"].attrs["long_name"] = "index of the example in its test set"
     return ds
 
 
 class Cells:
-    """Which examples the network classifies correctly in each cell (a stress at an index) of one unit, each
-    distinct stressed network evaluated once: cells a stress leaves unchanged are the base, and removal stresses'
-    cells with equal masks share one evaluation (a hash of the masks)."""
+    """The per-example metric (top-1: which examples the network classifies correctly) in each cell (a stress at an
+    index) of one unit, each distinct stressed network evaluated once: cells a stress leaves unchanged are the base,
+    and removal stresses' cells with equal masks share one evaluation (a hash of the masks)."""
 
     def __init__(self, plan: Plan, unit: str, cells: list[tuple[Stress, int]], base: np.ndarray):
         self.plan, self.unit = plan, unit
         self.groups: list[tuple[Stress, int, list[int]]] = []  # (stress, i) evaluated → the cells it stands for
-        self.result = np.zeros((len(cells),) + base.shape, dtype=bool)
+        self.result = np.zeros((len(cells),) + base.shape, dtype=base.dtype)
         self.n_filtered = np.zeros(len(cells), dtype=np.int64)
         seen: dict[bytes, int] = {}
         weights = plan.unit(unit)
@@ -122,7 +133,7 @@ class Cells:
         return self.plan.expand(stress.weights(self.plan.unit(self.unit), i, self.plan.A))
 
     def add(self, k: int, hits: np.ndarray) -> None:
-        """Group k's correct examples (input, example) for every cell it stands for."""
+        """Group k's per-example metric (input, example) for every cell it stands for."""
         for c in self.groups[k][2]:
             self.result[c] = hits
 
@@ -130,8 +141,9 @@ class Cells:
 def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=None, include_global: bool = True,
           epsilon="auto", attack="fixed", crafted=None, ratio: float = 0.5, batch_size: int = 500, device=None,
           precision: str = "float32", progress: bool = True, masks_per_pass="auto", batchnorm: str = "running",
-          image=None) -> xr.Dataset:
-    """Accuracy of the network under every internal stress, threshold and layer, clean and adversarial (Eq. 7–12).
+          image=None, metric="accuracy") -> xr.Dataset:
+    """Accuracy (or another metric) of the network under every internal stress, threshold and layer, clean and
+    adversarial (Eq. 7–12).
 
     Args:
         model: the trained network (evaluated in eval() mode; given back exactly as it was).
@@ -162,13 +174,21 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
             evaluated batch — clean and adversarial apart — normalized by its own statistics, as a network left in
             training mode does; the running statistics stay as they were). One mask per pass under "batch".
         image: the examples' indices in their test set (default 0 … n − 1), the `image` coordinate.
+        metric: the response β, the mean over the test examples of a per-example metric (`fragility.metrics`):
+            "accuracy" (top-1, the paper, the default), `fr.TopK(k)` or "top<k>", a function of one's own made by
+            `fr.metric(fn, name=..., higher_is_better=...)`, a registered kind's name or an import path naming a
+            metric. The ε search (constraint 3: adversarial accuracy ≈ ρ × clean accuracy) stays defined by top-1
+            accuracy whatever the metric: the attack is about misclassification.
 
     Returns:
         accuracy(layer, filter, alpha, input), n_filtered, n_params, threshold, base_accuracy(input), epsilon,
         chance (max(1/K, the share of the most frequent label)), and per example correct(layer, filter, alpha,
         input, image) and base_correct(input, image) (for intervals over test images); attributes record A, `attack`
         (when the inputs are crafted, as `crafted`), the attack's name and parameters, the stresses' parameters, ρ,
-        the test-set size, the precision, K, the BatchNorm reading and the provenance.
+        the test-set size, the precision, K, the BatchNorm reading and the provenance. Under another metric the
+        response is <name>, base_<name>, <name>_per_image and base_<name>_per_image (`top5`, `base_top5`, …), chance
+        is the metric's chance level (NaN: none), and the attributes `metric`, `metric_higher_is_better` and
+        `metric_definition` record it.
 
     Raises:
         FragilityError: any bad argument, non-finite inputs, labels out of range, NaN/Inf or all-zero weights, an
@@ -178,12 +198,14 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
         >>> ds = fr.sweep(model, x_test, y_test, A=25, epsilon="auto")
         >>> ds.accuracy.sel(layer="conv1", filter="h1", input="clean")
         >>> fr.sweep(model, x_test, y_test, attack=fr.PGD(0.1, steps=10), crafted="adaptive")
+        >>> fr.sweep(model, x_test, y_test, metric=fr.TopK(5)).top5.sel(layer="conv1", filter="h1")
     """
     with preserved(model), batchnorm_statistics(model, batchnorm), tf32(precision == "tf32"):
         plan = channels_last(prepare(model, x, y, A=A, filters=filters, layers=layers, include_global=include_global,
                                      epsilon=epsilon, attack=attack, crafted=crafted, ratio=ratio,
                                      batch_size=batch_size, device=device, precision=precision, progress=progress,
-                                     masks_per_pass=masks_per_pass, batchnorm=batchnorm, image=image))
+                                     masks_per_pass=masks_per_pass, batchnorm=batchnorm, image=image,
+                                     metric=metric))
         base = base_correct(plan)
         graph = _trace(plan.model)
         cells = [(s, i) for s in plan.stresses for i in range(plan.A + 1)]

@@ -1,6 +1,7 @@
 """The oracle: the plain per-threshold loop (copy the model, load the stressed weights, evaluate everything).
 
-Slow on purpose and obviously right; `fragility.sweep` must give the same accuracies.
+Slow on purpose and obviously right; `fragility.sweep` must give the same accuracies (or the same values of any other
+metric, `fragility.metrics`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def sweep_naive(model, x, y=None, **options) -> xr.Dataset:
         plan.masks_per_pass = 1
         base = base_correct(plan)
         shape = (len(plan.units), len(plan.stresses), plan.A + 1)
-        correct, n_filtered = np.zeros(shape + base.shape, dtype=bool), np.zeros(shape, dtype=np.int64)
+        correct, n_filtered = np.zeros(shape + base.shape, dtype=base.dtype), np.zeros(shape, dtype=np.int64)
         cells = [(u, f, i) for u in range(shape[0]) for f in range(shape[1]) for i in range(shape[2])]
         for u, f, i in tqdm(cells, desc="oracle", disable=not plan.progress):
             unit, stress = plan.unit(plan.units[u]), plan.stresses[f]
@@ -39,6 +40,6 @@ def sweep_naive(model, x, y=None, **options) -> xr.Dataset:
                     ab = plan.attack(filtered, xb, yb, batch_size=len(xb), start=start)
                 with torch.no_grad(), plan.autocast():
                     for j, inp in enumerate((xb, ab)):
-                        correct[u, f, i, j, start:start + len(yb)] = (filtered(inp).argmax(1) == yb).cpu().numpy()
+                        correct[u, f, i, j, start:start + len(yb)] = plan.metric.per_example(filtered(inp), yb)
                 start += len(yb)
         return to_dataset(plan, correct, n_filtered, base, "oracle")

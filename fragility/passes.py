@@ -196,18 +196,19 @@ class _Net:
         return self.downstream(weights, self.upstream(x), k)
 
 
-def _hits(logits: torch.Tensor, y: torch.Tensor, k: int) -> np.ndarray:
-    """Which examples are classified correctly, booleans (k, parts, len(y)), from mask-major logits
-    (k · parts · len(y), classes) of inputs stacked in parts."""
-    return (logits.argmax(-1).view(k, -1, len(y)) == y).cpu().numpy()
+def _hits(plan: Plan, logits: torch.Tensor, y: torch.Tensor, k: int) -> np.ndarray:
+    """The per-example metric (top-1: which examples are classified correctly, booleans), (k, parts, len(y)), from
+    mask-major logits (k · parts · len(y), classes) of inputs stacked in parts."""
+    return plan.metric.per_example(logits, y.repeat(len(logits) // len(y))).reshape(k, -1, len(y))
 
 
 def _count(plan: Plan, net: _Net, weight_sets: list, k: int, batches, bar=None,
            clean_only: bool = False) -> np.ndarray:
-    """Which examples each weight set's network classifies correctly, booleans (len(weight_sets), inputs,
-    examples) over `batches`, masks in chunks of at most k per pass. Clean and fixed adversarial inputs share a
-    pass, except under batch statistics (`plan.batchnorm == "batch"`), where each is a batch of its own."""
-    correct = np.zeros((len(weight_sets), 1 if clean_only else 2, len(plan.y)), dtype=bool)
+    """Each weight set's network's per-example metric (top-1: which examples it classifies correctly, booleans),
+    (len(weight_sets), inputs, examples) over `batches`, masks in chunks of at most k per pass. Clean and fixed
+    adversarial inputs share a pass, except under batch statistics (`plan.batchnorm == "batch"`), where each is a
+    batch of its own."""
+    correct = np.zeros((len(weight_sets), 1 if clean_only else 2, len(plan.y)), dtype=plan.metric.dtype)
     if not weight_sets:
         return correct
     chunks = np.array_split(np.arange(len(weight_sets)), -(-len(weight_sets) // k))  # sizes k or k − 1, largest first
@@ -228,7 +229,8 @@ def _count(plan: Plan, net: _Net, weight_sets: list, k: int, batches, bar=None,
                 weights = {n: torch.stack([s[n] for s in sets]) for n in sets[0]} if len(idx) > 1 else sets[0]
                 if fixed:
                     correct[idx, :, part] = np.concatenate(
-                        [_hits(net.downstream(weights, f, len(idx), shared=True), yb, len(idx)) for f in frontiers],
+                        [_hits(plan, net.downstream(weights, f, len(idx), shared=True), yb, len(idx))
+                         for f in frontiers],
                         axis=1)
                 else:
                     correct[idx, :, part] = _adaptive(plan, net, weights, xb, yb, frontier, len(idx), part.start)
@@ -252,9 +254,10 @@ def _frontier_vjp(net: _Net, x: torch.Tensor) -> tuple:
 
 def _adaptive(plan: Plan, net: _Net, weights: dict, x: torch.Tensor, y: torch.Tensor, frontier: tuple | None,
               k: int, start: int) -> np.ndarray:
-    """Which examples are classified correctly, booleans (k, 2, len(y)), on clean inputs and on the attack's inputs
-    crafted against each of the k masked networks (`plan.attack.perturb`, one forward and one backward per gradient
-    it asks for); `start` is the batch's first example's number in the test set."""
+    """The per-example metric (top-1: which examples are classified correctly, booleans), (k, 2, len(y)), on clean
+    inputs and on the attack's inputs crafted against each of the k masked networks (`plan.attack.perturb`, one
+    forward and one backward per gradient it asks for); `start` is the batch's first example's number in the test
+    set."""
     xs, ys, found = _repeat(x, k), _repeat(y, k), []
 
     def loss(inputs, forward):
@@ -275,7 +278,7 @@ def _adaptive(plan: Plan, net: _Net, weights: dict, x: torch.Tensor, y: torch.Te
 
     adversarial = net(weights, plan.attack.perturb(gradient, xs, _repeat(torch.arange(start, start + len(y)), k)), k)
     clean = found[0] if found else net.downstream(weights, frontier[0]) if k == 1 else net(weights, xs, k)
-    return np.concatenate([_hits(clean, y, k), _hits(adversarial, y, k)], axis=1)
+    return np.concatenate([_hits(plan, clean, y, k), _hits(plan, adversarial, y, k)], axis=1)
 
 
 def resolve(plan: Plan, graph: _Graph | None, unit: str, weight_sets: list, clean_only: bool = False) -> int:
@@ -303,7 +306,7 @@ def resolve(plan: Plan, graph: _Graph | None, unit: str, weight_sets: list, clea
 
 def evaluate(plan: Plan, graph: _Graph | None, unit: str, weight_sets: list, bar=None,
              clean_only: bool = False, masks_per_pass: int | None = None) -> tuple[np.ndarray, int]:
-    """Which examples each weight set's network classifies correctly (see `_count`) and the K it used. When the
+    """Each weight set's network's per-example metric (see `_count`) and the K it used. When the
     masks cannot share a pass: a warning, and K = 1 for this unit and, through `plan.masks_per_pass`, the ones
     after it."""
     net = _Net(plan.model, graph, plan.modules(unit))

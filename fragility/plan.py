@@ -22,6 +22,7 @@ from .attacks import ATTACKS, Attack, as_attack, search_epsilon
 from .errors import FragilityError
 from .filters import FILTERS
 from .layers import Layers, as_layers
+from .metrics import Accuracy, Metric, as_metric
 from .preserve import copy_inputs
 from .stresses import Stress, Weights, as_stresses, check_intervals, check_weights
 
@@ -94,6 +95,7 @@ class Plan:
     batchnorm: str = "running"
     classes: int = 0
     image: np.ndarray | None = None  # the test images' indices (a coordinate of the per-image results)
+    metric: Metric = field(default_factory=Accuracy)  # the response measured (fragility.metrics)
     _theta64: dict = field(default_factory=dict, init=False, repr=False)
     _units: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -150,9 +152,9 @@ class Plan:
 
     @property
     def chance(self) -> float:
-        """Chance accuracy c = max(1/K, the share of the most frequent label): the above-chance scaling's zero."""
-        share = float(torch.bincount(self.y.cpu(), minlength=self.classes).max()) / len(self.y)
-        return max(1 / self.classes, share)
+        """The metric's chance level, the above-chance scaling's zero: for top-1 accuracy c = max(1/K, the share of
+        the most frequent label); NaN for a metric without one."""
+        return self.metric.chance(self.y, self.classes)
 
     def batches(self):
         return zip(self.x.split(self.batch_size), self.y.split(self.batch_size),
@@ -227,16 +229,18 @@ def _parameters(model: nn.Module, found: list[str]) -> dict[str, list[str]]:
 def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=None, include_global: bool = True,
             epsilon="auto", attack="fixed", crafted=None, ratio: float = 0.5, batch_size: int = 500, device=None,
             precision: str = "float32", progress: bool = True, masks_per_pass="auto", batchnorm: str = "running",
-            image=None) -> Plan:
+            image=None, metric="accuracy") -> Plan:
     """Validate every argument of a sweep and compute what all units share (ε, fixed adversarial inputs).
 
     Call it inside `fragility.preserve.preserved(model)`: it puts the model in eval mode and gives it a hook that
     hands every call a copy of its inputs (so that a model that edits its input in place changes neither the
     caller's tensors nor the sweep's). The caller's model is not moved: a model on another device than `device` is
     copied there. Under `batchnorm="batch"` call it inside `batchnorm_statistics(model, "batch")`, so that the ε
-    search and the fixed adversarial inputs see the same network as the sweep.
+    search and the fixed adversarial inputs see the same network as the sweep. The metric is checked on the model's
+    first logits; the ε search stays defined by top-1 accuracy whatever the metric.
     """
     A = check_intervals(A)
+    metric = as_metric(metric)
     stresses = as_stresses(filters, "filters")
     attack, crafted = method(attack, crafted)
     precision = checks.require(precision, checks.one_of(PRECISIONS), "precision")
@@ -276,10 +280,13 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
     x, y = x.to(target, params[0].dtype), y.to(target)  # a float64 model gets float64 inputs
     found = filterable_layers(model, x[:2], selection)
     with torch.no_grad():
-        classes = model(x[:2]).shape[1]  # two examples: batch statistics need more than one
+        first = model(x[:2])  # two examples: batch statistics need more than one
+    classes = first.shape[1]
     if int(y.min()) < 0 or int(y.max()) >= classes:
         raise FragilityError(f"labels must lie in 0..{classes - 1} for this {classes}-class model, "
                              f"got {int(y.min())}..{int(y.max())}.")
+    with torch.no_grad():
+        metric.check(first, y[:2])
     if layers is None or selection is not None:
         layers = found
     else:
@@ -304,7 +311,7 @@ def prepare(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers
         check_weights(w, f"the weights of layer {p!r}")
     plan = Plan(model, x, y, layers, include_global, stresses, A, crafted, attack, ratio, batch_size, precision,
                 progress, weights=weights, aliases=aliases, masks_per_pass=masks_per_pass, batchnorm=batchnorm,
-                classes=int(classes), image=image)
+                classes=int(classes), image=image, metric=metric)
     if epsilon == "auto":
         epsilon = attack.epsilon if attack.epsilon is not None else \
             search_epsilon(model, x, y, ratio=ratio, batch_size=batch_size, attack=attack)

@@ -47,9 +47,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import checks, files, store, uncertainty
+from . import checks, files, metrics, store, uncertainty
 from .errors import FragilityError
-from .scores import LABELS, SCALINGS, characterize, scores
+from .scores import LABELS, SCALINGS, characterize, scaled, scores
 from .selection import INPUTS, choices, layer_scores, values
 from .studies import selective
 from .verdicts import TAU
@@ -112,7 +112,8 @@ def _filter(ds: xr.Dataset, filter) -> str:
 
 def _per_image(headers: dict, model: str, dataset: str) -> bool:
     """Whether every unit of (model, dataset) holds the per-image results the intervals resample."""
-    return all(set(store.PER_IMAGE) <= set(h.variables) for k, h in headers.items() if k[:2] == (model, dataset))
+    return all(set(store.per_image(h.attrs)) <= set(h.variables) for k, h in headers.items()
+               if k[:2] == (model, dataset))
 
 
 def _rows(ds, folder, headers, model, dataset, epoch, filter, scaling, tol, samples, level) -> pd.DataFrame:
@@ -163,7 +164,9 @@ def report(results, model=None, dataset=None, filter: str = "h1", epoch: int | N
     Returns:
         A `Report` (a pandas DataFrame) with the columns of this module's docstring, rows by model, dataset, layer
         in forward order (``global`` last) and score (r_x, r_xe, r_e). ``attrs`` records the results folder, filter,
-        scaling, tol, samples, level and, where intervals are missing, why.
+        scaling, tol, samples, level, the metric the scores are computed from (``metric``: "accuracy", top-1, unless
+        the results were swept with another, `fragility.metrics`; ``higher_is_better``) and, where intervals are
+        missing, why.
 
     Raises:
         FragilityError: a results folder that holds no responses (or a damaged unit); a model, dataset, filter,
@@ -189,7 +192,9 @@ def report(results, model=None, dataset=None, filter: str = "h1", epoch: int | N
     tables = [_rows(ds, folder, headers, m, d, epochs[m, d], filter, scaling, tol, samples, level) for m, d in pairs]
     out = Report(pd.concat(tables, ignore_index=True)[list(COLUMNS)])
     missing = [f"{m} on {d}" for m, d in pairs if not _per_image(headers, m, d)]
+    name, _, higher = metrics.stored(ds)
     out.attrs.update(results=str(folder.resolve()), filter=filter, scaling=scaling, tol=tol, samples=samples,
+                     metric=name, higher_is_better=higher,
                      level=level, intervals=(f"no intervals for {', '.join(missing)}: its units hold no per-image "
                                              "results (stored by an older version)") if missing else "")
     return out
@@ -303,7 +308,7 @@ class Report(pd.DataFrame):
             raise FragilityError(f"filter must be h1 or h2 and swept in these results, which hold "
                                  f"{', '.join(swept)}; got {filter!r}.")
         sub = ds.sel(model=model, dataset=dataset, epoch=epoch, layer=layers).sel(filter=filter).load()
-        response = (sub["accuracy"].sel(input=input) / sub["base_accuracy"].sel(input=input)).mean("seed")
+        response = scaled(sub).sel(input=input).mean("seed")  # the metric's, oriented (fragility.scores)
         share = (sub["n_filtered"] / sub["n_params"]).mean("seed")
         kept = np.logical_and.accumulate((response >= 1 - max_drop).transpose("layer", "alpha").values, axis=1)
         last = kept.sum(1) - 1  # the last threshold of the leading run that keeps the accuracy

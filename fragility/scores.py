@@ -4,6 +4,22 @@ Every function takes the sweep Dataset (the method page's "Where the numbers liv
 (model, dataset, seed, epoch) and
 keeps them: derived quantities are computed, never stored. What was never stored stays missing: a unit or a layer
 that combined results pad with NaN gives NaN responses and scores (never 0), and no label.
+
+The response is the sweep's metric (`fragility.metrics`): top-1 accuracy β by default, else the variable the
+Dataset's `metric` attribute names (`top5`, a function of one's own…). Every scaling makes the unperturbed network 1
+and orients the response so that a score below 0 — fragile — still means "the stress hurts":
+
+- a higher-is-better metric m (an accuracy) is scaled as β is: m / m(f(x, θ)) (or the above-chance share);
+- a lower-is-better metric m (a loss) is scaled by its reciprocal, the ratio of the performances 1/m:
+  m(f(x, θ)) / m under "unperturbed" (and m_{h,0} / m under "first"), which is 1 for the unperturbed network, falls
+  toward 0 as the loss grows without bound and exceeds 1 where the stress lowers the loss. The scores are those of
+  that curve, so Eq. 14–16 and the labels read as for accuracy;
+- the ratio scalings need a metric ≥ 0 whose 0 is the worst (higher-is-better) or the best (lower-is-better)
+  value, as an accuracy and a loss are: results with a negative value of any other metric are refused (a negative
+  log-likelihood is higher-is-better and negative: give it as the loss, lower-is-better);
+- the above-chance scaling (m − c) / (m(f(x, θ)) − c) needs the metric's chance level c (the sweep's `chance`): it
+  is 1 for the unperturbed network and 0 at chance whichever way the metric improves (a loss above its chance
+  level makes both terms negative), and is refused for a metric without one (`chance` NaN).
 """
 from __future__ import annotations
 
@@ -11,7 +27,7 @@ import numpy as np
 import xarray as xr
 from scipy.integrate import simpson
 
-from . import checks
+from . import checks, metrics
 from .errors import FragilityError
 
 RULES = ("rectangle", "trapezoid", "simpson")
@@ -28,6 +44,25 @@ def _sweep(ds, *names) -> xr.Dataset:
     return ds
 
 
+def _response(ds) -> tuple[str, str, bool]:
+    """(the response's variable, the unperturbed one's, whether higher is better) of a sweep Dataset, checked."""
+    if not isinstance(ds, xr.Dataset):
+        raise FragilityError(f"expected the Dataset of fragility.sweep (or open_results); got {type(ds).__name__}.")
+    name, base, higher = metrics.stored(ds)
+    _sweep(ds, name, base)
+    return name, base, higher
+
+
+def _ratios(ds: xr.Dataset, name: str, base: str, scaling: str) -> None:
+    """Refuse the ratio scalings for a metric other than top-1 accuracy that takes negative values (see the module's
+    docstring)."""
+    if name != "accuracy" and bool((ds[name] < 0).any() or (ds[base] < 0).any()):
+        raise FragilityError(f"the {scaling!r} scaling divides by the metric and needs values ≥ 0 (0 the worst for a "
+                             f"higher-is-better metric, the best for a lower-is-better one); metric {name} takes "
+                             "negative values: sweep it as a loss (lower-is-better, ≥ 0) or give it a chance level "
+                             "and choose scaling='chance'.")
+
+
 def baseline(ds: xr.Dataset) -> xr.DataArray:
     """φ̄_{h,i} = 1 − n_filtered_{h,i} / n_params (Eq. 10): the accuracy left if every weight counted equally.
 
@@ -42,7 +77,7 @@ def baseline(ds: xr.Dataset) -> xr.DataArray:
 
 
 def scaled(ds: xr.Dataset, scaling: str = "unperturbed") -> xr.DataArray:
-    """β̄ = β / acc(f(x, θ)) on clean inputs and β̄_ε = β_ε / acc(f(x_ε, θ)) on adversarial ones (Sec. 4.2).
+    """β̄ = β / acc(f(x, θ)) on clean inputs and β̄_ε = β_ε / acc(f(x_ε, θ)) on adversarial ones (Sec. 4.2, Eq. 11–12).
 
     Args:
         ds: a sweep Dataset (any extra dimensions are kept).
@@ -53,20 +88,30 @@ def scaled(ds: xr.Dataset, scaling: str = "unperturbed") -> xr.DataArray:
             the unperturbed network to 1 on both curves. Under the paper's scaling chance sits at c / acc(f(x)) on
             the clean curve but c / acc(f(x_ε)) ≈ c / (ρ · acc(f(x))) on the adversarial one (about 0.22 against
             0.11 for ρ = 0.5), which alone makes r_ε positive for a network that collapses under filtering.
+            Under another metric than top-1 accuracy each scaling reads the Dataset's metric, a lower-is-better one
+            by its reciprocal (m(f(x, θ)) / m), as the module's docstring says; "chance" needs its chance level.
 
     Returns:
-        The scaled responses, dims of ``ds["accuracy"]``.
+        The scaled responses, dims of ``ds["accuracy"]`` (of the metric's variable).
+
+    Raises:
+        FragilityError: an unknown scaling; "chance" for a metric without a chance level; a ratio scaling of a
+            metric other than top-1 accuracy that takes negative values.
     """
     if not isinstance(scaling, str) or scaling not in SCALINGS:
         raise FragilityError(f"unknown scaling {scaling!r}: choose 'unperturbed' (the paper), 'first' (the authors' "
                              "code) or 'chance' (above chance).")
-    ds = _sweep(ds, "accuracy", "base_accuracy")
+    name, base, higher = _response(ds)
     if scaling == "chance":
         if "chance" not in ds:
             raise FragilityError("the 'chance' scaling needs the sweep's `chance` (stored by fragility ≥ 0.2 sweeps).")
-        return ((ds["accuracy"] - ds["chance"]) / (ds["base_accuracy"] - ds["chance"])).rename("scaled")
-    by = ds["base_accuracy"] if scaling == "unperturbed" else ds["accuracy"].isel(alpha=0, drop=True)
-    return (ds["accuracy"] / by).rename("scaled")
+        if name != "accuracy" and bool(ds["chance"].isnull().all()):
+            raise FragilityError(f"the 'chance' scaling needs the metric's chance level, and metric {name} has none "
+                                 "(give one: fr.metric(..., chance=c)); choose 'unperturbed' or 'first'.")
+        return ((ds[name] - ds["chance"]) / (ds[base] - ds["chance"])).rename("scaled")
+    _ratios(ds, name, base, scaling)
+    by = ds[base] if scaling == "unperturbed" else ds[name].isel(alpha=0, drop=True)
+    return (ds[name] / by if higher else by / ds[name]).rename("scaled")
 
 
 def combined(ds: xr.Dataset, scaling: str = "unperturbed") -> xr.DataArray:
@@ -104,7 +149,8 @@ def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle", scaling:
     """Parameter scores r_x (Eq. 14), r_xe (Eq. 15) and r_e (Eq. 16) of filter h (default h1) or "combined".
 
     r_x = Σ(β̄ − φ̄)Δα, r_xe = Σ(β̄_ε − φ̄)Δα, r_e = Σ(β̄_ε − β̄)Δα. The combined response is compared with the
-    mean of the three filters' baselines.
+    mean of the three filters' baselines. β is the sweep's metric (top-1 accuracy by default); a lower-is-better
+    metric is scaled by its reciprocal (see `scaled`), so that a negative score still means the stress hurts.
 
     Args:
         ds: a sweep Dataset (any extra dimensions are kept).
@@ -113,17 +159,19 @@ def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle", scaling:
         scaling: "unperturbed" (the paper), "first" (the authors' code) or "chance" (above chance), see `scaled`.
 
     Returns:
-        A Dataset with r_x, r_xe and r_e, the sweep's dims without filter, alpha and input.
+        A Dataset with r_x, r_xe and r_e, the sweep's dims without filter, alpha and input; its attributes record the
+        filter, rule, scaling and the metric (``metric``, ``higher_is_better``).
 
     Raises:
-        FragilityError: an unknown filter, rule or scaling.
+        FragilityError: an unknown filter, rule or scaling, or a scaling the metric does not allow (see `scaled`).
 
     Example:
         >>> fr.scores(ds, filter="h1")["r_x"].sel(layer="conv1")
     """
     if not isinstance(rule, str) or rule not in RULES:
         raise FragilityError(f"unknown integration rule {rule!r}: choose from {', '.join(RULES)}.")
-    ds = _sweep(ds, "accuracy", "base_accuracy", "n_filtered", "n_params")
+    name, _, higher = _response(ds)
+    ds = _sweep(ds, "n_filtered", "n_params")
     if filter == "combined":
         response = combined(ds, scaling)
         base = baseline(ds).sel(filter=["h1", "h2", "h3"]).mean("filter", skipna=False)
@@ -140,6 +188,8 @@ def scores(ds: xr.Dataset, filter: str = "h1", rule: str = "rectangle", scaling:
         "r_e": _area(adversarial - clean, rule),
     })
     out.attrs.update(filter=filter, rule=rule, scaling=scaling)
+    if name != "accuracy":
+        out.attrs.update(metric=name, higher_is_better=int(higher))
     return out
 
 
@@ -147,6 +197,8 @@ def characterize(scores: xr.Dataset | xr.DataArray, tol: float = 0.02):
     """Labels per score: fragile "Fr" if r < −tol, robust "Ro" if ``|r| ≤ tol``, antifragile "Af" if r > tol.
 
     A NaN score (a unit or layer never stored, an unperturbed accuracy of 0) gets no label: the empty string "".
+    Scores of any metric are already oriented by `scores` (a lower-is-better metric through its reciprocal), so
+    "Fr" means the stress hurts whichever way the metric improves.
 
     Args:
         scores: scores (a Dataset of `scores`, or one DataArray).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from . import metrics
 from .errors import FragilityError
 from .scores import baseline, combined, scaled, scores
 from .store import layer_order
@@ -27,7 +28,7 @@ def values(ds: xr.Dataset, name: str) -> list:
 
 def stored(ds: xr.Dataset) -> xr.DataArray:
     """True where a unit (model, dataset, seed, epoch) holds results: combined results pad missing ones with NaN."""
-    return ds["base_accuracy"].notnull().any("input")
+    return ds[metrics.stored(ds)[1]].notnull().any("input")
 
 
 def where(mask: xr.DataArray, dim: str) -> list:

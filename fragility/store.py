@@ -40,7 +40,29 @@ VARIABLES = {
     "base_correct": ("input", "image"),
 }
 PER_IMAGE = ("correct", "base_correct")  # read per unit (fragility.uncertainty), left out of `open_results`
+RESPONSE = ("accuracy", "base_accuracy", "correct", "base_correct")  # the variables a metric's own name renames
 GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}  # per-example variables (an `image` dim)
+
+
+def metric_variables(metric: str = "accuracy") -> dict[str, str]:
+    """The names a sweep stores its response under, by the default metric's: itself for top-1 accuracy; for another
+    metric (`fragility.metrics`) <name>, base_<name>, <name>_per_image and base_<name>_per_image."""
+    if metric == "accuracy":
+        return {n: n for n in RESPONSE}
+    return dict(zip(RESPONSE, (metric, f"base_{metric}", f"{metric}_per_image", f"base_{metric}_per_image")))
+
+
+def schema(attrs: dict) -> dict[str, tuple]:
+    """The variables (name → dims) a unit with these attributes holds: VARIABLES, the response under the name of the
+    metric its `metric` attribute records (top-1 accuracy when it records none)."""
+    names = metric_variables(str(attrs.get("metric", "accuracy")))
+    return {names.get(name, name): dims for name, dims in VARIABLES.items()}
+
+
+def per_image(attrs: dict) -> tuple[str, str]:
+    """The per-example variables of a unit with these attributes (`correct`, `base_correct` for top-1 accuracy)."""
+    names = metric_variables(str(attrs.get("metric", "accuracy")))
+    return names["correct"], names["base_correct"]
 
 
 def unit_path(results, model: str, dataset: str, seed: int, epoch: int) -> Path:
@@ -62,7 +84,7 @@ def _check(attrs: dict, dims: dict[str, tuple]) -> None:
     """Raise ValueError saying how a file with these attributes and variable dims breaks the unit schema, if it does."""
     if attrs.get("schema") != SCHEMA:
         raise ValueError(f"its schema attribute is {attrs.get('schema')!r}, not {SCHEMA!r}")
-    for name, want in VARIABLES.items():
+    for name, want in schema(attrs).items():
         if dims.get(name) != want:
             raise ValueError(f"it lacks the variable {name}{want}")
     missing = [k for k in KEYS if dims.get(k) != ()]
@@ -280,6 +302,8 @@ def open_results(path) -> xr.Dataset:
     union over models (NaN where a model lacks one; use `layer_order` for a model's forward order). Missing units are
     NaN, and attributes that differ between units are dropped: the result equals `read_whole`'s. The per-example
     results (`correct`, `base_correct`) stay in the unit files: `fragility.uncertainty` reads them unit by unit.
+    Units swept with another metric than top-1 accuracy hold its response under its own name (`metric_variables`),
+    and every unit of a folder must hold the same metric.
 
     Args:
         path: a results folder written by `fragility run` (or one unit file).
@@ -302,6 +326,10 @@ def open_results(path) -> xr.Dataset:
     headers = list(units.values())
     first = headers[0]
     for h in headers:
+        if h.attrs.get("metric", "accuracy") != first.attrs.get("metric", "accuracy"):
+            raise FragilityError(f"units under {path} hold different metrics ({h.path} holds "
+                                 f"{h.attrs.get('metric', 'accuracy')}, {first.path} "
+                                 f"{first.attrs.get('metric', 'accuracy')}): keep one profile's results per folder.")
         for dim in ("filter", "alpha", "input"):
             if not np.array_equal(h.coords[dim][0], first.coords[dim][0]):
                 raise FragilityError(f"units under {path} differ in {dim} ({dict(zip(KEYS, h.key))} has "
@@ -316,7 +344,7 @@ def open_results(path) -> xr.Dataset:
     coords = {**dict(zip(KEYS, keys)), "layer": layers}
     coords.update({d: xr.Variable(d, *first.coords[d]) for d in ("filter", "alpha", "input")})
     data_vars = {}
-    for name in dict.fromkeys(n for h in headers for n in h.variables if n not in PER_IMAGE):
+    for name in dict.fromkeys(n for h in headers for n in h.variables if n not in per_image(h.attrs)):
         holders = [h for h in headers if name in h.variables]
         dims, dtype, _ = holders[0].variables[name]
         complete = len(holders) == grid.size and all(
@@ -335,7 +363,7 @@ def read_whole(path) -> xr.Dataset:
 
     Kept as the reference `open_results` is tested and benchmarked against.
     """
-    units = [read_unit(header.path).drop_vars([*PER_IMAGE, "image"]) for header in scan(path).values()]
+    units = [read_unit(header.path).drop_vars([*per_image(header.attrs), "image"]) for header in scan(path).values()]
     stacked = xr.concat(units, dim="unit", data_vars="all", coords="all", compat="equals", join="outer",
                         fill_value=np.nan, combine_attrs="drop_conflicts")
     return stacked.set_index(unit=list(KEYS)).unstack("unit").transpose(*DIMS)

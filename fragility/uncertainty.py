@@ -44,7 +44,7 @@ def draws(n: int, samples: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _read(path: Path, name: str) -> np.ndarray:
-    """A per-image variable of a unit file as float32 (stored as 0/1 bytes)."""
+    """A per-image variable of a unit file as float32 (stored as 0/1 bytes, or float32 for a metric of one's own)."""
     try:
         with h5py.File(path, "r") as f:
             return np.asarray(f[name][...], dtype=np.float32)
@@ -75,22 +75,24 @@ def _resample(folder: str, model: str, dataset: str, samples: int, seed: int, st
     accuracy = np.full((samples + 1, *shape, len(layers), len(first.coords["filter"][0]),
                         len(first.coords["alpha"][0]), 2), np.nan, dtype=np.float32)
     base = np.full((samples + 1, *shape, 2), np.nan, dtype=np.float32)
+    names = store.metric_variables(str(first.attrs.get("metric", "accuracy")))  # one metric per folder (open_results)
     for (_, _, s, e), h in headers.items():
         i, j = seeds.index(s), epochs.index(e)
-        correct = _read(h.path, "correct")  # (layer, filter, alpha, input, image)
+        correct = _read(h.path, names["correct"])  # (layer, filter, alpha, input, image)
         accuracy[:, i, j] = np.moveaxis(correct @ weights.T, -1, 0)
-        base[:, i, j] = (_read(h.path, "base_correct") @ weights.T).T
+        base[:, i, j] = (_read(h.path, names["base_correct"]) @ weights.T).T
     stored = store.open_results(folder).sel(model=model, dataset=dataset, seed=seeds, epoch=epochs)
     stored = stored.sel(layer=list(layers))[["n_filtered", "n_params", "threshold", "chance", "epsilon"]].load()
     coords = {"sample": np.arange(samples + 1), "seed": seeds, "epoch": epochs, "layer": list(layers),
               "filter": first.coords["filter"][0], "alpha": first.coords["alpha"][0],
               "input": first.coords["input"][0]}
     ds = xr.Dataset({
-        "accuracy": (("sample", "seed", "epoch", "layer", "filter", "alpha", "input"), accuracy),
-        "base_accuracy": (("sample", "seed", "epoch", "input"), base),
+        names["accuracy"]: (("sample", "seed", "epoch", "layer", "filter", "alpha", "input"), accuracy),
+        names["base_accuracy"]: (("sample", "seed", "epoch", "input"), base),
         "seed_weight": (("sample", "seed"), seed_weight),
     }, coords=coords).merge(stored.drop_vars(["model", "dataset"]), compat="override", join="left")
-    ds.attrs.update(model=model, dataset=dataset, samples=samples, bootstrap_seed=seed, n_test=len(images))
+    ds.attrs.update(model=model, dataset=dataset, samples=samples, bootstrap_seed=seed, n_test=len(images),
+                    **{k: v for k, v in first.attrs.items() if k.startswith("metric")})
     return ds
 
 
@@ -106,7 +108,8 @@ def resample(results, model: str, dataset: str, *, samples: int = SAMPLES, seed:
     Returns:
         accuracy(sample, seed, epoch, layer, filter, alpha, input), base_accuracy(sample, seed, epoch, input),
         seed_weight(sample, seed), and as stored n_filtered, n_params, threshold, chance and epsilon; sample 0 is the
-        data as stored. Missing units are NaN.
+        data as stored. Missing units are NaN. Results of another metric than top-1 accuracy give its response under
+        its own names (`top5`, `base_top5`, …: the mean of its per-example values) and its `metric` attributes.
 
     Raises:
         FragilityError: no stored unit, units swept on other images or layers, or units without per-image results.

@@ -141,7 +141,7 @@ def verify(profile: Profile, units=None, results=None, scratch=None, data_dir=No
                 else:
                     again = sweep_unit(profile, results, unit, float(shipped["epsilon"]), data_dir, device, progress)
                     store.write_unit(again, store.unit_path(scratch, *unit))
-            out.append(Verified(unit, {k: _difference(again[k], shipped[k]) for k in COMPARED},
+            out.append(Verified(unit, {k: _difference(again[k], shipped[k]) for k in _compared(shipped)},
                                 shipped.attrs.get("device", ""), again.attrs["device"],
                                 "retrained" if retrain else "re-swept",
                                 _spread(profile, results, unit, stored) if retrain else {}))
@@ -241,8 +241,15 @@ def _spread(profile: Profile, results: Path, unit: tuple, stored: set) -> dict:
              for s in profile.grid(model).seeds if (model, dataset, s, epoch) in stored]
     if len(units) < 2:
         return {}
-    return {k: max(_difference(a[k], b[k]) for i, a in enumerate(units) for b in units[i + 1:]) for k in COMPARED
-            if k not in ("n_params",)}
+    return {k: max(_difference(a[k], b[k]) for i, a in enumerate(units) for b in units[i + 1:])
+            for k in _compared(units[0]) if k not in ("n_params",)}
+
+
+def _compared(unit) -> list[str]:
+    """COMPARED as a unit stores them: the response under its metric's names (`fragility.store.metric_variables`;
+    a metric other than top-1 accuracy has no measured re-sweep tolerance, so it must agree exactly)."""
+    names = store.metric_variables(str(unit.attrs.get("metric", "accuracy")))
+    return [names.get(k, k) for k in COMPARED]
 
 
 def _difference(a, b) -> float:

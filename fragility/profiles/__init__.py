@@ -17,6 +17,9 @@ pattern (`layers`, `fragility.layers`)::
     datasets:
       mydata: {factory: "mypackage.data:load", classes: 10}
     layers: {types: [Conv1d, Linear], exclude: "*.downsample.*"}
+
+The response is top-1 accuracy unless `metric` names another (`fragility.metrics`): ``metric: {name: topk, k: 5}``,
+or a function of one's own, ``metric: {function: "mypackage.metrics:nll", name: nll, higher_is_better: false}``.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import adoption, checks, data, imports, models, studies, training
+from .. import adoption, checks, data, imports, metrics, models, studies, training
 from ..attacks import ATTACKS
 from ..errors import FragilityError
 from ..layers import WHAT as LAYERS, Layers, as_layers, check_models
@@ -109,9 +112,12 @@ CHECKS = {
     "studies": (lambda v: v is None or isinstance(v, dict),
                 f"a mapping of related studies ({', '.join(studies.STUDIES)}) to their settings"),
     "layers": (lambda v: v is None or isinstance(v, dict), LAYERS),
+    "metric": (lambda v: isinstance(v, (str, dict)), "the response measured: accuracy (top-1, the default), top<k> or "
+                                                     "{name: topk, k: 5}, or {function: 'module:function', name: …, "
+                                                     "higher_is_better: …} (fragility.metrics)"),
 }
 OPTIONAL = {"depth": 2, "studies": None, "crafted": None, "batchnorm": "running", "threads": THREADS, "weights": [],
-            "layers": None}
+            "layers": None, "metric": metrics.DEFAULT}
 # settings added after the first shipped results enter the sweep hash only when they differ from these defaults, so
 # that stored results stay valid: (key, default)
 LATER = {"batchnorm": "running", "threads": None}
@@ -156,6 +162,7 @@ class Profile:
     layers: Layers | None = None  # the layers to stress (None: every Conv2d and Linear; in the sweep hash if given)
     sources: tuple = ()  # the models and data sets built by factories of one's own (fragility.imports.Source)
     adopted: tuple = ()  # (model, its networks trained elsewhere: fragility.adoption.Adopted …) per such model
+    metric: tuple = (("name", metrics.DEFAULT),)  # the metric's settings (fragility.metrics; in the hash if not it)
 
     def grid(self, model: str) -> Grid:
         """The seeds, epochs and checkpoint interval of `model` (the profile's own unless the model has its own)."""
@@ -192,6 +199,10 @@ class Profile:
         params = dict(self.method)
         return ATTACKS[params.pop("name")](**params)
 
+    def measure(self) -> metrics.Metric:
+        """The profile's metric, the sweep's response (top-1 accuracy by default; the ε search's stays top-1)."""
+        return metrics.from_settings(dict(self.metric))
+
     def config_hash(self, model: str, dataset: str, seed: int) -> str:
         return training.config_hash(self.train_config(model, dataset, seed))
 
@@ -205,6 +216,8 @@ class Profile:
         settings.update({k: getattr(self, k) for k, default in LATER.items() if getattr(self, k) != default})
         if self.layers is not None:  # given: which layers a unit holds
             settings["layers"] = self.layers.settings
+        if dict(self.metric) != {"name": metrics.DEFAULT}:  # what the units hold, when not top-1 accuracy
+            settings["metric"] = dict(self.metric)
         return settings
 
     @property
@@ -317,6 +330,7 @@ def parse_profile(raw, source: str = "profile", folder=None) -> Profile:
         if not ok(values[key]):
             raise FragilityError(f"{source}: {key} must be {what}; got {values[key]!r}{_as_text(values[key])}.")
     values["attack"], values["method"] = _attack(values["attack"], values.pop("crafted"), source)
+    values["metric"] = metrics.profile_setting(values["metric"], f"{source}: metric")
     _check_grid(values, f"{source}: ")
     small = [d for d in values["datasets"] if values["n_test"] is not None and values["n_test"] > data.info(d).n_test]
     if small:
