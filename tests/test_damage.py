@@ -179,3 +179,12 @@ def test_any_edit_of_a_profile_file_loads_or_is_one_line(tmp_path, data):
 
 def test_the_unmutated_profile_loads():
     assert profiles.parse_profile(copy.deepcopy(TINY_RUN)).name == "tiny"
+
+
+def test_a_mapping_as_a_key_is_one_line(tmp_path):
+    """A YAML key that is itself a mapping (found by the edit test above) is refused as YAML, in one line."""
+    path = tmp_path / "odd.yaml"
+    path.write_text("? {a: 1}\n: 2\n")
+    with pytest.raises(FragilityError, match="unhashable key") as err:
+        profiles.load_profile(path)
+    assert "\n" not in str(err.value)
