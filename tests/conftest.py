@@ -175,3 +175,18 @@ def small(tmp_path_factory):
     results = tmp_path_factory.mktemp("small") / "results"
     pipeline.run(profile, results, progress=False)
     return profile, results
+
+
+def earlier_code(tmp_path, commit: str) -> Path:
+    """The package `fragility` as it was at `commit`, extracted under tmp_path/before (put it first on PYTHONPATH to
+    run it); the test is skipped when this checkout lacks that history."""
+    root = Path(__file__).resolve().parents[1]
+    have = subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
+    if have.returncode != 0:
+        pytest.skip("this checkout lacks the git history of the earlier code")
+    earlier = tmp_path / "before"
+    earlier.mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", commit, "fragility"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(earlier)], input=archive, check=True)
+    return earlier

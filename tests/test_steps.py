@@ -15,6 +15,7 @@ import pytest
 import torch
 import xarray as xr
 import yaml
+from conftest import earlier_code
 from test_pipeline import TINY
 
 from fragility import FragilityError, checks, cli, data, pipeline, profiles, steps, studies, training, verification
@@ -277,14 +278,7 @@ def test_units_are_those_of_the_code_before_the_steps(ran, tmp_path):
     """The depth and conventions units equal, value for value and in their settings hash, those the code computed
     when each unit trained and swept its networks in one task."""
     profile, results, _ = ran
-    have = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{BEFORE}^{{commit}}"], capture_output=True)
-    if have.returncode != 0:
-        pytest.skip("this checkout lacks the git history of the earlier code")
-    earlier = tmp_path / "before"
-    earlier.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "fragility"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(earlier)], input=archive, check=True)
+    earlier = earlier_code(tmp_path, BEFORE)
     (tmp_path / "run.py").write_text(SCRIPT)
     subprocess.run([sys.executable, str(tmp_path / "run.py"), json.dumps(PROFILE), str(tmp_path / "old")],
                    cwd=tmp_path, check=True, env={**os.environ, "PYTHONPATH": str(earlier), "OMP_NUM_THREADS": "1"})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import earlier_code
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "5fa244b6e5d8388195327e8c42d40aad6e7af5a9"  # the last commit with the former engine, attacks and filters
@@ -67,14 +68,7 @@ def computed(tmp_path: Path, source: Path, name: str) -> dict:
 
 @pytest.mark.slow
 def test_results_equal_those_of_the_code_before(tmp_path):
-    have = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{BEFORE}^{{commit}}"], capture_output=True)
-    if have.returncode != 0:
-        pytest.skip("this checkout lacks the git history of the earlier code")
-    earlier = tmp_path / "before"
-    earlier.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "fragility"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(earlier)], input=archive, check=True)
+    earlier = earlier_code(tmp_path, BEFORE)
     old, new = computed(tmp_path, earlier, "before"), computed(tmp_path, ROOT, "now")
     assert set(old) == set(new)
     differ = [k for k in old if k != "profiles" and not np.array_equal(old[k], new[k])]

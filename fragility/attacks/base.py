@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .. import checks
 from ..errors import FragilityError
+from ..registry import class_registrar
 from ..preserve import inputs_copied, preserved
 
 
@@ -198,18 +199,7 @@ def register_attack(name: str):
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
         raise FragilityError(f"an attack's name must be lower-case letters, digits, '-' or '_'; got {name!r}.")
 
-    def add(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Attack)):
-            raise FragilityError(f"register_attack({name!r}) decorates an Attack subclass; got {cls!r}.")
-        known = ATTACKS.get(name)
-        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise FragilityError(f"an attack named {name!r} is already registered ({known.__module__}."
-                                 f"{known.__qualname__}): choose another name.")
-        cls.name = name
-        ATTACKS[name] = cls
-        return cls
-
-    return add
+    return class_registrar(ATTACKS, Attack, name, "an attack", "name")
 
 
 def as_attack(value, name: str = "attack") -> Attack:

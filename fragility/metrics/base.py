@@ -18,6 +18,7 @@ import torch
 
 from .. import checks, imports, store
 from ..errors import FragilityError
+from ..registry import class_registrar
 
 DEFAULT = "accuracy"
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -122,15 +123,4 @@ def register_metric(name: str):
         raise FragilityError(f"a metric kind's name must be lower-case letters, digits or '_' (not 'function'); got "
                              f"{name!r}.")
 
-    def add(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Metric)):
-            raise FragilityError(f"register_metric({name!r}) decorates a Metric subclass; got {cls!r}.")
-        known = METRICS.get(name)
-        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise FragilityError(f"a metric named {name!r} is already registered ({known.__module__}."
-                                 f"{known.__qualname__}): choose another name.")
-        cls.kind = name
-        METRICS[name] = cls
-        return cls
-
-    return add
+    return class_registrar(METRICS, Metric, name, "a metric", "kind")

@@ -28,6 +28,7 @@ import torch
 
 from .. import checks
 from ..errors import FragilityError
+from ..registry import class_registrar
 
 MAX_INTERVALS = 10_000  # the paper: 25; each threshold costs a pass over the test set
 
@@ -166,18 +167,7 @@ def register_stress(name: str):
         raise FragilityError(f"a stress's name must be lower-case letters, digits, '-' or '_' (not 'global' or "
                              f"'combined'); got {name!r}.")
 
-    def add(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Stress)):
-            raise FragilityError(f"register_stress({name!r}) decorates a Stress subclass; got {cls!r}.")
-        known = STRESSES.get(name)
-        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise FragilityError(f"a stress named {name!r} is already registered ({known.__module__}."
-                                 f"{known.__qualname__}): choose another name.")
-        cls.name = name
-        STRESSES[name] = cls
-        return cls
-
-    return add
+    return class_registrar(STRESSES, Stress, name, "a stress", "name")
 
 
 def as_stresses(value, name: str = "filters") -> tuple[Stress, ...]:
