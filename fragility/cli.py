@@ -169,7 +169,7 @@ def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudySta
 
 
 def print_verified(found: list[verification.Verified]) -> None:
-    compared = verification.COMPARED
+    compared = list(found[0].differences) if found else verification.COMPARED  # under the units' metric's names
     _table(("unit", *compared), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}" for k in compared))
                                  for v in found])
     for v in found:

@@ -380,7 +380,7 @@ def test_registering_a_metric_kind():
 @pytest.mark.slow
 def test_a_profile_with_a_loss_runs_end_to_end(tmp_path):
     """`fragility run` with a loss of one's own: units hold it under its name, the report reads it, verify agrees."""
-    raw = {**TINY_RUN, "name": "loss", "models": ["smallcnn"], "seeds": [0], "epochs": [1], "studies": None,
+    raw = {**TINY_RUN, "name": "loss", "models": ["smallcnn"], "seeds": [0], "epochs": [4], "studies": None,
            "n_test": 60, "A": 2, "metric": {"function": "ownpkg.metrics:nll", "name": "nll",
                                              "higher_is_better": False}}
     text = tmp_path / "loss.yaml"
@@ -396,7 +396,7 @@ def test_a_profile_with_a_loss_runs_end_to_end(tmp_path):
 
     done = cli("run", "--profile", str(text), "--results", str(results), "--quiet")
     assert done.returncode == 0, done.stderr
-    unit = store.read_unit(store.unit_path(results, "smallcnn", "digits", 0, 1))
+    unit = store.read_unit(store.unit_path(results, "smallcnn", "digits", 0, 4))
     assert {"nll", "base_nll", "nll_per_image", "base_nll_per_image"} <= set(unit.data_vars)
     assert unit.attrs["metric"] == "nll" and unit.attrs["metric_higher_is_better"] == 0
     profile = profiles.load_profile(text)
