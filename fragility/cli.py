@@ -177,7 +177,8 @@ def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudySta
 
 
 def print_verified(found: list[verification.Verified]) -> None:
-    compared = verification.COMPARED
+    # the compared accuracies under the units' metric's names (a study step compares fewer: "-" where it has none)
+    compared = list(dict.fromkeys(k for v in found for k in v.differences)) or list(verification.COMPARED)
     _table(("unit", *compared), [("/".join(map(str, v.unit)), *(f"{v.differences[k]:.3g}" if k in v.differences
                                                                  else "-" for k in compared)) for v in found])
     for v in found:

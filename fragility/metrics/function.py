@@ -21,7 +21,6 @@ def function_path(function) -> str:
     return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', type(function).__name__)}"
 
 
-
 @dataclass(frozen=True)
 class FunctionMetric(Metric):
     """A function of one's own, ``function(logits, labels) -> (batch,)`` (logits as float32 or float64, labels int64),
@@ -72,6 +71,14 @@ def metric(function, *, name: str | None = None, higher_is_better: bool | None =
             fragile points (`fragility.scores`).
         chance: its value for a network that ignores its input (e.g. log K for cross-entropy), if it has one: the
             above-chance scaling needs it.
+
+    Returns:
+        A `FunctionMetric`; a sweep stores its per-example values as float32 and their mean (summed in float64) as the
+        response, and refuses values that are not one finite number per example.
+
+    Raises:
+        FragilityError: a function that is not callable, a name that cannot name its variables (`check_name`),
+            higher_is_better missing or not True/False, a chance level that is not a finite number.
 
     Example:
         >>> nll = fr.metric(lambda z, y: F.cross_entropy(z, y, reduction="none"), name="nll", higher_is_better=False)
