@@ -14,8 +14,9 @@ def class_registrar(registry: dict, base: type, name: str, what: str, attribute:
     """
     def add(cls):
         if not (isinstance(cls, type) and issubclass(cls, base)):
-            raise FragilityError(f"register_{what.split()[-1]}({name!r}) decorates a {base.__name__} subclass; got "
-                                 f"{cls!r}.")
+            article = "an" if base.__name__[0] in "AEIOU" else "a"
+            raise FragilityError(f"register_{what.split()[-1]}({name!r}) decorates {article} {base.__name__} subclass; "
+                                 f"got {cls!r}.")
         known = registry.get(name)
         if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
             raise FragilityError(f"{what} named {name!r} is already registered ({known.__module__}."

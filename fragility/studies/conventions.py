@@ -98,7 +98,7 @@ def _run(ctx: base.Context) -> xr.Dataset:
             skipped.append(str(part.attrs["skipped"]))
         else:
             raise FragilityError(f"{step.output} holds no sweep and no reason why: {store.MOVE}.")
-    out = xr.combine_by_coords(parts, combine_attrs="drop_conflicts")
+    out = xr.combine_by_coords(parts, combine_attrs="drop_conflicts", join="outer")
     out.attrs["epsilon_skipped"] = "; ".join(skipped)
     return out
 
