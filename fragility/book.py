@@ -44,7 +44,8 @@ TEXT = checks.Rule(lambda v: isinstance(v, str), "a name (text)")
 TYPES = {"results": checks.optional(TEXT), "profile": TEXT, "model": checks.optional(TEXT),
          "dataset": checks.optional(TEXT), "seed": checks.optional(checks.whole(0)),
          "epoch": checks.optional(checks.whole(1)), "layer": checks.optional(TEXT),
-         "layers": checks.optional(checks.items(TEXT, what="a list of layer names")), "filter": TEXT, "input": TEXT,
+         "layers": checks.optional(checks.items(TEXT, what="a list of layer names")), "filter": checks.optional(TEXT),
+         "input": TEXT,
          "normalized": checks.Rule(lambda v: isinstance(v, bool), "true or false")}
 SELECTIONS = ("model", "dataset", "seed", "epoch", "layer", "layers", "filter", "input", "normalized")
 

@@ -62,7 +62,14 @@ def choices(ds: xr.Dataset, model=None, dataset=None) -> dict[str, list]:
     datasets = where(unit, "dataset")
     unit = unit.sel(dataset=dataset if dataset in datasets else datasets[0])
     return {"model": models, "dataset": datasets, "seed": where(unit, "seed"), "epoch": where(unit, "epoch"),
-            "layer": layer_order(ds, model), "filter": list(FILTERS), "input": list(INPUTS)}
+            "layer": layer_order(ds, model), "filter": filters(ds), "input": list(INPUTS)}
+
+
+def filters(ds: xr.Dataset) -> list[str]:
+    """The filters (internal stresses) the results were swept with, and "combined" (Eq. 13) when they hold all of
+    h1, h2 and h3 — a profile may sweep fewer."""
+    swept = values(ds, "filter")
+    return swept + (["combined"] if set(FILTERS[:3]) <= set(swept) else [])
 
 
 def check_parameters(ds: xr.Dataset, **params) -> dict:
@@ -104,7 +111,8 @@ def check_parameters(ds: xr.Dataset, **params) -> dict:
 def paper_defaults(ds: xr.Dataset, paper: dict) -> tuple[dict, list[str]]:
     """The paper's selections where the results hold them, else the nearest that exists, and a note for each
     replaced one: the paper's model if stored (else the first), its dataset (its offline stand-in, e.g. digits for
-    MNIST; else the model's first), its epoch (else the last stored) and its layer (else the model's first)."""
+    MNIST; else the model's first), its epoch (else the last stored), its layer (else the model's first) and its
+    filter (else the first swept)."""
     out, notes = {}, []
     pick = choices(ds)
     if "model" in paper:
@@ -121,6 +129,8 @@ def paper_defaults(ds: xr.Dataset, paper: dict) -> tuple[dict, list[str]]:
         out["layer"] = paper["layer"] if paper["layer"] in pick["layer"] else pick["layer"][0]
     if "layers" in paper:
         out["layers"] = [name for name in paper["layers"] if name in pick["layer"]] or None
+    if "filter" in paper:
+        out["filter"] = paper["filter"] if paper["filter"] in pick["filter"] else pick["filter"][0]
     for key, value in out.items():
         if value != paper[key]:
             notes.append(f"{key} {_text(value)} (the paper: {_text(paper[key])})")
@@ -153,7 +163,9 @@ def edge_layers(ds: xr.Dataset, model) -> tuple[str, str]:
 
 def _with_combined(da: xr.DataArray, combined_da: xr.DataArray | None = None) -> xr.DataArray:
     """`da` with filter "combined" appended: `combined_da`, or the mean over h1, h2, h3."""
-    extra = da.sel(filter=["h1", "h2", "h3"]).mean("filter") if combined_da is None else combined_da
+    if not set(FILTERS[:3]) <= set(values(da, "filter")):  # a profile that swept fewer has no combined response
+        return da
+    extra = da.sel(filter=list(FILTERS[:3])).mean("filter") if combined_da is None else combined_da
     return xr.concat([da, extra.expand_dims(filter=["combined"])], "filter", coords="minimal")
 
 
@@ -162,16 +174,20 @@ def curves(ds: xr.Dataset, model=None, dataset=None, seed=None) -> xr.Dataset:
 
     Returns response (β̄; β̃ of Eq. 13 for filter "combined"), baseline (φ̄ of Eq. 10; the mean of the three for
     "combined"), accuracy (β), n_filtered, n_params, base_accuracy and epsilon, dims (dataset, epoch, layer, filter,
-    alpha, input) — no dataset dimension when one is selected.
+    alpha, input) — no dataset dimension when one is selected. Under a metric other than top-1 accuracy
+    (`fragility.metrics`) `accuracy` and `base_accuracy` hold that metric's β and unperturbed value, as the
+    attributes `metric` and `metric_higher_is_better` (kept from the results) say; `response` is scaled as
+    `fragility.scores.scaled` orients it.
     """
     sub = select(ds, model, dataset, seed)
+    name, base, _ = metrics.stored(sub)
     out = xr.Dataset({
-        "response": _with_combined(scaled(sub), combined(sub)),
+        "response": _with_combined(scaled(sub), combined(sub) if "combined" in filters(sub) else None),
         "baseline": _with_combined(baseline(sub)),
-        "accuracy": _with_combined(sub["accuracy"]),
+        "accuracy": _with_combined(sub[name]),
         "n_filtered": _with_combined(sub["n_filtered"]),
         "n_params": sub["n_params"],
-        "base_accuracy": sub["base_accuracy"],
+        "base_accuracy": sub[base],
     }).mean("seed")
     out["epsilon"] = sub["epsilon"]
     out.attrs = sub.attrs

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import chapters, checks, uncertainty
+from . import chapters, checks, metrics, uncertainty
 from .scores import scores
 from .store import layer_order, open_results
 from .study import find_study
@@ -178,7 +178,7 @@ class Evidence:
         ds = self.responses
         if model not in ds["model"].values or dataset not in ds["dataset"].values:
             return False
-        return bool(ds["base_accuracy"].sel(model=model, dataset=dataset).notnull().any())
+        return bool(ds[metrics.stored(ds)[1]].sel(model=model, dataset=dataset).notnull().any())
 
     def replicates(self, model: str, dataset: str, reading: Reading | None = None) -> xr.Dataset:
         """The responses of one panel with a `sample` dim: as stored, or as the conventions study swept them under
@@ -316,7 +316,12 @@ def _readings(claim: Claim, ev: Evidence, panel: Panel, verdict: str) -> str:
 def decide_claim(claim: Claim, ev: Evidence) -> list[dict]:
     """The rows of one claim: one per panel it names."""
     rows = []
+    measured = metrics.stored(ev.responses)[0]
     for panel in claim.panels:
+        if measured != "accuracy":  # the paper's statements are about top-1 accuracy; another response cannot decide
+            rows.append(row(claim, panel, "untestable", f"needs top-1 accuracy: these results measure {measured}, "
+                                                        "and the paper's statements are about top-1 accuracy"))
+            continue
         if not ev.holds(panel.model, panel.dataset):
             rows.append(row(claim, panel, "untestable", f"needs {panel.model} on {panel.dataset}: "
                                                         f"{PROFILES.get(panel.dataset, 'a profile with it')}"))

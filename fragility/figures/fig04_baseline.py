@@ -2,7 +2,7 @@
 that is the score r_x (Eq. 14; r_xε on adversarial inputs)."""
 from __future__ import annotations
 
-from .. import chapters, checks
+from .. import chapters, checks, metrics
 from ..plot import draw
 from ..plot.draw import ALPHA, SCORES
 from ..selection import check_parameters, curves, layer_scores
@@ -67,12 +67,13 @@ def plot_response(c, score: float, input: str = "clean", *, ax) -> None:
     score = draw.number(score, "score")
     draw.axes(ax)
     alpha, base = c["alpha"].values, float(c["base_accuracy"].sel(input=input))
-    ax.plot(alpha, c["accuracy"].sel(input=input), ":", color="tab:blue", label=r"accuracy $\beta$")
-    ax.plot([0], [base], "o", color="red", ms=8, label=f"unperturbed accuracy {base:.3f}")
+    word, scaled_word = metrics.shown(c)
+    ax.plot(alpha, c["accuracy"].sel(input=input), ":", color="tab:blue", label=word + r" $\beta$")
+    ax.plot([0], [base], "o", color="red", ms=8, label=f"unperturbed {word} {base:.3f}")
     key = "r_xe" if input == "adversarial" else "r_x"
     draw.area(ax, alpha, c["response"].sel(input=input), c["baseline"],
               (("-", "tab:blue", r"scaled $\bar\beta$"), (":", "green", r"baseline $\bar\phi$")), SCORES[key], score)
-    ax.set(ylabel="accuracy, scaled accuracy", title="(b) " + ax.get_title())
+    ax.set(ylabel=f"{word}, {scaled_word}", title="(b) " + ax.get_title())
 
 
 def summary(ds, model=None, dataset=None, layer=None, epoch=None, seed=None, filter="h1", input="clean"):
@@ -88,5 +89,6 @@ def summary(ds, model=None, dataset=None, layer=None, epoch=None, seed=None, fil
 
 
 chapters.register(chapters.Chapter(
-    "fig04_baseline", figure, summary, paper=dict(model="resnet18", dataset="cifar10", epoch=100, layer="conv1"),
-                                   controls=("layer", "input")))
+    "fig04_baseline", figure, summary,
+    paper=dict(model="resnet18", dataset="cifar10", epoch=100, layer="conv1", filter="h1"),
+    controls=("layer", "input")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import chapters, checks
+from .. import chapters, checks, metrics
 from ..plot import draw
 from ..plot.draw import ALPHA
 from ..selection import check_parameters, curves, select
@@ -22,12 +22,16 @@ def figure(ds, model=None, dataset=None, layer=None, seed=None, input="clean"):
     c = curves(ds, p["model"], p["dataset"], seed).sel(layer=p["layer"], input=p["input"])
     sub = select(ds, p["model"], p["dataset"], seed).sel(layer=p["layer"]).isel(seed=0, epoch=-1)
     fig = draw.figure(c, f"Fig. 6 · {p['model']} on {p['dataset']} · {p['layer']} · {p['input']} inputs", 8.6)
-    axes = fig.subplot_mosaic([["f1", "f2", "f3"], ["h1", "h2", "h3"], ["combined"] * 3])
+    swept = [(h, name) for h, name in FILTERS if h in c["filter"].values]  # a profile may sweep fewer than three
+    rows = [[f"f{h}" for h, _ in swept], [h for h, _ in swept]]
+    combined = "combined" in c["filter"].values
+    axes = fig.subplot_mosaic(rows + ([["combined"] * len(swept)] if combined else []))
     last = c["epoch"].values[-1]
-    for k, (h, name) in enumerate(FILTERS, 1):
-        plot_filter(c.sel(filter=h, epoch=last), sub["threshold"].sel(filter=h), f"{h} ({name})", ax=axes[f"f{k}"])
+    for h, name in swept:
+        plot_filter(c.sel(filter=h, epoch=last), sub["threshold"].sel(filter=h), f"{h} ({name})", ax=axes[f"f{h}"])
         plot_accuracy(c.sel(filter=h), ax=axes[h])
-    plot_combined(c.sel(filter="combined"), ax=axes["combined"])
+    if combined:
+        plot_combined(c.sel(filter="combined"), ax=axes["combined"])
     return fig
 
 
@@ -63,7 +67,9 @@ def plot_accuracy(c, *, ax) -> None:
     draw.panel(c, {"accuracy": ("epoch", "alpha")}, "c")
     draw.axes(ax)
     draw.lines(ax, c["accuracy"], "epoch")
-    ax.set(title=f"{c['filter'].item()}: accuracy", xlabel=ALPHA, ylabel=r"accuracy $\beta$", ylim=(0, 1.02))
+    word = metrics.shown(c)[0]
+    ax.set(title=f"{c['filter'].item()}: {word}", xlabel=ALPHA, ylabel=word + r" $\beta$",
+           ylim=(0, max(1.02, draw.top(c["accuracy"]))))
 
 
 def plot_combined(c, *, ax) -> None:
@@ -77,7 +83,7 @@ def plot_combined(c, *, ax) -> None:
     draw.axes(ax)
     draw.lines(ax, c["response"], "epoch")
     ax.set(title=r"combined $\tilde\beta$ (Eq. 13): mean of the scaled h1, h2, h3", xlabel=ALPHA,
-           ylabel=r"scaled accuracy $\tilde\beta$")
+           ylabel=metrics.shown(c)[1] + r" $\tilde\beta$")
     ax.legend(ncol=min(5, len(c["epoch"])))
 
 
@@ -86,13 +92,14 @@ def summary(ds, model=None, dataset=None, layer=None, seed=None, input="clean"):
     c = curves(ds, p["model"], p["dataset"], seed).sel(layer=p["layer"], input=p["input"])
     c = c.sel(epoch=c["epoch"].values[-1])
     parts = []
-    for h in ("h1", "h2", "h3"):
+    for h in [h for h, _ in FILTERS if h in c["filter"].values]:
         ok = c["response"].sel(filter=h) >= KEPT
         share = float((c["n_filtered"].sel(filter=h) / c["n_params"]).where(ok).max())
         parts.append(f"{h} {share:.0%}" if np.isfinite(share) else f"{h} none")
     return (f"`{p['layer']}` of {p['model']} on {p['dataset']}, last epoch: the largest share of its weights each "
             f"filter removes with the scaled response still ≥ {KEPT} (the rule of P10): " + ", ".join(parts)
-            + ". The combined response averages the three filters' scaled responses (Eq. 13).")
+            + (". The combined response averages the three filters' scaled responses (Eq. 13)." if "combined" in
+               c["filter"].values else "."))
 
 
 chapters.register(chapters.Chapter(

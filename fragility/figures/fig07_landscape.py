@@ -3,10 +3,9 @@ network's; and the claim of Sec. 4.1.2 that a share of the parameters can be fil
 adversarial performance are kept (P10), decided on the local sweeps."""
 from __future__ import annotations
 
-import numpy as np
 import xarray as xr
 
-from .. import chapters, verdicts
+from .. import chapters, metrics, verdicts
 from ..errors import FragilityError
 from ..plot import draw
 from ..scores import scaled
@@ -50,7 +49,7 @@ def plot_landscape(c, *, ax) -> None:
     row = draw.axes(ax, c.sizes["epoch"] + 1)
     name, alpha, beta = c["dataset"].item(), c["alpha"].values, c["response"]
     fig = row[0].figure
-    top = max(1.0, float(np.nanmax(beta)))
+    top = draw.top(beta)
     for axis, e in zip(row, c["epoch"].values):
         local = beta.sel(epoch=e).drop_sel(layer="global").transpose("layer", "alpha")
         im = draw.image(fig, axis, local.values, alpha, local["layer"].values, f"{name} · epoch {int(e)}", "",
@@ -60,8 +59,8 @@ def plot_landscape(c, *, ax) -> None:
         axis.set_xlabel(r"$\alpha$")
     glob = beta.sel(layer="global").transpose("epoch", "alpha")
     draw.image(fig, row[-1], glob.values, alpha, glob["epoch"].values, f"{name} · global (whole network)",
-               r"scaled accuracy $\tilde\beta$", vmax=top)
-    fig.colorbar(im, ax=row[:-1], label=r"scaled accuracy (local)", shrink=0.9, location="bottom")
+               metrics.shown(c)[1] + r" $\tilde\beta$", vmax=top)
+    fig.colorbar(im, ax=row[:-1], label=metrics.shown(c)[1] + " (local)", shrink=0.9, location="bottom")
 
 
 def summary(results, model=None, seed=None, input="clean", filter="combined") -> str:
@@ -107,5 +106,5 @@ CLAIMS = (
           "fig07_landscape"),
 )
 
-chapters.register(chapters.Chapter("fig07_landscape", figure, summary, paper=dict(model="resnet18"),
+chapters.register(chapters.Chapter("fig07_landscape", figure, summary, paper=dict(model="resnet18", filter="combined"),
                                    controls=("model", "input", "filter"), reads_folder=True, claims=CLAIMS))

@@ -2,7 +2,7 @@
 r_ε (Eq. 16) between the adversarial and the clean response."""
 from __future__ import annotations
 
-from .. import chapters
+from .. import chapters, metrics
 from ..plot import draw
 from ..plot.draw import SCORES
 from ..selection import check_parameters, curves, edge_layers, layer_scores
@@ -59,7 +59,7 @@ def plot_input_scores(c, r, *, ax) -> None:
     draw.area(bottom, alpha, adversarial, c["baseline"], (ADVERSARIAL, BASE), SCORES["r_xe"], float(r["r_xe"]))
     top.set_title("(a) " + top.get_title())
     for axis in (top, bottom):
-        axis.set_ylabel("scaled accuracy")
+        axis.set_ylabel(metrics.shown(c)[1])
 
 
 def plot_targeting(c, r, *, ax) -> None:
@@ -80,7 +80,7 @@ def plot_targeting(c, r, *, ax) -> None:
     for axis in (top, bottom):
         axis.text(0.02, 0.03, "r_ε > 0: adversarial above clean (Eq. 16 as printed);\nthe paper's prose reads the "
                               "sign the other way", transform=axis.transAxes, fontsize=8, color="0.3", va="bottom")
-    top.set_ylabel("scaled accuracy")
+    top.set_ylabel(metrics.shown(c)[1])
     bottom.set_ylabel("adversarial − clean")
 
 
@@ -97,5 +97,6 @@ def summary(ds, model=None, dataset=None, layer=None, epoch=None, seed=None, fil
 
 
 chapters.register(chapters.Chapter(
-    "fig08_scores", figure, summary, paper=dict(model="resnet18", dataset="cifar10", epoch=100, layer="conv1"),
-                                   controls=("epoch", "filter")))
+    "fig08_scores", figure, summary,
+    paper=dict(model="resnet18", dataset="cifar10", epoch=100, layer="conv1", filter="h1"),
+    controls=("epoch", "filter")))

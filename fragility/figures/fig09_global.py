@@ -186,4 +186,5 @@ CLAIMS = (
 )
 
 chapters.register(chapters.Chapter("fig09_global", figure, summary, controls=("filter", "normalized"),
-                                   options={"normalized": [True, False]}, reads_folder=True, claims=CLAIMS))
+                                   paper=dict(filter="h1"), options={"normalized": [True, False]}, reads_folder=True,
+                                   claims=CLAIMS))

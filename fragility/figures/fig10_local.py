@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .. import chapters, checks, verdicts
+from .. import chapters, checks, metrics, verdicts
 from ..plot import draw
 from ..plot.draw import SCORES
-from ..scores import characterize
+from ..scores import characterize, scaled
 from ..selection import check_parameters, choices, layer_scores, select
 from ..verdicts import TAU, Claim, Outcome, Panel, TooFew, Untestable, estimate, panels
 from .fig09_global import _sign, paper_order
@@ -276,13 +276,15 @@ def antifragility_note(ev, model: str = "resnet18", dataset: str = "mnist") -> s
     """What an antifragile last layer means here: its β̄ against the share of its weights removed under h1 and h2,
     its r_x under each filter, and the threshold the sentence describes (`fc` of ResNet-18 on MNIST by default)."""
     ds = ev.responses
+    if not {"h1", "h2"} <= set(ds["filter"].values):  # the note compares the two removal orders
+        return ""
     if not ev.holds(model, dataset):
         model = choices(ds)["model"][0]
         dataset = choices(ds, model)["dataset"][0]
     last = ev.layers(model)[-1]
     sub = select(ds, model, dataset)
     sub = sub.sel(epoch=sub["epoch"].values[-1], layer=last)
-    beta = (sub["accuracy"].sel(input="clean") / sub["base_accuracy"].sel(input="clean")).mean("seed")
+    beta = scaled(sub).sel(input="clean").mean("seed")
     removed = (sub["n_filtered"] / sub["n_params"]).mean("seed")
     r = layer_scores(ds, model, dataset, filter="h1")["r_x"].sel(layer=last).isel(epoch=-1)
     parts = []
@@ -296,11 +298,13 @@ def antifragility_note(ev, model: str = "resnet18", dataset: str = "mnist") -> s
     peak = float(beta.sel(filter=["h1", "h2"]).max())
     return (f"**What an antifragile last layer means here** ({model} on {dataset}, `{last}`, last epoch): "
             + "; ".join(parts) + f". Its r_x is {float(r):+.3f} under h1 and {r2:+.3f} under h2. The layer is "
-            "redundant — it keeps its accuracy while most of its weights are removed, in either removal order — "
+            f"redundant — it keeps its {metrics.shown(ds)[0]} while most of its weights are removed, in either removal "
+            "order — "
             "while the baseline φ̄ = 1 − (share removed) (Eq. 10) falls in proportion, so β̄ − φ̄ is positive: "
             "\"antifragile\" here is Eq. 14's \"degrades less than in proportion to the weights removed\", not "
             f"Definition 6's \"performance increases\" (β̄ never exceeds {peak:.3f}).")
 
 
-chapters.register(chapters.Chapter("fig10_local", figure, summary, controls=("filter",), reads_folder=True,
+chapters.register(chapters.Chapter("fig10_local", figure, summary, controls=("filter",), paper=dict(filter="h1"),
+                                   reads_folder=True,
                                    claims=CLAIMS))

@@ -24,7 +24,7 @@ from .base import DEFAULT, METRICS, Metric, check_name, register_metric
 from .accuracy import Accuracy
 from .topk import TopK
 from .function import FunctionMetric, function_path, metric
-from .settings import as_metric, from_settings, profile_setting, stored
+from .settings import as_metric, from_settings, profile_setting, shown, stored
 
 __all__ = ["Accuracy", "DEFAULT", "FunctionMetric", "METRICS", "Metric", "TopK", "as_metric", "check_name",
-           "from_settings", "function_path", "metric", "profile_setting", "register_metric", "stored"]
+           "from_settings", "function_path", "metric", "profile_setting", "register_metric", "shown", "stored"]

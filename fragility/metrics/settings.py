@@ -100,3 +100,11 @@ def stored(ds) -> tuple[str, str, bool]:
                              "attribute metric_higher_is_better): keep the attributes fr.sweep stored.")
     names = store.metric_variables(str(name))
     return names["accuracy"], names["base_accuracy"], bool(attrs["metric_higher_is_better"])
+
+
+def shown(ds) -> tuple[str, str]:
+    """How figures and text name the response of `ds` (a sweep Dataset, combined results or curves): ("accuracy",
+    "scaled accuracy") for top-1 accuracy, else the metric's own name and how it is scaled (a lower-is-better one by
+    its reciprocal, `fragility.scores.scaled`), e.g. ("nll", "scaled nll (inverse ratio)")."""
+    name, _, higher = stored(ds)
+    return name, f"scaled {name}" + ("" if higher else " (inverse ratio)")

@@ -147,6 +147,14 @@ def signed(values):
     return TwoSlopeNorm(0, -lim, lim)
 
 
+def top(values) -> float:
+    """The upper end of a 0-based colour or y scale: 1, or the largest finite value when it exceeds 1 (a metric
+    other than an accuracy, a scaled response above 1)."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return max(1.0, float(finite.max())) if finite.size else 1.0
+
+
 def image(fig, ax, values, alpha, rows, title, bar, ylabel="epoch", cmap="viridis", norm=None, vmax=1.0,
           colorbar=True):
     """(rows × α) image, pixels centred on the thresholds, with row labels and a colour bar (`norm`, else 0..vmax)."""

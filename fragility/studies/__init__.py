@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import steps
+from .. import metrics, steps
 from ..errors import FragilityError
 from .. import study as base
 from . import batchnorm, conventions, depth, neurons, removal, selective  # noqa: F401 (each registers itself)
@@ -41,6 +41,11 @@ def check(raw, profile, source: str = "profile") -> dict[str, dict]:
     for name, settings in raw.items():
         if name not in REGISTRY:
             raise FragilityError(f"{source}: unknown study {name!r}: choose from {', '.join(REGISTRY)}.")
+        measured = dict(profile.metric).get("name", metrics.DEFAULT)
+        if measured != metrics.DEFAULT:  # each study computes and reads top-1 accuracy, as the paper's studies do
+            raise FragilityError(f"{source}: studies measure top-1 accuracy, as the paper's related studies do, and "
+                                 f"this profile sweeps the metric {measured!r}: run studies.{name} in a profile "
+                                 "with the default metric (remove `metric`), on another results folder.")
         out[name] = REGISTRY[name].check(settings, profile, source)
     return out
 
