@@ -235,12 +235,17 @@ def test_fig10_cells_coloured_by_label_carry_the_raw_scores(ds):
 
 
 def test_summaries_follow_the_claims_rules(ds):
+    # P5 is about the paper's four networks: smallcnn's first layer gets its scores and no verdict; under a name of
+    # the paper's (resnet18) the same results get the rule of P5 on the first layer, and none on a middle one
     text = fig08_scores.summary(ds, model="smallcnn", layer="blocks.0.conv", epoch=2)
-    r = layer_scores(ds, "smallcnn", "digits").sel(layer="blocks.0.conv", epoch=2)
+    assert "r_x = " in text and "claim P5" not in text
+    named = ds.assign_coords(model=[{"smallcnn": "resnet18"}.get(m, m) for m in ds["model"].values.tolist()])
+    text = fig08_scores.summary(named, model="resnet18", layer="blocks.0.conv", epoch=2)
+    r = layer_scores(named, "resnet18", "digits").sel(layer="blocks.0.conv", epoch=2)
     assert f"r_x = {float(r['r_x']):+.3f}" in text and f"r_xε = {float(r['r_xe']):+.3f}" in text
     fragile = float(r["r_x"]) < -0.02 and float(r["r_xe"]) < -0.02
     assert ("**as claimed**" if fragile else "**not here**") in text  # the rule of P5 on the first layer
-    assert "claim P5" not in fig08_scores.summary(ds, model="smallcnn", layer="blocks.1.conv", epoch=2)  # not an edge
+    assert "claim P5" not in fig08_scores.summary(named, model="resnet18", layer="blocks.1.conv", epoch=2)  # inside
     text = fig04_baseline.summary(ds, model="smallcnn", layer="fc", input="adversarial")
     value = float(layer_scores(ds, "smallcnn", "digits")["r_xe"].sel(layer="fc", epoch=2))
     assert f"r_xe = {value:+.3f}" in text

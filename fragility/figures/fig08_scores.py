@@ -2,7 +2,7 @@
 r_ε (Eq. 16) between the adversarial and the clean response."""
 from __future__ import annotations
 
-from .. import chapters, metrics
+from .. import chapters, metrics, verdicts
 from ..plot import draw
 from ..plot.draw import SCORES
 from ..selection import check_parameters, curves, edge_layers, layer_scores
@@ -88,7 +88,8 @@ def summary(ds, model=None, dataset=None, layer=None, epoch=None, seed=None, fil
     p = check_parameters(ds, model=model, dataset=dataset, layer=layer, epoch=epoch, seed=seed, filter=filter)
     r = layer_scores(ds, p["model"], p["dataset"], seed, p["filter"]).sel(layer=p["layer"], epoch=p["epoch"])
     x, xe, e = (float(r[k]) for k in ("r_x", "r_xe", "r_e"))
-    edge = p["layer"] in edge_layers(ds, p["model"])
+    # claim P5 is about the paper's four networks; another network's first and last layers get no verdict
+    edge = p["model"] in verdicts.FIGURE_MODELS.values() and p["layer"] in edge_layers(ds, p["model"])
     return (f"`{p['layer']}` at epoch {p['epoch']} ({p['filter']}): r_x = {x:+.3f} ({WORDS.get(label_of(x), '—')}), "
             f"r_xε = {xe:+.3f} ({WORDS.get(label_of(xe), '—')}), r_ε = {e:+.3f}: {GREATER.get(label_of(e), '—')}."
             + (f" It is the model's {'first' if p['layer'] == edge_layers(ds, p['model'])[0] else 'last'} "
