@@ -105,7 +105,8 @@ def number(value, name: str, low=None, high=None, open_low=False, open_high=Fals
 
 def names(value, name: str, options) -> tuple[str, ...]:
     """Distinct names from `options`: a list, or a single name for a list of one."""
-    value = [value] if isinstance(value, str) else value
+    if isinstance(value, str):  # one name: the message shows it as given
+        return (require(value, one_of(options), name),)
     return tuple(require(value, items(one_of(options), what=f"a non-empty list of distinct names from "
                                                           f"{', '.join(options)}"), name))
 

@@ -174,7 +174,8 @@ def test_several_models_and_datasets(two):
 
 BAD = {
     "no folder": (lambda f: {"results": f / "nope"}, ["results", "does not exist"]),
-    "model": (lambda f: {"results": f, "model": "vgg"}, ["model", "from a, b", "vgg"]),
+    "model": (lambda f: {"results": f, "model": "vgg"}, ["model must be one of 'a', 'b'; got 'vgg'"]),
+    "models": (lambda f: {"results": f, "model": ["a", "vgg"]}, ["model", "list of distinct names from a, b", "vgg"]),
     "dataset": (lambda f: {"results": f, "dataset": "cifar10"}, ["dataset", "digits", "other"]),
     "dataset of a model": (lambda f: {"results": f, "model": "b", "dataset": "other"},
                            ["other", "dataset of b", "digits"]),
