@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 # The main job: run what is missing of the profile, execute every figure notebook, build the book. The shipped
 # reference is read as it is (`status` lists it and computes nothing; `fragility run --profile reference` computes
