@@ -18,6 +18,10 @@ BATCHED = {**ARCHITECTURES,
            "shufflenet_v2_x0_5": (32, ["conv1.0", "stage2.0.branch1.0", "stage2.0.branch2.3", "stage4.0.branch1.2",
                                        "fc"]),
            "smallcnn": (16, None)}
+# ResNet-18's layers on the CPU (all of them on CUDA): the stem, a layer inside a residual block, a downsampling
+# shortcut, a block's last convolution and the head — test_engine.py checks every layer of it; the global sweep, every
+# layer at once, runs here too
+CPU_LAYERS = {"resnet18": ["conv1", "layer1.0.conv2", "layer2.0.downsample.0", "layer3.1.conv2", "fc"]}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 
@@ -72,6 +76,7 @@ def assert_same_accuracy(fast, plain, model, x, y, options, tol=1e-4):
 
 def check_batched(name, attack, device, k=3):
     size, layers = BATCHED[name]
+    layers = CPU_LAYERS.get(name, layers) if device == "cpu" else layers
     model, x, y = random_network(name, size)
     options = dict(A=2, layers=layers, epsilon=0.05, attack=attack, batch_size=4, progress=False, device=device)
     before = flags()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from test_engine import random_network
-from test_engine_batched import BATCHED, assert_same_accuracy
+from test_engine_batched import BATCHED, CPU_LAYERS, assert_same_accuracy
 from torch import nn
 
 import fragility as fr
@@ -29,6 +29,7 @@ def check(model, x, y, **options):
 
 def every_stress_and_pgd(name, crafted):
     size, layers = BATCHED[name]
+    layers = CPU_LAYERS.get(name, layers)
     model, x, y = random_network(name, size)
     attack = fr.PGD(0.05, steps=2, random_start=True, seed=1)
     ds = check(model, x, y, A=2, layers=layers, filters=EVERY, attack=attack, crafted=crafted, batch_size=4)
