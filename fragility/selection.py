@@ -11,11 +11,11 @@ import xarray as xr
 
 from . import metrics
 from .errors import FragilityError
+from .filters import FILTERS
 from .scores import baseline, combined, scaled, scores
 from .store import layer_order
 from .study import REGISTRY
 
-FILTERS = ("h1", "h2", "h3", "combined")
 INPUTS = ("clean", "adversarial")
 PARAMETERS = ("model", "dataset", "seed", "epoch", "layer", "layers", "filter", "input")
 STAND_INS = {"mnist": "digits"}  # the offline data set that stands in for a paper's data set
@@ -68,8 +68,12 @@ def choices(ds: xr.Dataset, model=None, dataset=None) -> dict[str, list]:
 def filters(ds: xr.Dataset) -> list[str]:
     """The filters (internal stresses) the results were swept with, and "combined" (Eq. 13) when they hold all of
     h1, h2 and h3 — a profile may sweep fewer."""
-    swept = values(ds, "filter")
-    return swept + (["combined"] if set(FILTERS[:3]) <= set(swept) else [])
+    return values(ds, "filter") + (["combined"] if _combines(ds) else [])
+
+
+def _combines(data) -> bool:
+    """Whether `data` holds the three synaptic filters that the combined response (Eq. 13) averages."""
+    return set(FILTERS) <= set(values(data, "filter"))
 
 
 def check_parameters(ds: xr.Dataset, **params) -> dict:
@@ -163,9 +167,9 @@ def edge_layers(ds: xr.Dataset, model) -> tuple[str, str]:
 
 def _with_combined(da: xr.DataArray, combined_da: xr.DataArray | None = None) -> xr.DataArray:
     """`da` with filter "combined" appended: `combined_da`, or the mean over h1, h2, h3."""
-    if not set(FILTERS[:3]) <= set(values(da, "filter")):  # a profile that swept fewer has no combined response
+    if not _combines(da):  # a profile that swept fewer has no combined response
         return da
-    extra = da.sel(filter=list(FILTERS[:3])).mean("filter") if combined_da is None else combined_da
+    extra = da.sel(filter=list(FILTERS)).mean("filter") if combined_da is None else combined_da
     return xr.concat([da, extra.expand_dims(filter=["combined"])], "filter", coords="minimal")
 
 
@@ -182,7 +186,7 @@ def curves(ds: xr.Dataset, model=None, dataset=None, seed=None) -> xr.Dataset:
     sub = select(ds, model, dataset, seed)
     name, base, _ = metrics.stored(sub)
     out = xr.Dataset({
-        "response": _with_combined(scaled(sub), combined(sub) if "combined" in filters(sub) else None),
+        "response": _with_combined(scaled(sub), combined(sub) if _combines(sub) else None),
         "baseline": _with_combined(baseline(sub)),
         "accuracy": _with_combined(sub[name]),
         "n_filtered": _with_combined(sub["n_filtered"]),

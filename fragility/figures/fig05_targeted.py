@@ -71,7 +71,7 @@ def summary(ds, model=None, dataset=None, layer=None, seed=None, filter="combine
     p = check_parameters(ds, model=model, dataset=dataset, layer=layer, seed=seed, filter=filter)
     c = curves(ds, p["model"], p["dataset"], seed).sel(layer=p["layer"], filter=p["filter"])
     gap = c["accuracy"].sel(input="clean") - c["accuracy"].sel(input="adversarial")
-    word, _, higher = (*metrics.shown(c)[:1], *metrics.stored(c)[1:])
+    word, _, higher = metrics.stored(c)
     if word != "accuracy":  # P7's rule below reads top-1 accuracy above chance; another metric gets the gap only
         better = gap > 0 if higher else gap < 0
         return (f"`{p['layer']}` of {p['model']} on {p['dataset']} ({p['filter']}): the clean {word} is better than "

@@ -299,12 +299,10 @@ def antifragility_note(ev, model: str = "resnet18", dataset: str = "mnist") -> s
     return (f"**What an antifragile last layer means here** ({model} on {dataset}, `{last}`, last epoch): "
             + "; ".join(parts) + f". Its r_x is {float(r):+.3f} under h1 and {r2:+.3f} under h2. The layer is "
             f"redundant — it keeps its {metrics.shown(ds)[0]} while most of its weights are removed, in either removal "
-            "order — "
-            "while the baseline φ̄ = 1 − (share removed) (Eq. 10) falls in proportion, so β̄ − φ̄ is positive: "
+            "order — while the baseline φ̄ = 1 − (share removed) (Eq. 10) falls in proportion, so β̄ − φ̄ is positive: "
             "\"antifragile\" here is Eq. 14's \"degrades less than in proportion to the weights removed\", not "
             f"Definition 6's \"performance increases\" (β̄ never exceeds {peak:.3f}).")
 
 
 chapters.register(chapters.Chapter("fig10_local", figure, summary, controls=("filter",), paper=dict(filter="h1"),
-                                   reads_folder=True,
-                                   claims=CLAIMS))
+                                   reads_folder=True, claims=CLAIMS))
