@@ -158,6 +158,15 @@ def estimate(samples: xr.DataArray, fmt: str = "+.3f") -> str:
     return f"{value:{fmt}} [{float(low):{fmt}}, {float(high):{fmt}}]"
 
 
+def occurrence(found: xr.DataArray) -> str:
+    """A yes/no statistic (1 or 0 on each replicate) in words: "yes as stored; yes in 41 % of the 200 bootstrap
+    replicates". Its percentile interval is [1, 1] when at least 97.5 % of the replicates say yes (holds against a
+    threshold of 0.5), [0, 0] when at most 2.5 % do (differs), [0, 1] between (inconclusive)."""
+    boot = found.sel(sample=found["sample"] > 0)
+    return (f"{'yes' if float(found.sel(sample=0)) else 'no'} as stored; yes in {float(boot.mean()):.0%} of the "
+            f"{boot.sizes['sample']} bootstrap replicates")
+
+
 class Evidence:
     """What the rules read from one results folder, each piece computed once: the responses, their bootstrap
     replicates under each reading, the studies."""

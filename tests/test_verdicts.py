@@ -141,6 +141,19 @@ def test_p12_is_inconclusive_with_too_few_checkpoints_and_decided_with_enough(tm
     assert row["verdict"] == "inconclusive" and "checkpoints" in row["evidence"]
 
 
+@given(st.integers(0, 200), st.booleans())
+def test_a_yes_no_statistic_is_decided_by_the_share_of_replicates_that_say_yes(yes, stored):
+    """P11 and P12 answer yes (1) or no (0) on each replicate: holds when at least 97.5 % of the 200 replicates say
+    yes, differs when at most 2.5 % do, inconclusive between — and the evidence gives that share, not a percentile
+    interval of a 0/1 value."""
+    found = xr.DataArray(np.r_[float(stored), np.arange(200) < yes], dims="sample", coords={"sample": np.arange(201)})
+    low, high = (float(v) for v in uncertainty.interval(found))
+    expected = "holds" if yes >= 195 else "differs" if yes <= 5 else "inconclusive"
+    assert verdicts.decide(low, high, 0.5, above=True) == expected
+    assert verdicts.occurrence(found) == (f"{'yes' if stored else 'no'} as stored; yes in {yes / 200:.0%} of the 200 "
+                                          "bootstrap replicates")
+
+
 def test_the_above_chance_scaling_removes_the_raised_floor(tmp_path):
     # both curves fall to chance (0.1) at α = 1: under the paper's scaling chance is 0.1 / 0.9 on the clean curve
     # and 0.1 / 0.45 on the adversarial one, so r_ε > 0; mapped above chance, both end at 0 and r_ε ≈ 0

@@ -182,8 +182,8 @@ def _agree(ev, panel, reading) -> Outcome:
     same = (votes == votes[:1]).all(axis=(0, 2)).astype(float)
     stat = xr.DataArray(same, dims="sample", coords={"sample": np.arange(len(same))})
     shown = ", ".join(f"{m} {'/'.join(v)}" for m, v in zip(held, votes[:, 0]))
-    return Outcome(stat, f"r_x labels of the first/last layer at the last epoch — {shown}; the same for every model in "
-                         f"{estimate(stat, '.0%')} of the bootstrap replicates.")
+    return Outcome(stat, f"r_x labels of the first/last layer at the last epoch — {shown}; the same for every model: "
+                         f"{verdicts.occurrence(stat)}.")
 
 
 def returns(labels) -> bool:
@@ -208,7 +208,7 @@ def _periodic(ev, panel, reading) -> Outcome:
     names = [str(n) for n, ok in zip(r["layer"].values, found[0]) if ok]
     return Outcome(stat, f"{len(names)} layer(s) whose r_x label goes Ro → not Ro → Ro over "
                          f"{r.sizes['epoch']} checkpoints" + (f" (e.g. `{names[0]}`)" if names else "")
-                         + f"; some layer does so in {estimate(stat, '.0%')} of the bootstrap replicates.")
+                         + f"; some layer does so: {verdicts.occurrence(stat)}.")
 
 
 READINGS = ("scaling", "attack", "batchnorm", "epsilon")
@@ -226,6 +226,8 @@ MARKS = ("*In Fig. 10, we show that the network response is greater for the adve
          "of the network performances for the clean dataset being greater than that of the adversarial dataset "
          "(marked by 'r_x'), shown in Fig. 10a MNIST and CIFAR10; Fig. 10b MNIST, CIFAR10 and ImageNet Tiny, and "
          "Fig. 10d MNIST and CIFAR10.* (Sec. 5, \"Adversarially targeted parameters\")")
+YES_NO = ("holds when so in at least 97.5 % of the bootstrap replicates (the interval of the 1/0 answer is [1, 1]), "
+          "differs when in at most 2.5 % ([0, 0]), inconclusive between")
 SHARE_RULE = f"more than {SHARE:.0%} of the panel's local cells (layer × epoch, h1, τ = {TAU})"
 
 CLAIMS = (
@@ -258,8 +260,7 @@ CLAIMS = (
                  "characteristics across different network architectures.* (Abstract, Sec. 6)",
           tuple(Panel("10a–d", "resnet18", d) for d in ("mnist", "cifar10", "tiny-imagenet")),
           "on each data set, the r_x label (h1) of the first and of the last layer at the last epoch is the same for "
-          "every one of the paper's models held, in more than half of the bootstrap replicates' lower bound (the "
-          "share of replicates agreeing, interval above 0.5)", _agree, 0.5, True, "fig10_local",
+          f"every one of the paper's models held: {YES_NO}", _agree, 0.5, True, "fig10_local",
           readings=("scaling",)),
     Claim("P12", "*Furthermore, periodic robustness characteristics are shown in Fig. 10a ImageNet Tiny; Fig. 10b "
                  "MNIST, CIFAR10 and ImageNet Tiny; Fig. 10c MNIST, CIFAR10, ImageNet Tiny, and Fig. 10d CIFAR10 and "
@@ -267,7 +268,7 @@ CLAIMS = (
           panels("10a tiny-imagenet; 10b mnist cifar10 tiny-imagenet; 10c mnist cifar10 tiny-imagenet; "
                  "10d cifar10 tiny-imagenet"),
           f"some layer's r_x label (h1) goes Ro → not Ro → Ro over the checkpoints (at least {CHECKPOINTS} of them, "
-          "else inconclusive), in the bootstrap replicates (share of replicates, interval above 0.5)", _periodic, 0.5,
+          f"else inconclusive): {YES_NO}", _periodic, 0.5,
           True, "fig10_local", readings=("scaling",)),
 )
 
