@@ -91,7 +91,8 @@ def stored_units(profile: Profile, results: Path) -> set[tuple]:
     for key, header in units.items():
         model, dataset, seed, _ = key
         if model in profile.models and dataset in profile.datasets and seed in profile.grid(model).seeds:
-            expected = {"sweep_hash": profile.sweep_hash, "config_hash": profile.config_hash(model, dataset, seed)}
+            expected = {"sweep_hash": profile.sweep_hash_of(model),
+                        "config_hash": profile.config_hash(model, dataset, seed)}
             found = {k: header.attrs.get(k) for k in expected}
             if found != expected:
                 raise FragilityError(f"{header.path} was computed with other settings than profile "
@@ -153,14 +154,14 @@ def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=Non
     x, y, image = _test_set(profile, dataset, data_dir)
     net, meta = _checkpoint(profile, Path(checkpoints), model, dataset, seed, epoch, device)
     start = time.perf_counter()
-    responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters, epsilon=epsilon,
+    responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters_of(model), epsilon=epsilon,
                              attack=profile.adversary(), crafted=profile.attack, ratio=profile.ratio,
                              batch_size=profile.batch_size, device=device, progress=progress,
                              batchnorm=profile.batchnorm, image=image, layers=profile.layers,
                              metric=profile.measure())
     adopted = {k: v for k, v in meta.get("provenance", {}).items() if k.startswith("checkpoint_")}
     ds = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name, config_hash=meta["config_hash"],
-                       sweep_hash=profile.sweep_hash, epsilon_policy=str(profile.epsilon),
+                       sweep_hash=profile.sweep_hash_of(model), epsilon_policy=str(profile.epsilon),
                        seconds=round(time.perf_counter() - start, 2), device=device_description(device),
                        train_seconds=meta.get("seconds", -1.0), **imports.provenance(profile, model, dataset),
                        **adopted)

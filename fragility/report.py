@@ -50,7 +50,7 @@ import xarray as xr
 from . import checks, files, metrics, store, uncertainty
 from .errors import FragilityError
 from .scores import LABELS, SCALINGS, characterize, scaled, scores
-from .selection import INPUTS, choices, layer_scores, values
+from .selection import INPUTS, choices, filters, layer_scores, values
 from .studies import selective
 from .verdicts import TAU
 
@@ -105,9 +105,7 @@ def _epochs(ds: xr.Dataset, pairs, epoch) -> dict[tuple[str, str], int]:
 
 
 def _filter(ds: xr.Dataset, filter) -> str:
-    swept = [str(f) for f in values(ds, "filter")]
-    valid = swept + (["combined"] if {"h1", "h2", "h3"} <= set(swept) else [])
-    return checks.require(filter, checks.one_of(valid), "filter")
+    return checks.require(filter, checks.one_of(filters(ds)), "filter")
 
 
 def _per_image(headers: dict, model: str, dataset: str) -> bool:
@@ -180,6 +178,11 @@ def report(results, model=None, dataset=None, filter: str = "h1", epoch: int | N
     ds = store.open_results(folder)
     pairs = _pairs(ds, model, dataset)
     filter = _filter(ds, filter)
+    lacking = sorted({m for m, _ in pairs if filter not in filters(ds, m)})  # swept with fewer filters
+    if lacking and (model is not None or set(lacking) == {m for m, _ in pairs}):
+        raise FragilityError(f"filter {filter!r} was not swept for {', '.join(lacking)}: choose from "
+                             f"{', '.join(filters(ds, lacking[0]))}, or leave those models out.")
+    pairs = [(m, d) for m, d in pairs if m not in lacking]
     epochs = _epochs(ds, pairs, epoch)
     checks.require(scaling, checks.one_of(SCALINGS), "scaling")
     if scaling == "chance" and "chance" not in ds:
@@ -303,9 +306,9 @@ class Report(pd.DataFrame):
         ds = store.open_results(checks.folder(self.attrs["results"], "the report's results folder"))
         model, dataset, epoch = rows["model"].iloc[0], rows["dataset"].iloc[0], int(rows["epoch"].iloc[0])
         layers = list(dict.fromkeys(rows["layer"]))
-        swept = [str(f) for f in values(ds, "filter")]
+        swept = [f for f in filters(ds, model) if f != "combined"]
         if filter not in swept:
-            raise FragilityError(f"filter must be h1 or h2 and swept in these results, which hold "
+            raise FragilityError(f"filter must be h1 or h2 and swept for {model} in these results, which hold "
                                  f"{', '.join(swept)}; got {filter!r}.")
         sub = ds.sel(model=model, dataset=dataset, epoch=epoch, layer=layers).sel(filter=filter).load()
         response = scaled(sub).sel(input=input).mean("seed")  # the metric's, oriented (fragility.scores)

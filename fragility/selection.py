@@ -62,13 +62,36 @@ def choices(ds: xr.Dataset, model=None, dataset=None) -> dict[str, list]:
     datasets = where(unit, "dataset")
     unit = unit.sel(dataset=dataset if dataset in datasets else datasets[0])
     return {"model": models, "dataset": datasets, "seed": where(unit, "seed"), "epoch": where(unit, "epoch"),
-            "layer": layer_order(ds, model), "filter": filters(ds), "input": list(INPUTS)}
+            "layer": layer_order(ds, model), "filter": filters(ds, model), "input": list(INPUTS)}
 
 
-def filters(ds: xr.Dataset) -> list[str]:
-    """The filters (internal stresses) the results were swept with, and "combined" (Eq. 13) when they hold all of
-    h1, h2 and h3 — a profile may sweep fewer."""
-    return values(ds, "filter") + (["combined"] if _combines(ds) else [])
+def filters(ds: xr.Dataset, model=None) -> list[str]:
+    """The filters (internal stresses) the results of `model` (every model when None) were swept with — a profile
+    may sweep fewer, or fewer for one model — and "combined" (Eq. 13) when they are all of h1, h2 and h3."""
+    swept = swept_filters(ds, model)
+    return swept + (["combined"] if set(FILTERS) <= set(swept) else [])
+
+
+def swept_filters(ds: xr.Dataset, model=None) -> list[str]:
+    """The filters with results for `model` (any model when None): combined results are NaN for a filter a model
+    was not swept with."""
+    if "n_filtered" not in ds or "filter" not in ds["n_filtered"].dims:
+        return values(ds, "filter")
+    n = ds["n_filtered"]
+    if model is not None and "model" in n.dims:
+        n = n.sel(model=model)
+    return where(n.notnull(), "filter")
+
+
+def any_filter(ds: xr.Dataset, filter=None) -> str:
+    """`filter` ("h1" when None) checked against the filters of every model: a figure of all models draws those
+    swept with it."""
+    return choose("filter", filter, filters(ds), "", "h1")
+
+
+def models_with(ds: xr.Dataset, filter: str) -> list[str]:
+    """The models whose results hold `filter` (a profile may sweep some models with fewer filters)."""
+    return [m for m in choices(ds)["model"] if filter in choices(ds, m)["filter"]]
 
 
 def _combines(data) -> bool:
@@ -147,8 +170,8 @@ def _text(value) -> str:
 
 
 def select(ds: xr.Dataset, model=None, dataset=None, seed=None) -> xr.Dataset:
-    """The loaded results of one model (and dataset — all when None — and seed), without the units and layers it
-    lacks; the selections checked first."""
+    """The loaded results of one model (and dataset — all when None — and seed), without the units, layers and
+    filters it lacks; the selections checked first."""
     model = check_parameters(ds, model=model, dataset=dataset, seed=seed)["model"]
     sub = ds.sel(model=model, layer=layer_order(ds, model))
     if dataset is not None:
@@ -156,7 +179,8 @@ def select(ds: xr.Dataset, model=None, dataset=None, seed=None) -> xr.Dataset:
     if seed is not None:
         sub = sub.sel(seed=[seed])
     have = stored(sub)
-    return sub.sel({d: where(have, d) for d in ("dataset", "seed", "epoch") if d in have.dims}).load()
+    sub = sub.sel({d: where(have, d) for d in ("dataset", "seed", "epoch") if d in have.dims})
+    return sub.sel(filter=swept_filters(sub)).load()
 
 
 def edge_layers(ds: xr.Dataset, model) -> tuple[str, str]:

@@ -245,13 +245,14 @@ def _read_variable(header: Header, name: str) -> np.ndarray:
 class _Stacked(BackendArray):
     """One variable of every unit as a single array (the unit keys, then the variable's own dims), read on indexing.
 
-    Missing units, and layers a unit's model lacks, read as `fill`.
+    Missing units, and the layers and filters a unit lacks (a model's own layers; a model swept with fewer filters),
+    read as `fill`.
     """
 
     def __init__(self, units: np.ndarray, name: str, dims: tuple, coords: dict, fill, dtype):
         self.units, self.name, self.fill, self.dtype = units, name, fill, np.dtype(dtype)
-        self.position = {str(layer): i for i, layer in enumerate(coords["layer"])}
-        self.layer_axis = dims.index("layer") if "layer" in dims else None
+        self.placed = [(dims.index(d), d, {str(v): i for i, v in enumerate(np.asarray(coords[d]))}) for d in UNIONS
+                       if d in dims]
         self.inner = tuple(len(coords[d]) for d in dims)
         self.shape = units.shape + self.inner
 
@@ -272,15 +273,27 @@ class _Stacked(BackendArray):
         return np.empty(shape, self.dtype) if self.fill is None else np.full(shape, self.fill, self.dtype)
 
     def _unit(self, header: Header) -> np.ndarray:
-        """The variable of one unit, with its layers placed among the union of layers."""
+        """The variable of one unit, with its layers and filters placed among the union of each."""
         values = _read_variable(header, self.name)
-        if self.layer_axis is None:
-            return values
-        placed = self._blank(self.inner)
-        where = [slice(None)] * len(self.inner)
-        where[self.layer_axis] = [self.position[layer] for layer in header.coords["layer"][0]]
-        placed[tuple(where)] = values
-        return placed
+        for axis, dim, position in self.placed:
+            shape = list(values.shape)
+            shape[axis] = self.inner[axis]
+            placed = self._blank(tuple(shape))
+            where = [slice(None)] * values.ndim
+            where[axis] = [position[str(v)] for v in header.coords[dim][0]]
+            placed[tuple(where)] = values
+            values = placed
+        return values
+
+
+UNIONS = ("layer", "filter")  # dims whose values may differ between units: a model's layers, its filters
+
+
+def _union(found: list[np.ndarray]) -> np.ndarray:
+    """The values every unit shares in their order, else their sorted union."""
+    if all(np.array_equal(f, found[0]) for f in found):
+        return found[0]
+    return np.array(sorted({v for f in found for v in f.tolist()}))
 
 
 def _common(dicts) -> dict:
@@ -300,7 +313,8 @@ def open_results(path) -> xr.Dataset:
     Lazy: only the files' headers are read here; values are read from the unit files when first used, and kept once
     read (`.load()` reads them all). Layers keep the units' order when they all share it, else they are the sorted
     union over models (NaN where a model lacks one; use `layer_order` for a model's forward order). Missing units are
-    NaN, and attributes that differ between units are dropped: the result equals `read_whole`'s. The per-example
+    NaN, as are the filters a unit was not swept with (a profile may sweep a model with fewer), and attributes that
+    differ between units are dropped: the result equals `read_whole`'s. The per-example
     results (`correct`, `base_correct`) stay in the unit files: `fragility.uncertainty` reads them unit by unit.
     Units swept with another metric than top-1 accuracy hold its response under its own name (`metric_variables`),
     and every unit of a folder must hold the same metric.
@@ -330,7 +344,7 @@ def open_results(path) -> xr.Dataset:
             raise FragilityError(f"units under {path} hold different metrics ({h.path} holds "
                                  f"{h.attrs.get('metric', 'accuracy')}, {first.path} "
                                  f"{first.attrs.get('metric', 'accuracy')}): keep one profile's results per folder.")
-        for dim in ("filter", "alpha", "input"):
+        for dim in ("alpha", "input"):
             if not np.array_equal(h.coords[dim][0], first.coords[dim][0]):
                 raise FragilityError(f"units under {path} differ in {dim} ({dict(zip(KEYS, h.key))} has "
                                      f"{h.coords[dim][0].tolist()}): keep one profile's results per folder.")
@@ -338,17 +352,17 @@ def open_results(path) -> xr.Dataset:
     grid = np.full(tuple(map(len, keys)), None, dtype=object)
     for h in headers:
         grid[tuple(int(np.searchsorted(k, v)) for k, v in zip(keys, h.key))] = h
-    layers = first.coords["layer"][0]  # the order the units share, else their sorted union (as xarray joins)
-    if any(not np.array_equal(h.coords["layer"][0], layers) for h in headers):
-        layers = np.array(sorted({layer for h in headers for layer in h.coords["layer"][0]}))
-    coords = {**dict(zip(KEYS, keys)), "layer": layers}
-    coords.update({d: xr.Variable(d, *first.coords[d]) for d in ("filter", "alpha", "input")})
+    # layers and filters: the order the units share, else their sorted union (as xarray joins)
+    union = {d: _union([h.coords[d][0] for h in headers]) for d in UNIONS}
+    coords = {**dict(zip(KEYS, keys)), "layer": union["layer"]}
+    coords["filter"] = xr.Variable("filter", union["filter"], first.coords["filter"][1])
+    coords.update({d: xr.Variable(d, *first.coords[d]) for d in ("alpha", "input")})
     data_vars = {}
     for name in dict.fromkeys(n for h in headers for n in h.variables if n not in per_image(h.attrs)):
         holders = [h for h in headers if name in h.variables]
         dims, dtype, _ = holders[0].variables[name]
         complete = len(holders) == grid.size and all(
-            "layer" not in dims or np.array_equal(h.coords["layer"][0], layers) for h in holders)
+            d not in dims or np.array_equal(h.coords[d][0], union[d]) for h in holders for d in UNIONS)
         if not complete and dtype.kind != "f":
             dtype = np.dtype(np.float64)  # room for NaN
         lazy = _Stacked(grid, name, dims, coords, None if complete else np.nan, dtype)

@@ -83,7 +83,8 @@ def removable(rs: xr.Dataset, reading=None) -> xr.Dataset:
 
 
 def _p10(ev, panel: Panel, reading) -> Outcome:
-    found = removable(ev.replicates(panel.model, panel.dataset), reading)
+    rs = ev.replicates(panel.model, panel.dataset)
+    found = removable(rs, reading)
     weights = found["n_params"] / found["n_params"].sum("layer")
     stat = (found["share"] * weights).sum("layer")
     top = found["share"].sel(sample=0).sortby(found["share"].sel(sample=0), ascending=False)
@@ -91,7 +92,8 @@ def _p10(ev, panel: Panel, reading) -> Outcome:
     return Outcome(stat, f"the largest share of each layer removable with β̄ and β̄_ε ≥ {KEPT} (last epoch): "
                          f"{shown}, …; weighted by the layers' sizes, {estimate(stat, '.1%')} of the network's "
                          f"weights; {int((found['share'].sel(sample=0) > 0).sum())} of {found.sizes['layer']} layers "
-                         "lose some weights without losing accuracy.")
+                         "lose some weights without losing accuracy (filters swept: "
+                         f"{', '.join(map(str, rs['filter'].values))}).")
 
 
 CLAIMS = (

@@ -11,7 +11,7 @@ from .. import chapters, checks, verdicts
 from ..plot import draw
 from ..plot.draw import SCORES
 from ..scores import characterize, display_normalize
-from ..selection import check_parameters, choices, layer_scores, select
+from ..selection import any_filter, layer_scores, models_with, select
 from ..verdicts import TAU, Claim, Outcome, Panel, Untestable, estimate, panels
 
 
@@ -25,10 +25,10 @@ def paper_order(models) -> list[tuple[str, str]]:
 
 
 def global_scores(ds, filter="h1", normalized=True) -> xr.Dataset:
-    """Global (whole-network) scores of every model by model, dataset, seed and epoch; display-normalized over
-    all of them when `normalized`."""
+    """Global (whole-network) scores of every model swept with `filter`, by model, dataset, seed and epoch;
+    display-normalized over all of them when `normalized`."""
     r = xr.concat([layer_scores(ds, m, filter=filter, mean=False).sel(layer="global", drop=True)
-                   .expand_dims(model=[m]) for m in choices(ds)["model"]], "model", join="outer")
+                   .expand_dims(model=[m]) for m in models_with(ds, filter)], "model", join="outer")
     return display_normalize(r) if normalized else r
 
 
@@ -62,8 +62,8 @@ def figure(ds, filter="h1", normalized=True):
     """Fig. 9: global r_x, r_xε, r_ε against epoch, a row per model lettered as the paper's (a) ResNet-18,
     (b) ResNet-50, (c) SqueezeNet 1.1, (d) ShuffleNet V2 ×1.0, a line per data set, mean ± std over seeds
     (`plot_scores`); display-normalized to [−0.5, 0.5] as in the paper (`normalized=False`: raw scores)."""
-    p = check_parameters(ds, filter=filter)
-    order = paper_order(choices(ds)["model"])
+    p = {"filter": any_filter(ds, filter)}
+    order = paper_order(models_with(ds, p["filter"]))
     r = global_scores(ds, p["filter"], normalized)
     kind = "display-normalized" if normalized else "raw"
     fig = draw.figure(select(ds, order[0][1]), f"Fig. 9 · global parameter scores ({kind}), filter {p['filter']} "

@@ -8,10 +8,11 @@ import numpy as np
 import xarray as xr
 
 from .. import chapters, checks, metrics, verdicts
+from ..errors import FragilityError
 from ..plot import draw
 from ..plot.draw import SCORES
 from ..scores import characterize, scaled
-from ..selection import check_parameters, choices, layer_scores, select
+from ..selection import any_filter, check_parameters, choices, filters, layer_scores, models_with, select
 from ..verdicts import TAU, Claim, Outcome, Panel, TooFew, Untestable, estimate, panels
 from .fig09_global import _sign, paper_order
 
@@ -96,10 +97,16 @@ def figure(ds, seed=None, filter="h1", tol=TAU, models=None):
     (`plot_local`). Cells are coloured by label as the paper's colour bar (Fr red, Ro green, Af blue, from the raw
     score and τ; for r_ε: r_x-marked — the clean response greater, Eq. 16 as printed r_ε < −τ — red, Ro green,
     r_xε-marked blue) and carry the raw score."""
-    p = check_parameters(ds, seed=seed, filter=filter)
+    p = {**check_parameters(ds, seed=seed), "filter": any_filter(ds, filter)}
     checks.require(tol, checks.real(0), "tol")
-    held = choices(ds)["model"]
-    order = paper_order(held if models is None else [check_parameters(ds, model=m)["model"] for m in models])
+    held = models_with(ds, p["filter"])  # a profile may sweep some models with fewer filters
+    if models is not None:
+        models = [check_parameters(ds, model=m)["model"] for m in models]
+        lacking = [m for m in models if m not in held]
+        if lacking:
+            raise FragilityError(f"models {lacking} were not swept with filter {p['filter']!r}: choose from "
+                                 f"{', '.join(held)}, or another filter.")
+    order = paper_order(held if models is None else models)
     raw = {m: layer_scores(ds, m, seed=seed, filter=p["filter"]).drop_sel(layer="global")
            .transpose("dataset", "layer", "epoch") for _, m in order}
     heights = [1.2 + 0.15 * raw[m].sizes["layer"] for _, m in order]
@@ -277,13 +284,13 @@ def antifragility_note(ev, model: str = "resnet18", dataset: str = "mnist") -> s
     """What an antifragile last layer means here: its β̄ against the share of its weights removed under h1 and h2,
     its r_x under each filter, and the threshold the sentence describes (`fc` of ResNet-18 on MNIST by default)."""
     ds = ev.responses
-    if not {"h1", "h2"} <= set(ds["filter"].values):  # the note compares the two removal orders
-        return ""
     if not ev.holds(model, dataset):
         model = choices(ds)["model"][0]
         dataset = choices(ds, model)["dataset"][0]
     last = ev.layers(model)[-1]
     sub = select(ds, model, dataset)
+    if not {"h1", "h2"} <= set(filters(sub)):  # the note compares the two removal orders
+        return ""
     sub = sub.sel(epoch=sub["epoch"].values[-1], layer=last)
     beta = scaled(sub).sel(input="clean").mean("seed")
     removed = (sub["n_filtered"] / sub["n_params"]).mean("seed")

@@ -20,7 +20,7 @@ from ..errors import FragilityError
 from ..plot import draw
 from ..plot.draw import SCORES as TEX
 from ..report import SCORES, UNDECIDED, Report, report as layer_report
-from ..selection import check_parameters, select, values
+from ..selection import check_parameters, filters, select
 from ..store import open_results
 from ..verdicts import TAU, WORDS
 
@@ -162,7 +162,7 @@ def conversions(table: Report, shown: str) -> str:
     """The lists and ratios tools take for one network, as Python to copy, each with the call that gives it."""
     model, dataset = str(table["model"].iloc[0]), str(table["dataset"].iloc[0])
     args = f"{model!r}, {dataset!r}"
-    swept = [f for f in ("h1", "h2") if f in values(open_results(table.attrs["results"]), "filter")]
+    swept = [f for f in ("h1", "h2") if f in filters(open_results(table.attrs["results"]), model)]
     pieces = [f"import fragility as fr\n\nrep = fr.report({shown!r}, filter={table.attrs['filter']!r})  "
               f"# this table (every model and data set)",
               _python("freeze", table.freeze_list(model, dataset),

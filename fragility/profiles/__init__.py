@@ -62,13 +62,15 @@ def _items(ok, increasing=False):
 
 
 def _models(v) -> bool:
-    """A list of distinct model names, or a mapping of model names to their own seeds, epochs and every (or null)."""
+    """A list of distinct model names, or a mapping of model names to their own seeds, epochs, every and filters (or
+    null)."""
     if isinstance(v, dict):
         return len(v) > 0 and all(k in models.NAMES and (g is None or isinstance(g, dict)) for k, g in v.items())
     return _items(lambda m: m in models.NAMES)(v)
 
 
 GRID = ("seeds", "epochs", "every")
+OWN = GRID + ("filters",)  # what a model of a `models` mapping may set for itself
 # key: (check, what the value must be)
 CHECKS = {
     "name": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) is not None and v.strip(".") != "",
@@ -76,7 +78,8 @@ CHECKS = {
              "results/<name>)"),
     "description": (lambda v: isinstance(v, str), "a line of text"),
     "models": (_models, f"a list of distinct models from {', '.join(models.NAMES)}, or a mapping of them to their "
-                        "own seeds, epochs, every and checkpoints (or of names of your own to their factory)"),
+                        "own seeds, epochs, every, filters and checkpoints (or of names of your own to their "
+                        "factory)"),
     "datasets": (_items(lambda v: v in data.NAMES), f"a list of distinct datasets from {', '.join(data.NAMES)}, or a "
                                                     "mapping of names to null or {factory, classes, kwargs}"),
     "seeds": (_items(_count(0)), "a list of distinct whole numbers ≥ 0"),
@@ -125,11 +128,13 @@ LATER = {"batchnorm": "running", "threads": None}
 
 @dataclass(frozen=True)
 class Grid:
-    """The training seeds and checkpoint epochs of one model, and its checkpoint interval."""
+    """The training seeds and checkpoint epochs of one model, its checkpoint interval and, where it has its own,
+    the filters its sweeps apply."""
 
     seeds: tuple[int, ...]
     epochs: tuple[int, ...]
     every: int
+    filters: tuple[str, ...] | None = None  # the stresses its sweeps apply (None: the profile's)
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,11 @@ class Profile:
     def grid(self, model: str) -> Grid:
         """The seeds, epochs and checkpoint interval of `model` (the profile's own unless the model has its own)."""
         return dict(self.grids).get(model, Grid(self.seeds, self.epochs, self.every))
+
+    def filters_of(self, model: str) -> tuple[str, ...]:
+        """The filters (internal stresses) the sweeps of `model` apply: its own where the profile gives them, else
+        the profile's."""
+        return self.grid(model).filters or self.filters
 
     def units(self):
         """Every (model, dataset, seed, epoch) of the profile."""
@@ -223,7 +233,15 @@ class Profile:
     @property
     def sweep_hash(self) -> str:
         """Hash of `sweep_settings`."""
-        return hashlib.sha256(json.dumps(self.sweep_settings, sort_keys=True).encode()).hexdigest()[:12]
+        return _hash(self.sweep_settings)
+
+    def sweep_hash_of(self, model: str) -> str:
+        """The sweep hash a unit of `model` records: `sweep_hash`, with the model's own filters where it has them."""
+        return _hash({**self.sweep_settings, "filters": self.filters_of(model)})
+
+
+def _hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def shipped() -> list[str]:
@@ -293,12 +311,12 @@ def _grids(values: dict, source: str, checkpoints: dict, folder) -> tuple[tuple,
     out, adopted = [], []
     for model, own in values["models"].items():
         own = own or {}
-        unknown = [k for k in own if k not in GRID]
+        unknown = [k for k in own if k not in OWN]
         if unknown:
             raise FragilityError(f"{source}: models.{model} has unknown key(s) {', '.join(map(str, unknown))}: a "
-                                 f"model may set its own {', '.join(GRID)}, factory, kwargs and checkpoints.")
-        merged = {k: own.get(k, values[k]) for k in GRID}
-        for key in GRID:
+                                 f"model may set its own {', '.join(OWN)}, factory, kwargs and checkpoints.")
+        merged = {k: own.get(k, values[k]) for k in OWN}
+        for key in OWN:
             ok, what = CHECKS[key]
             if not ok(merged[key]):
                 raise FragilityError(f"{source}: models.{model}.{key} must be {what}; got {merged[key]!r}.")
@@ -309,7 +327,8 @@ def _grids(values: dict, source: str, checkpoints: dict, folder) -> tuple[tuple,
             adopted.append((model, found))
         else:
             _check_grid(merged, f"{source}: models.{model}: ")
-        out.append((model, Grid(tuple(merged["seeds"]), tuple(merged["epochs"]), merged["every"])))
+        filters = tuple(merged["filters"]) if tuple(merged["filters"]) != tuple(values["filters"]) else None
+        out.append((model, Grid(tuple(merged["seeds"]), tuple(merged["epochs"]), merged["every"], filters)))
     return tuple(out), tuple(adopted)
 
 
