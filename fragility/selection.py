@@ -180,7 +180,9 @@ def select(ds: xr.Dataset, model=None, dataset=None, seed=None) -> xr.Dataset:
         sub = sub.sel(seed=[seed])
     have = stored(sub)
     sub = sub.sel({d: where(have, d) for d in ("dataset", "seed", "epoch") if d in have.dims})
-    return sub.sel(filter=swept_filters(sub)).load()
+    if "filter" in sub.dims:  # a model swept with fewer filters than the results hold
+        sub = sub.sel(filter=swept_filters(sub))
+    return sub.load()
 
 
 def edge_layers(ds: xr.Dataset, model) -> tuple[str, str]:
