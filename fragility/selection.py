@@ -69,7 +69,7 @@ def filters(ds: xr.Dataset, model=None) -> list[str]:
     """The filters (internal stresses) the results of `model` (every model when None) were swept with — a profile
     may sweep fewer, or fewer for one model — and "combined" (Eq. 13) when they are all of h1, h2 and h3."""
     swept = swept_filters(ds, model)
-    return swept + (["combined"] if set(FILTERS) <= set(swept) else [])
+    return swept + (["combined"] if _combines(swept) else [])
 
 
 def swept_filters(ds: xr.Dataset, model=None) -> list[str]:
@@ -95,8 +95,9 @@ def models_with(ds: xr.Dataset, filter: str) -> list[str]:
 
 
 def _combines(data) -> bool:
-    """Whether `data` holds the three synaptic filters that the combined response (Eq. 13) averages."""
-    return set(FILTERS) <= set(values(data, "filter"))
+    """Whether `data` (results, or a list of filters) holds the three synaptic filters that the combined response
+    (Eq. 13) averages."""
+    return set(FILTERS) <= set(data if isinstance(data, list) else values(data, "filter"))
 
 
 def check_parameters(ds: xr.Dataset, **params) -> dict:

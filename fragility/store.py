@@ -276,11 +276,14 @@ class _Stacked(BackendArray):
         """The variable of one unit, with its layers and filters placed among the union of each."""
         values = _read_variable(header, self.name)
         for axis, dim, position in self.placed:
+            found = [str(v) for v in header.coords[dim][0]]
+            if found == list(position):  # the unit holds the union in its order: nothing to place
+                continue
             shape = list(values.shape)
             shape[axis] = self.inner[axis]
             placed = self._blank(tuple(shape))
             where = [slice(None)] * values.ndim
-            where[axis] = [position[str(v)] for v in header.coords[dim][0]]
+            where[axis] = [position[v] for v in found]
             placed[tuple(where)] = values
             values = placed
         return values
