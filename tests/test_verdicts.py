@@ -190,3 +190,14 @@ def test_panel_letters_follow_the_papers_caption():
         ("a", "resnet18"), ("b", "resnet50"), ("c", "squeezenet1_1"), ("d", "shufflenet_v2_x1_0")]
     assert {p.label for c in fig10_local.CLAIMS if c.id == "P5" for p in c.panels} == {
         "10a ImageNet Tiny", "10c MNIST", "10c CIFAR10", "10c ImageNet Tiny", "10d ImageNet Tiny"}
+
+
+def test_p10_leaves_out_replicates_of_seeds_not_swept_at_the_last_epoch(tmp_path):
+    """Seed 1 not yet swept at the last epoch (a reference still being computed): a replicate that drew only seed 1 has
+    no answer, rather than "nothing removable", so the interval stays on seed 0's 25 %."""
+    kept = {"conv1": 0.3, "fc": 0.3}  # β̄ = 1.3 − α (clipped): ≥ 0.98 up to α = 0.25, the share removable
+    folder = results(tmp_path, {("resnet18", "mnist", 0, 1): unit(kept), ("resnet18", "mnist", 0, 2): unit(kept),
+                                ("resnet18", "mnist", 1, 1): unit(kept)})
+    row = rows(folder, "P10")["resnet18 MNIST"]
+    assert row["statistic"] == pytest.approx(0.25)
+    assert row["interval"] == pytest.approx((0.25, 0.25)) and row["verdict"] == "holds"

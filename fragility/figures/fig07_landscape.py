@@ -71,14 +71,16 @@ def summary(results, model=None, seed=None, input="clean", filter="combined") ->
 def removable(rs: xr.Dataset, reading=None) -> xr.Dataset:
     """Per layer (and replicate), the largest share of its weights any filter removes with the scaled responses on
     clean and adversarial inputs both ≥ KEPT (last epoch, mean over the replicate's seeds): `share(sample, layer)`,
-    and `n_params(layer)`."""
+    and `n_params(layer)`. A layer no threshold keeps has share 0; a replicate that drew only seeds not swept at the
+    last epoch (results still being computed) has share NaN, not 0, so it leaves the interval rather than widen it."""
     rs = rs.sel(epoch=rs["epoch"].values[-1]).drop_sel(layer="global")
     scaling = "chance" if reading is not None and (reading.name, reading.value) == ("scaling", "chance") \
         else "unperturbed"
     beta = seed_mean(scaled(rs, scaling), rs)
     ok = (beta >= KEPT).all("input")
     removed = (rs["n_filtered"] / rs["n_params"]).mean("seed")
-    share = removed.where(ok).max(["filter", "alpha"]).fillna(0.0)
+    swept = beta.notnull().any([d for d in beta.dims if d not in ("sample", "layer")])
+    share = removed.where(ok).max(["filter", "alpha"]).fillna(0.0).where(swept)
     return xr.Dataset({"share": share, "n_params": rs["n_params"].mean("seed")})
 
 
@@ -86,7 +88,7 @@ def _p10(ev, panel: Panel, reading) -> Outcome:
     rs = ev.replicates(panel.model, panel.dataset)
     found = removable(rs, reading)
     weights = found["n_params"] / found["n_params"].sum("layer")
-    stat = (found["share"] * weights).sum("layer")
+    stat = (found["share"] * weights).sum("layer", skipna=False)
     top = found["share"].sel(sample=0).sortby(found["share"].sel(sample=0), ascending=False)
     shown = ", ".join(f"`{n}` {estimate(found['share'].sel(layer=n), '.0%')}" for n in top["layer"].values[:4])
     return Outcome(stat, f"the largest share of each layer removable with β̄ and β̄_ε ≥ {KEPT} (last epoch): "
