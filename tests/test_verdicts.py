@@ -201,3 +201,14 @@ def test_p10_leaves_out_replicates_of_seeds_not_swept_at_the_last_epoch(tmp_path
     row = rows(folder, "P10")["resnet18 MNIST"]
     assert row["statistic"] == pytest.approx(0.25)
     assert row["interval"] == pytest.approx((0.25, 0.25)) and row["verdict"] == "holds"
+
+
+def test_the_claims_chapter_reports_how_far_the_ratio_drifts_from_rho(tmp_path):
+    """ε searched once per network: each stored checkpoint's adversarial/clean ratio, printed beside the claims."""
+    from fragility.figures import claims
+    folder = results(tmp_path, {("resnet18", "mnist", 0, e): unit({"conv1": RO, "fc": RO}, n=200,
+                                                                  base={"clean": 0.9, "adversarial": a})
+                                for e, a in ((1, 0.27), (2, 0.45))})
+    text = claims.report(folder)
+    assert "ε's drift across checkpoints" in text and "searched once per network" in text
+    assert "by epoch 1: 0.30, 2: 0.50 (ρ = 0.5; range 0.30–0.50)" in text
