@@ -10,7 +10,8 @@ from test_pipeline import TINY
 
 import fragility as fr
 from fragility import data, pipeline, profiles, store, studies, training, verdicts
-from fragility.studies.conventions import agreement, as_responses, chosen, drift, readings
+from fragility.studies.conventions import (NAMES, agreement, as_responses, chosen, drift, one_at_a_time, readings,
+                                          summary)
 
 KEY = {"model": "smallcnn", "dataset": "digits"}
 SCORES = ["r_x", "r_xe", "r_e"]
@@ -184,6 +185,29 @@ def test_agreement_counts_shared_labels(ran):
         assert f"{same}/{labels.sel(reading='paper').size} ({name})" in text
         agree, total = agree + same, total + labels.sel(reading="paper").size
     assert f"**the two readings agree on {agree} of {total} Fr/Ro/Af labels**" in text
+
+
+@slow
+def test_each_reading_is_compared_with_the_papers_one_change_at_a_time(ran):
+    """Per reading: the labels it shares with the paper's reading when both are scored as the paper scores, and the
+    unperturbed network's accuracies under each — counted here from the stored sweeps."""
+    _, results = ran
+    ds, responses = fr.open_study(results, "conventions"), fr.open_results(results)
+    text = one_at_a_time(ds, responses, "smallcnn", "digits")
+    assert text in summary(ds, responses, "smallcnn", "digits")
+    for reading in ("adaptive", "batch", "epsilon"):
+        alt = as_responses(ds, reading).sel(**KEY, seed=[0]).dropna("epoch", how="all", subset=["accuracy"])
+        paper = responses.sel(**KEY, seed=[0], epoch=alt["epoch"].values)
+        shared = []
+        for name in ("r_x", "r_xe"):
+            labels = [fr.characterize(fr.scores(x, "h1", rule="rectangle", scaling="unperturbed")[name]
+                                      .mean("seed").drop_sel(layer="global")) for x in (paper, alt)]
+            shared.append(f"{int((labels[0] == labels[1]).sum())}/{labels[0].size} {name}")
+        line = next(l for l in text.splitlines() if l.startswith(f"- **{NAMES[reading]}**"))
+        assert f"({shared[0]}, {shared[1]})" in line, line
+        adversarial = float(alt["base_accuracy"].sel(input="adversarial").isel(epoch=-1).mean())
+        assert f"adversarial {float(paper['base_accuracy'].sel(input='adversarial').isel(epoch=-1).mean()):.3f} → " \
+               f"{adversarial:.3f}" in line.split(";")[-1], line
 
 
 @slow
