@@ -296,7 +296,12 @@ def sweep(profile: Profile, results=None, data_dir=None, device=None, progress: 
     results = _writing(profile, results)
     checks.device(device)
     with ownership.lock(results):
-        todo = [u for u in profile.units() if u not in stored_units(profile, results)]
+        missing = [u for u in profile.units() if u not in stored_units(profile, results)]
+        todo = [u for u in missing if training.checkpoint_path(results, *u).is_file()
+                or training.weights_path(results, *u).is_file()]  # the units not trained yet are left to `train`
+        if missing and not todo:
+            raise FragilityError(f"no checkpoint to sweep under {results}: the {len(missing)} unit(s) without stored "
+                                 "responses are not trained; run `fragility train` first to create them.")
         _check_epsilon(profile, results)
         if todo:
             ownership.record(profile, results)

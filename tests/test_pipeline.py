@@ -207,6 +207,22 @@ def test_sweep_before_training_says_train_first(tmp_path):
         pipeline.sweep(profiles.parse_profile(TINY), tmp_path, progress=False)
 
 
+def test_sweep_sweeps_the_trained_checkpoints_and_leaves_the_untrained(ran, tmp_path):
+    """`fragility sweep` sweeps what is trained and has no unit yet; a unit whose checkpoint is missing is left for
+    `fragility train`, not an error that stops the others."""
+    profile, results = ran
+    results = copy(results, tmp_path)
+    trained, untrained = store.unit_path(results, "smallcnn", "digits", 0, 2), store.unit_path(results, "smallcnn",
+                                                                                              "digits", 1, 2)
+    before = store.read_unit(trained)
+    trained.unlink()
+    untrained.unlink()
+    training.checkpoint_path(results, "smallcnn", "digits", 1, 2).unlink()
+    pipeline.sweep(profile, results, progress=False)
+    xr.testing.assert_identical(untimed(store.read_unit(trained)), untimed(before))
+    assert not untrained.exists()
+
+
 def test_a_model_may_have_its_own_seeds_and_epochs(tmp_path):
     profile = profiles.parse_profile({**TINY, "models": {"smallcnn": None, "resnet18": {"seeds": [0], "epochs": [3, 6],
                                                                                       "every": 3}}})
