@@ -202,11 +202,15 @@ def agreement(ds, responses, model, dataset) -> str:
     """How many (layer, epoch) labels of r_x and r_xε the two readings share."""
     r = readings(ds, responses, model, dataset).drop_sel(layer="global")
     labels = characterize(r[["r_x", "r_xe"]])
-    same = (labels.sel(reading="paper") == labels.sel(reading="code"))
-    agree, total = sum(int(same[k].sum()) for k in ("r_x", "r_xe")), sum(same[k].size for k in ("r_x", "r_xe"))
-    return (f"{model} on {dataset}: **the two readings agree on {agree} of {total} Fr/Ro/Af labels** — "
-            + ", ".join(f"{int(same[k].sum())}/{same[k].size} ({k})" for k in ("r_x", "r_xe")) + " of the "
-            "(layer, epoch) cells")
+    same, size = _shared(labels.sel(reading="paper"), labels.sel(reading="code"))
+    return (f"{model} on {dataset}: **the two readings agree on {sum(same.values())} of {2 * size} Fr/Ro/Af "
+            "labels** — "
+            + ", ".join(f"{n}/{size} ({k})" for k, n in same.items()) + " of the (layer, epoch) cells")
+
+
+def _shared(a: xr.Dataset, b: xr.Dataset) -> tuple[dict, int]:
+    """How many cells of r_x and of r_xe carry the same label in `a` and `b`, and the cells each score has."""
+    return {k: int((a[k] == b[k]).sum()) for k in ("r_x", "r_xe")}, a["r_x"].size
 
 
 def drift(results: xr.Dataset, ratio: float = 0.5) -> str:
@@ -245,18 +249,17 @@ def one_at_a_time(ds: xr.Dataset, responses: xr.Dataset, model, dataset, filter=
                               layer=alt["layer"].values).load()
         labels = [characterize(scores(x, filter, **PAPER).reset_coords(drop=True).mean("seed")[["r_x", "r_xe"]]
                                .drop_sel(layer="global")) for x in (paper, alt)]
-        same = {k: int((labels[0][k] == labels[1][k]).sum()) for k in ("r_x", "r_xe")}
-        size = labels[0]["r_x"].size
-        base_acc = [x["base_accuracy"].mean("seed") for x in (paper, alt)]
-        accs = "; ".join(f"epoch {int(e)}: clean {float(b0.sel(epoch=e, input='clean')):.3f} → "
-                         f"{float(b1.sel(epoch=e, input='clean')):.3f}, adversarial "
-                         f"{float(b0.sel(epoch=e, input='adversarial')):.3f} → "
-                         f"{float(b1.sel(epoch=e, input='adversarial')):.3f}"
+        same, size = _shared(*labels)
+        before, after = (x["base_accuracy"].mean("seed") for x in (paper, alt))
+        epochs = [int(e) for e in alt["epoch"].values]
+        accs = "; ".join(f"epoch {e}: " + ", ".join(f"{i} {float(before.sel(epoch=e, input=i)):.3f} → "
+                                                   f"{float(after.sel(epoch=e, input=i)):.3f}"
+                                                   for i in ("clean", "adversarial"))
                          + (f" (ε {float(alt['epsilon'].sel(epoch=e).mean()):.3g})" if reading == "epsilon" else "")
-                         for e, b0, b1 in ((e, *base_acc) for e in alt["epoch"].values))
-        lines.append(f"- **{NAMES.get(reading, reading)}** (epoch{'s' if alt.sizes['epoch'] > 1 else ''} {', '.join(str(int(e)) for e in alt['epoch'].values)}"
-                     f"): shares {same['r_x'] + same['r_xe']} of {2 * size} labels with the paper's reading "
-                     f"({same['r_x']}/{size} r_x, {same['r_xe']}/{size} r_xe); the unperturbed network, paper → "
+                         for e in epochs)
+        lines.append(f"- **{NAMES.get(reading, reading)}** (epoch{'s' if len(epochs) > 1 else ''} "
+                     f"{', '.join(map(str, epochs))}): shares {sum(same.values())} of {2 * size} labels with "
+                     f"the paper's reading ({same['r_x']}/{size} r_x, {same['r_xe']}/{size} r_xe); the unperturbed network, paper → "
                      f"this reading: {accs}")
     return "\n".join(lines)
 
@@ -269,7 +272,6 @@ def summary(ds, results=None, model=None, dataset=None) -> str:
         if each:
             text += ("\n\n**Each reading, one change at a time** (scored as the paper scores; the claims chapter "
                      "gives each verdict under each):\n\n" + each)
-    if results is not None:
         text += ("\n\n**ε's drift.** With ε searched once per network, the adversarial/clean ratio of each unperturbed "
                  "checkpoint:\n\n" + drift(results, float(results.attrs.get("ratio", 0.5))))
     return text
