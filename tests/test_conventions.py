@@ -203,7 +203,7 @@ def test_each_reading_is_compared_with_the_papers_one_change_at_a_time(ran):
             labels = [fr.characterize(fr.scores(x, "h1", rule="rectangle", scaling="unperturbed")[name]
                                       .mean("seed").drop_sel(layer="global")) for x in (paper, alt)]
             shared.append(f"{int((labels[0] == labels[1]).sum())}/{labels[0].size} {name}")
-        line = next(l for l in text.splitlines() if l.startswith(f"- **{NAMES[reading]}**"))
+        line = next(row for row in text.splitlines() if row.startswith(f"- **{NAMES[reading]}**"))
         assert f"({shared[0]}, {shared[1]})" in line, line
         adversarial = float(alt["base_accuracy"].sel(input="adversarial").isel(epoch=-1).mean())
         assert f"adversarial {float(paper['base_accuracy'].sel(input='adversarial').isel(epoch=-1).mean()):.3f} → " \

@@ -259,7 +259,8 @@ def one_at_a_time(ds: xr.Dataset, responses: xr.Dataset, model, dataset, filter=
                          for e in epochs)
         lines.append(f"- **{NAMES.get(reading, reading)}** (epoch{'s' if len(epochs) > 1 else ''} "
                      f"{', '.join(map(str, epochs))}): shares {sum(same.values())} of {2 * size} labels with "
-                     f"the paper's reading ({same['r_x']}/{size} r_x, {same['r_xe']}/{size} r_xe); the unperturbed network, paper → "
+                     f"the paper's reading ({same['r_x']}/{size} r_x, {same['r_xe']}/{size} r_xe); "
+                     f"the unperturbed network, paper → "
                      f"this reading: {accs}")
     return "\n".join(lines)
 
