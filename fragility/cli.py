@@ -135,6 +135,9 @@ def parser() -> argparse.ArgumentParser:
                              help="study steps to recompute instead (or as well, with --units), by task key, e.g. "
                                   "study/depth/resnet34/mnist/0/sweep: a sweep a study computed itself")
             sub.add_argument("--scratch", help="where the recomputed units go (default: <results>-verify)")
+            sub.add_argument("--filters", nargs="+", metavar="NAME",
+                             help="re-sweep and compare only these of the units' filters, e.g. h1 (default: all; "
+                                  "one of three takes a third of the time)")
             sub.add_argument("--retrain", action="store_true",
                              help="train each unit's run from nothing first (default: re-sweep its checkpoint or "
                                   "its shipped weights)")
@@ -247,8 +250,11 @@ def _command(args) -> int:
         if args.steps and args.retrain:
             raise FragilityError("--retrain retrains the profile's units (--units); a study step (--steps) is re-run "
                                  "from the stored outputs it reads: leave out --retrain.")
+        if args.filters and args.steps and not args.units:
+            raise FragilityError("--filters chooses the filters of the re-swept units (--units); a study step "
+                                 "(--steps) is re-run as it was computed: leave out --filters.")
         found = [] if args.steps and not args.units else verification.verify(
-            profile, args.units, args.results, args.scratch, retrain=args.retrain, **options)
+            profile, args.units, args.results, args.scratch, retrain=args.retrain, filters=args.filters, **options)
         if args.steps:
             found += verification.verify_steps(profile, args.steps, args.results, args.scratch, **options)
         print_verified(found)

@@ -147,21 +147,22 @@ def epsilon_task(profile: Profile, results, model: str, dataset: str, data_dir=N
 
 
 def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=None, device=None,
-               progress=False) -> xr.Dataset:
-    """The responses of one unit (model, dataset, seed, epoch) from its checkpoint under `checkpoints`, as stored."""
+               progress=False, filters=None) -> xr.Dataset:
+    """The responses of one unit (model, dataset, seed, epoch) from its checkpoint under `checkpoints`, as stored.
+    `filters`: some of the model's filters only (default all of them; `fragility verify --filter`)."""
     model, dataset, seed, epoch = unit
     device = checks.device(device)
     x, y, image = _test_set(profile, dataset, data_dir)
     net, meta = _checkpoint(profile, Path(checkpoints), model, dataset, seed, epoch, device)
     start = time.perf_counter()
-    responses = engine.sweep(net, x, y, A=profile.A, filters=profile.filters_of(model), epsilon=epsilon,
+    responses = engine.sweep(net, x, y, A=profile.A, filters=filters or profile.filters_of(model), epsilon=epsilon,
                              attack=profile.adversary(), crafted=profile.attack, ratio=profile.ratio,
                              batch_size=profile.batch_size, device=device, progress=progress,
                              batchnorm=profile.batchnorm, image=image, layers=profile.layers,
                              metric=profile.measure())
     adopted = {k: v for k, v in meta.get("provenance", {}).items() if k.startswith("checkpoint_")}
     ds = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name, config_hash=meta["config_hash"],
-                       sweep_hash=profile.sweep_hash_of(model), epsilon_policy=str(profile.epsilon),
+                       sweep_hash=profile.sweep_hash_of(model, filters), epsilon_policy=str(profile.epsilon),
                        seconds=round(time.perf_counter() - start, 2), device=device_description(device),
                        train_seconds=meta.get("seconds", -1.0), **imports.provenance(profile, model, dataset),
                        **adopted)

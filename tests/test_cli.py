@@ -60,6 +60,12 @@ BAD = {
                                          "no stored unit smallcnn/digits/0/1"),
     "a verify unit that leaves the results folder": (lambda tmp: ["--units", "../digits/0/1"],
                                                      "model '..' cannot name a file of a results folder"),
+    "a verify filter the unit was not swept with": (
+        lambda tmp: ["--units", "smallcnn/digits/0/1", "--filters", "random"],
+        "filters must be some of smallcnn's swept filters ['h1', 'h2', 'h3']; got ['random']."),
+    "a verify filter beside study steps only": (
+        lambda tmp: ["--steps", "study/depth/x", "--filters", "h1"],
+        "--filters chooses the filters of the re-swept units (--units)"),
     "a verify tolerance that is NaN": (lambda tmp: ["--tolerance", "nan"],
                                        "--tolerance must be a finite number ≥ 0; got 'nan'."),
     "a verify tolerance that is negative": (lambda tmp: ["--tolerance", "-0.5"],

@@ -4,6 +4,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import xarray as xr
@@ -301,6 +302,24 @@ def test_verify_re_sweeps_shipped_weights_without_the_checkpoint(ran, tmp_path):
         verification.verify(profile, [("smallcnn", "digits", 1, 2)], results, tmp_path / "scratch2", progress=False)
 
 
+def test_verify_re_sweeps_some_filters_only_and_compares_those(ran, tmp_path):
+    """`filters` re-sweeps a unit under those filters alone and compares them with the same filters of the stored
+    unit; a filter the unit was not swept with is refused, naming the argument, before anything is written."""
+    profile, results = ran
+    unit = ("smallcnn", "digits", 0, 1)
+    [found] = verification.verify(profile, [unit], results, tmp_path / "scratch", progress=False, filters=["h2"])
+    assert found.identical and found.agrees, found.differences
+    again = store.read_unit(store.unit_path(tmp_path / "scratch", *unit))
+    stored = store.read_unit(store.unit_path(results, *unit))
+    assert list(again["filter"].values) == ["h2"]
+    np.testing.assert_array_equal(again["accuracy"].values, stored["accuracy"].sel(filter=["h2"]).values)
+    assert again.attrs["sweep_hash"] != stored.attrs["sweep_hash"]  # not to be taken for a whole unit
+    for wrong in (["random"], [], "h1"):
+        with pytest.raises(FragilityError, match="filters"):
+            verification.verify(profile, [unit], results, tmp_path / "scratch2", progress=False, filters=wrong)
+    assert not (tmp_path / "scratch2").exists()
+
+
 def test_verify_allows_what_the_machine_kind_allows():
     """Like with like: 0 on the machine kind and thread count that computed the unit; elsewhere the measured re-sweep
     tolerance, or the stored seeds' spread for a retrained unit."""
@@ -361,7 +380,8 @@ def test_a_shipped_reference_unit_is_re_swept_as_its_machine_kind_allows(tmp_pat
     shipped = [u for u in profile.units() if training.weights_path(REFERENCE, *u).is_file()
                and store.unit_path(REFERENCE, *u).is_file()]
     assert shipped, f"no shipped weights under {REFERENCE}/weights: run `fragility run --profile reference`"
-    [verified] = verification.verify(profile, shipped[:1], REFERENCE, tmp_path / "scratch", progress=False)
+    [verified] = verification.verify(profile, shipped[:1], REFERENCE, tmp_path / "scratch", progress=False,
+                                     filters=["h1"])  # h2 and h3 run the same engine: test_engine's oracle checks
     assert verified.method == "re-swept" and verified.recomputed_on.startswith("cpu: ")
     assert verified.agrees, (verified.expected, verified.differences)
     assert verified.identical or not verified.same_machine, verified.differences

@@ -235,9 +235,10 @@ class Profile:
         """Hash of `sweep_settings`."""
         return _hash(self.sweep_settings)
 
-    def sweep_hash_of(self, model: str) -> str:
-        """The sweep hash a unit of `model` records: `sweep_hash`, with the model's own filters where it has them."""
-        return _hash({**self.sweep_settings, "filters": self.filters_of(model)})
+    def sweep_hash_of(self, model: str, filters=None) -> str:
+        """The sweep hash a unit of `model` records: `sweep_hash`, with the model's own filters where it has them
+        (or `filters`, for a unit that sweeps some of them only)."""
+        return _hash({**self.sweep_settings, "filters": tuple(filters or self.filters_of(model))})
 
 
 def _hash(settings: dict) -> str:
