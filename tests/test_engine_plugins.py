@@ -16,6 +16,9 @@ from fragility import FragilityError
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EVERY = ("h1", "h2", "h3", "random", "gaussian")
+# on the torchvision networks h2 and h3 (masks like h1's, other thresholds) are checked against the oracle under
+# FGSM by test_engine.py: here h1 stands for the three beside the plug-in stresses, under PGD
+PLUGINS = ("h1", "random", "gaussian")
 
 
 def check(model, x, y, **options):
@@ -27,12 +30,12 @@ def check(model, x, y, **options):
     return fast
 
 
-def every_stress_and_pgd(name, crafted):
+def every_stress_and_pgd(name, crafted, filters=EVERY):
     size, layers = BATCHED[name]
     layers = CPU_LAYERS.get(name, layers)
     model, x, y = random_network(name, size)
     attack = fr.PGD(0.05, steps=2, random_start=True, seed=1)
-    ds = check(model, x, y, A=2, layers=layers, filters=EVERY, attack=attack, crafted=crafted, batch_size=4)
+    ds = check(model, x, y, A=2, layers=layers, filters=filters, attack=attack, crafted=crafted, batch_size=4)
     assert ds.attrs["attack_name"] == "pgd" and ds.attrs["crafted"] == crafted and "global" in ds["layer"].values
     assert ds["accuracy"].min() < ds["base_accuracy"].sel(input="clean")
 
@@ -47,7 +50,7 @@ def test_every_stress_and_pgd_equal_the_oracle_on_the_small_cnn(crafted):
 @pytest.mark.parametrize("name", [n for n in BATCHED if n != "smallcnn"])
 def test_every_stress_and_pgd_equal_the_oracle(name, crafted):
     """Residual branches, downsampling, concatenations, channel shuffles: PGD's later steps run the whole network."""
-    every_stress_and_pgd(name, crafted)
+    every_stress_and_pgd(name, crafted, PLUGINS)
 
 
 @pytest.mark.parametrize("k", [1, 3])
