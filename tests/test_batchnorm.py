@@ -331,6 +331,20 @@ def test_p7_counts_survival_by_the_share_above_chance(tmp_path):
     assert "followed by `no BatchNorm`" in found.evidence and "nan" not in found.evidence
 
 
+def test_what_carries_a_layer_is_called_from_its_interval(tmp_path):
+    # a downsample keeping (0.5 − 0.1) / 0.8 = 50 % of the above-chance accuracy as trained, of 100 images: its
+    # interval straddles the 50 % threshold, so whether it survives is undecided, not "does not survive"; with the
+    # BatchNorm's output zeroed it keeps 99 %, well above the trained share: the constant harms, it does not carry
+    found = p7(tmp_path, {("resnet18", "cifar10", 0): unit({"layer4.0.downsample.0": [0.5, 0.89, 0.89, 0.89]},
+                                                            n=100)})
+    assert "whether it survives is undecided (its interval straddles the 50%" in found.evidence, found.evidence
+    assert "does not survive" not in found.evidence
+    assert "the constant it adds harms the filtered network rather than carrying it" in found.evidence
+    found = p7(tmp_path / "b", {("resnet18", "cifar10", 0): unit({"layer4.0.downsample.0": [0.85, 0.84, 0.85, 0.86]})})
+    assert "the residual branch carries it, not the BatchNorm" in found.evidence  # a downsample is the skip path
+    assert "harms" not in found.evidence
+
+
 def test_p7_is_inconclusive_when_the_seeds_disagree(tmp_path):
     # zeroed: 0.12 in one seed (carried), 0.9 in the other (not): the mean share (0.025 + 1) / 2 is not below half,
     # but a bootstrap replicate that draws the first seed twice finds the layer carried

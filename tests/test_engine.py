@@ -1,4 +1,5 @@
 """The fast engine against the plain oracle, the Dataset schema, and bad input (SPEC §1–6)."""
+import copy
 import warnings
 
 import numpy as np
@@ -75,6 +76,38 @@ def test_engine_equals_oracle_under_other_metrics(name, attack):
     for var in ("nll", "base_nll", "nll_per_image"):
         np.testing.assert_allclose(fast[var].values, plain[var].values, rtol=1e-3, atol=1e-4)
     assert fast.nll.max() > fast.base_nll.sel(input="clean")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ["fixed", "adaptive"])
+def test_the_batch_statistics_reading_equals_a_plain_loop_in_training_mode(attack):
+    """batchnorm="batch": the engine equals the oracle, and on clean inputs both equal the plainest loop — a copy of
+    the network per threshold with h1's mask applied (Eq. 1, 7), its BatchNorm modules in training mode, evaluated
+    batch by batch — while the model's own running statistics stay as they were."""
+    model, x, y = random_network("resnet18", 32, n=8)
+    layers, A = ["conv1", "layer2.0.downsample.0", "layer4.1.conv2", "fc"], 2
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    options = dict(A=A, layers=layers, filters=("h1",), epsilon=0.05, attack=attack, batch_size=4, progress=False,
+                   include_global=False)
+    fast = fr.sweep(model, x, y, batchnorm="batch", **options)
+    np.testing.assert_array_equal(fast["correct"].values,
+                                  fr.sweep_naive(model, x, y, batchnorm="batch", **options)["correct"].values)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()) and not model.training
+    for layer in layers:
+        for i in range(A + 1):
+            net = copy.deepcopy(model).eval()
+            weight = dict(net.named_modules())[layer].weight
+            with torch.no_grad():
+                weight.mul_(fr.synaptic_mask(weight, "h1", i, A))
+                for m in net.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.train()
+                hits = torch.cat([net(xb).argmax(1) == yb for xb, yb in zip(x.split(4), y.split(4))])
+            np.testing.assert_array_equal(
+                fast["correct"].sel(layer=layer, filter="h1", input="clean").isel(alpha=i).values, hits.numpy(),
+                err_msg=f"{layer} i={i}")
+    running = fr.sweep(model, x, y, batchnorm="running", **options)  # the reading changes the answers here
+    assert (running["correct"].values != fast["correct"].values).any()
 
 
 def test_engine_equals_oracle_on_a_trained_network(trained_cnn, digits):

@@ -433,6 +433,21 @@ def test_p8_under_its_readings(tmp_path, reading, expected, value):
         assert found.value == pytest.approx(0.55 / 0.85 - 0.5 / 0.9, abs=1e-6)
 
 
+@pytest.mark.parametrize("gain, expected", [((0.10, 0.03), "holds"), ((0.03, 0.10), "differs")])
+def test_p9_compares_p8_on_the_panels_data_set_with_mnist(tmp_path, gain, expected):
+    """P9: P8's statistic on the panel's data set minus the same on MNIST (Fig. 12a), above 0."""
+    p9 = next(c for c in fr.studies.REGISTRY["selective"].claims if c.id == "P9")
+    assert [p.label for p in p9.panels] == ["12b CIFAR10 vs MNIST", "12c ImageNet Tiny vs MNIST"]
+    units = {("smallcnn", d, s): unit(g) for d, g in zip(("cifar10", "mnist"), gain) for s in (0, 1)}
+    ev = evidence(tmp_path, "selective", units)
+    found = verdicts.decision(p9, ev, verdicts.Panel("12b", "smallcnn", "cifar10", versus="mnist"))
+    assert found.verdict == expected and found.value == pytest.approx(gain[0] - gain[1], abs=1e-6)
+    assert found.low <= found.value <= found.high
+    assert f"the P8 statistic on cifar10: {gain[0]:+.3f} [" in found.evidence
+    with pytest.raises(verdicts.Untestable, match="the selective study on smallcnn and tiny-imagenet"):
+        verdicts.decision(p9, ev, verdicts.Panel("12c", "smallcnn", "tiny-imagenet", versus="mnist"))
+
+
 def test_p8_needs_the_study_on_the_panel(tmp_path):
     ev = evidence(tmp_path, "selective", {("smallcnn", "digits", 0): unit(0.05)})
     with pytest.raises(verdicts.Untestable, match="the selective study on resnet18 and mnist"):

@@ -1,5 +1,6 @@
 """The study registry (fragility.studies): settings checked at profile load, the study store, a study's claim
 decided per panel (`verdicts.decide_claim`), a full tiny run."""
+import dataclasses
 import re
 import shutil
 
@@ -511,11 +512,12 @@ def test_decide_claim_gives_one_row_per_panel_and_names_what_would_decide_the_ot
 
 
 def test_a_claim_without_panels_is_one_untestable_row(tmp_path):
-    p9 = next(c for c in studies.REGISTRY["selective"].claims if c.id == "P9")
+    s3a = next(c for c in studies.REGISTRY["removal"].claims if c.id == "S3a")
+    bare = dataclasses.replace(s3a, panels=(), needs="the removal study on AlexNet (a profile with it)")
     ev = evidence(tmp_path, "removal", {("resnet18", "mnist", 0): removal_unit_at(0.1)})
-    [row] = verdicts.decide_claim(p9, ev)
+    [row] = verdicts.decide_claim(bare, ev)
     assert row["panel"] == "" and row["verdict"] == "untestable"
-    assert row["evidence"] == "needs the selective study on mnist, cifar10 and tiny-imagenet (the paper profile)"
+    assert row["evidence"] == "needs the removal study on AlexNet (a profile with it)"
 
 
 def test_every_study_registers_its_claims_with_its_chapter():

@@ -212,3 +212,70 @@ def test_the_claims_chapter_reports_how_far_the_ratio_drifts_from_rho(tmp_path):
     text = claims.report(folder)
     assert "ε's drift across checkpoints" in text and "searched once per network" in text
     assert "by epoch 1: 0.30, 2: 0.50 (ρ = 0.5; range 0.30–0.50)" in text
+
+
+# each rule of Fig. 9 and Fig. 10 on hand-made results where its verdict is known (τ = 0.02; AF, FR offsets ±0.08)
+
+def global_units(model: str, by_dataset: dict) -> dict:
+    """{(model, dataset, 0, epoch): a sweep whose global (clean, adversarial) offsets are given per epoch}, of 8,000
+    images (a score's bootstrap spread well below τ)."""
+    return {(model, d, 0, e + 1): unit({"conv1": RO, "fc": RO}, glob=g, n=8000) for d, globs in by_dataset.items()
+            for e, g in enumerate(globs)}
+
+
+@pytest.mark.parametrize("claim, panel, model, by_dataset, expected", [
+    # P1: the global r_x and r_xε labels agree between CIFAR10 and ImageNet Tiny
+    ("P1", "9a CIFAR10 vs ImageNet Tiny", "resnet18",
+     {"cifar10": [(AF, AF)] * 2, "tiny-imagenet": [(AF, AF)] * 2}, "holds"),
+    ("P1", "9a CIFAR10 vs ImageNet Tiny", "resnet18",
+     {"cifar10": [(AF, AF)] * 2, "tiny-imagenet": [(FR, FR)] * 2}, "differs"),
+    # P2b: |r_ε(CIFAR10) − r_ε(ImageNet Tiny)| within τ at every shared epoch
+    ("P2b", "9c CIFAR10 vs ImageNet Tiny", "squeezenet1_1",
+     {"cifar10": [(RO, AF)] * 2, "tiny-imagenet": [(RO, AF)] * 2}, "holds"),
+    ("P2b", "9c CIFAR10 vs ImageNet Tiny", "squeezenet1_1",
+     {"cifar10": [(RO, AF)] * 2, "tiny-imagenet": [(RO, RO)] * 2}, "differs"),
+    # P2c: ShuffleNet's global r_x and r_xε apart by more than τ at every checkpoint
+    ("P2c", "9d MNIST", "shufflenet_v2_x1_0", {"mnist": [(AF, FR), (FR, AF)]}, "holds"),
+    ("P2c", "9d MNIST", "shufflenet_v2_x1_0", {"mnist": [(AF, FR), (AF, AF)]}, "differs"),
+    # P3: Fr at the first epoch, Af at the last
+    ("P3", "9d ImageNet Tiny", "shufflenet_v2_x1_0", {"tiny-imagenet": [(FR, FR), (RO, RO), (AF, AF)]}, "holds"),
+    ("P3", "9d ImageNet Tiny", "shufflenet_v2_x1_0", {"tiny-imagenet": [(AF, AF), (RO, RO), (FR, FR)]}, "differs"),
+    # P4: within ±τ at the last three epochs
+    ("P4", "9c ImageNet Tiny", "squeezenet1_1", {"tiny-imagenet": [(AF, FR), (RO, RO), (RO, RO), (RO, RO)]},
+     "holds"),
+    ("P4", "9c ImageNet Tiny", "squeezenet1_1", {"tiny-imagenet": [(RO, RO), (RO, RO), (AF, RO), (RO, RO)]},
+     "differs"),
+])
+def test_each_global_rule_on_results_made_to_decide_it(tmp_path, claim, panel, model, by_dataset, expected):
+    row = rows(results(tmp_path, global_units(model, by_dataset)), claim)[panel]
+    assert row["verdict"] == expected, row["evidence"]
+    low, high = row["interval"]  # (a percentile interval of |·| near 0 may lie just above the stored value)
+    assert np.isfinite(row["statistic"]) and low <= high
+
+
+@pytest.mark.parametrize("claim, panel, model, dataset, clean, adversarial, expected", [
+    # P5-all: the first and last layers fragile on a panel the sentence does not list
+    ("P5-all", "10a MNIST", "resnet18", "mnist", {"conv1": FR, "mid": AF, "fc": FR}, None, "holds"),
+    ("P5-all", "10a MNIST", "resnet18", "mnist", {"conv1": FR, "mid": FR, "fc": RO}, None, "differs"),
+    # P6b: Af in more than the rule's share of the panel's cells
+    ("P6b", "10a MNIST", "resnet18", "mnist", {"conv1": AF, "mid": AF, "fc": RO}, None, "holds"),
+    ("P6b", "10a MNIST", "resnet18", "mnist", {"conv1": RO, "mid": FR, "fc": RO}, None, "differs"),
+    # P6c-rx: r_ε < −τ (the clean response greater) in the rule's share of the cells
+    ("P6c-rx", "10a MNIST", "resnet18", "mnist", {"conv1": RO, "mid": RO, "fc": RO},
+     {"conv1": FR, "mid": FR, "fc": RO}, "holds"),
+    ("P6c-rx", "10a MNIST", "resnet18", "mnist", {"conv1": RO, "mid": RO, "fc": RO},
+     {"conv1": AF, "mid": AF, "fc": RO}, "differs"),
+    # P6c-rxe: r_ε > τ (the adversarial response greater)
+    ("P6c-rxe", "10c CIFAR10", "squeezenet1_1", "cifar10", {"conv1": RO, "mid": RO, "fc": RO},
+     {"conv1": AF, "mid": AF, "fc": RO}, "holds"),
+    ("P6c-rxe", "10c CIFAR10", "squeezenet1_1", "cifar10", {"conv1": RO, "mid": RO, "fc": RO},
+     {"conv1": FR, "mid": FR, "fc": RO}, "differs"),
+])
+def test_each_local_rule_on_results_made_to_decide_it(tmp_path, claim, panel, model, dataset, clean, adversarial,
+                                                      expected):
+    folder = results(tmp_path, {(model, dataset, 0, e): unit(clean, adversarial) for e in (1, 2)})
+    row = rows(folder, claim)[panel]
+    assert row["verdict"] == expected, row["evidence"]
+    if claim.startswith("P6c-r"):  # the prose's reversed sign swaps the two marks: the verdict flips
+        flipped = {"holds": "differs", "differs": "holds"}[expected]
+        assert f"flips under r_ε's sign as the prose reads it: {flipped}" in row["readings"], row["readings"]

@@ -85,7 +85,7 @@ def removable(rs: xr.Dataset, reading=None) -> xr.Dataset:
 
 
 def _p10(ev, panel: Panel, reading) -> Outcome:
-    rs = ev.replicates(panel.model, panel.dataset)
+    rs = ev.replicates(panel.model, panel.dataset, reading)  # a swept reading: the conventions study's sweeps
     found = removable(rs, reading)
     weights = found["n_params"] / found["n_params"].sum("layer")
     stat = (found["share"] * weights).sum("layer", skipna=False)
@@ -107,7 +107,7 @@ CLAIMS = (
           f"in the local sweeps (one layer filtered at a time, any of h1, h2, h3), the largest share of each layer's "
           f"weights removable with β̄ ≥ {KEPT} and β̄_ε ≥ {KEPT} (last epoch, mean over seeds), weighted by the "
           f"layers' sizes, is more than {REMOVED:.0%} of the network's weights", _p10, REMOVED, True,
-          "fig07_landscape"),
+          "fig07_landscape", readings=("scaling", "attack", "batchnorm", "epsilon")),
 )
 
 chapters.register(chapters.Chapter("fig07_landscape", figure, summary, paper=dict(model="resnet18", filter="combined"),

@@ -268,7 +268,7 @@ CLAIMS = (
           tuple(Panel("10a–d", "resnet18", d) for d in ("mnist", "cifar10", "tiny-imagenet")),
           "on each data set, the r_x label (h1) of the first and of the last layer at the last epoch is the same for "
           f"every one of the paper's models held: {YES_NO}", _agree, 0.5, True, "fig10_local",
-          readings=("scaling",)),
+          readings=READINGS),
     Claim("P12", "*Furthermore, periodic robustness characteristics are shown in Fig. 10a ImageNet Tiny; Fig. 10b "
                  "MNIST, CIFAR10 and ImageNet Tiny; Fig. 10c MNIST, CIFAR10, ImageNet Tiny, and Fig. 10d CIFAR10 and "
                  "ImageNet Tiny.* (Sec. 5)",
@@ -276,7 +276,7 @@ CLAIMS = (
                  "10d cifar10 tiny-imagenet"),
           f"some layer's r_x label (h1) goes Ro → not Ro → Ro over the checkpoints (at least {CHECKPOINTS} of them, "
           f"else inconclusive): {YES_NO}", _periodic, 0.5,
-          True, "fig10_local", readings=("scaling",)),
+          True, "fig10_local", readings=READINGS),
 )
 
 

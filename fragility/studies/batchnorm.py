@@ -5,7 +5,9 @@ With every weight of a layer removed, the BatchNorm that follows turns its zero 
 the accuracy some fully filtered layers keep. For each such layer this study measures the accuracy with the
 following BatchNorm as trained, with that BatchNorm's output forced to zero, with its running statistics
 re-estimated on training images, and with every BatchNorm's re-estimated. If the accuracy survives with the
-BatchNorm's output zeroed, the BatchNorm is not what carries it: another path — a skip connection — does.
+BatchNorm's output zeroed, the BatchNorm is not what carries it: another path does — the block's skip connection for
+a convolution inside a residual branch, the residual branch for a downsample convolution (which is the skip path).
+Each of these is called from its 95 % interval: a kept share whose interval straddles SURVIVES is undecided.
 """
 from __future__ import annotations
 
@@ -174,21 +176,41 @@ def _path(layer: str) -> str:
     return "the residual branch" if "downsample" in layer else "the block's skip connection (another path)"
 
 
+def _side(kept: xr.DataArray) -> str:
+    """"above", "below" or "straddles": where a kept share's 95 % interval lies against SURVIVES."""
+    low, high = (float(v) for v in uncertainty.interval(kept))
+    return "above" if low >= SURVIVES else "below" if high < SURVIVES else "straddles"
+
+
 def explain(s: xr.Dataset) -> str:
-    """Each studied layer's kept share in every BatchNorm state, with intervals, and what carries it."""
+    """Each studied layer's kept share in every BatchNorm state, with intervals, and what carries it — each call made
+    from the interval against SURVIVES, undecided where the interval straddles it."""
     parts = []
     for layer in s["layer"].values:
         k = s["kept"].sel(layer=layer)
         trained, zeroed = k.sel(state="trained"), k.sel(state="zeroed")
         follower = str(s["batchnorm"].sel(layer=layer).values)
-        if float(trained.sel(sample=0)) < SURVIVES:
+        has_zeroed = np.isfinite(float(zeroed.sel(sample=0)))
+        survival = _side(trained)
+        if survival == "below":
             how = "it does not survive"
-        elif not np.isfinite(float(zeroed.sel(sample=0))):
+        elif survival == "straddles":
+            how = f"whether it survives is undecided (its interval straddles the {SURVIVES:.0%} the study calls " \
+                  "surviving)"
+        elif not has_zeroed:
             how = "no BatchNorm follows it, so none can carry it"
-        elif float(zeroed.sel(sample=0)) < SURVIVES:
+        elif _side(zeroed) == "below":
             how = "the BatchNorm carries it"
+        elif _side(zeroed) == "straddles":
+            how = "whether the BatchNorm carries it is undecided (the zeroed share's interval straddles " \
+                  f"{SURVIVES:.0%})"
         else:
             how = f"it survives with the BatchNorm's output zeroed: {_path(str(layer))} carries it, not the BatchNorm"
+        if has_zeroed:
+            (z_low, _), (_, t_high) = uncertainty.interval(zeroed), uncertainty.interval(trained)
+            if float(z_low) > float(t_high):
+                how += "; zeroing the BatchNorm's output keeps more than the trained network does, so the constant " \
+                       "it adds harms the filtered network rather than carrying it"
         states = "; ".join(f"{state} {estimate(k.sel(state=state), '.0%')}" for state in STATES
                            if state != "trained" and np.isfinite(float(k.sel(state=state, sample=0))))
         parts.append(f"`{layer}` (followed by `{follower or 'no BatchNorm'}`) keeps {estimate(trained, '.0%')} of the "
@@ -280,9 +302,12 @@ def summary(ds, results=None, model=None, dataset=None, seed=None) -> str:
 
 
 CLAIMS = (
-    Claim("P7", "*Even after filtering all parameters in a layer, the network performs relatively well [...] due to "
-                "the following batch normalization layer features propagating through the network* (Sec. 5, Fig. 11: "
-                "ResNet-18 on CIFAR10, layers layer2.0.conv1, layer3.0.conv1, layer4.0.downsample.0)",
+    Claim("P7", "*The results show that, even after filtering all parameters in a layer, the network performs "
+                "relatively well (shown by the purple dotted lines at Φ^(l), the maximum number of parameters "
+                "filtered). This is due to the following batch normalization layer features propagating through the "
+                "network during the forward pass, thus highlighting the effects of batch normalisation layers on "
+                "network performance.* (Fig. 11's caption: ResNet-18 on CIFAR10, layers layer2.0.conv1, "
+                "layer3.0.conv1, layer4.0.downsample.0; Sec. 5)",
           (Panel("11", "resnet18", "mnist"), Panel("11", "resnet18", "cifar10")),
           f"a fully filtered layer survives when it keeps ≥ {SURVIVES:.0%} of the above-chance accuracy, and is "
           "carried by its BatchNorm when forcing that BatchNorm's output to zero drops it below; the claim holds "
