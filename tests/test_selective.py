@@ -452,3 +452,12 @@ def test_p8_needs_the_study_on_the_panel(tmp_path):
     ev = evidence(tmp_path, "selective", {("smallcnn", "digits", 0): unit(0.05)})
     with pytest.raises(verdicts.Untestable, match="the selective study on resnet18 and mnist"):
         decided(ev, "selective", "P8", "resnet18", "mnist")
+
+
+def test_the_summary_gives_the_prose_gain_by_level_over_regular_and_over_the_random_control(tmp_path):
+    from fragility.studies.selective import summary
+
+    ev = evidence(tmp_path, "selective", {("smallcnn", "digits", s): unit(0.05) for s in (0, 1)})
+    line = next(row for row in summary(ev.study("selective")).splitlines()
+                if row.startswith("- prose's raw gain by ε/ε_E, over regular | over the random control: "))
+    assert "1.0: +0.050 [" in line and "| +0.070 [" in line, line  # random sits 0.02 below regular

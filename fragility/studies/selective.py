@@ -366,6 +366,12 @@ def summary(ds, model=None, seed=None, datasets=None) -> str:
                                  f"{estimate(g.where(g['level'] > 0, drop=True).mean('level'))}")
             lines.append(f"- {t} froze {n} of {c.sizes['layer']} layers per seed ({', '.join(f'`{x}`' for x in f[:6])}"
                          f"{', …' if len(f) > 6 else ''}); mean gain over ε/ε_E ∈ (0, 1]: {'; '.join(parts)}")
+        if "prose" in frozen and "random" in c["training"].values:  # per level, against both
+            per = {a: uncertainty.seed_mean(gains(rs["accuracy"], "prose", a), rs) for a in ("regular", "random")}
+            shown = [v for v in per["regular"]["level"].values if v > 0 and round(float(v) * 10) % 2 == 0]
+            lines.append("- prose's raw gain by ε/ε_E, over regular | over the random control: " + "; ".join(
+                f"{float(v):.1f}: {estimate(per['regular'].sel(level=v))} | {estimate(per['random'].sel(level=v))}"
+                for v in shown))
         share = max(len(f) for f in frozen.values()) / c.sizes["layer"] if frozen else 0
         if share > 0.8:
             lines += ["", f"A reading that freezes {share:.0%} of the layers leaves only a few to train: \"selective\" "
