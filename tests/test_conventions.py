@@ -9,7 +9,7 @@ import xarray as xr
 from test_pipeline import TINY
 
 import fragility as fr
-from fragility import data, pipeline, profiles, store, studies, training, verdicts
+from fragility import data, pipeline, profiles, store, studies, training, uncertainty, verdicts
 from fragility.studies.conventions import (NAMES, agreement, as_responses, chosen, drift, one_at_a_time, readings,
                                           summary)
 
@@ -230,6 +230,33 @@ def test_the_claims_read_the_swept_readings_with_the_stored_image_draws(ran):
     assert float(base.std("sample").max()) > 0  # and they are replicates, not copies of sample 0
     with pytest.raises(verdicts.Untestable, match="the conventions study with smallcnn and the epsilon reading"):
         ev.replicates("smallcnn", "mnist", verdicts.Reading("epsilon", "per-checkpoint"))
+
+
+@slow
+def test_a_swept_reading_that_flips_a_verdict_is_named_in_its_readings(ran):
+    """A claim whose statistic reads the responses under the reading — the filtered networks' mean clean accuracy
+    at the last epoch, which BatchNorm on batch statistics raises here — with a threshold between the two readings'
+    intervals: the row holds under the paper's reading and says that the swept reading flips it, on which cells, and
+    what the paper's reading gives on those same cells."""
+    _, results = ran
+    ev = verdicts.Evidence(results, samples=20)
+    batch = verdicts.Reading("batchnorm", "batch")
+
+    def mean(ev, panel, reading):  # h1, every layer and threshold
+        rs = ev.replicates(panel.model, panel.dataset, reading)
+        acc = rs["accuracy"].sel(input="clean", filter="h1").isel(epoch=-1).mean("seed")
+        return verdicts.Outcome(acc.mean([d for d in acc.dims if d != "sample"]), "the mean")
+
+    panel = verdicts.Panel("x", "smallcnn", "digits")
+    (pl, ph), (sl, sh) = ([float(v) for v in uncertainty.interval(mean(ev, panel, r).samples)] for r in (None, batch))
+    assert pl > sh or sl > ph  # measured: 0.36–0.41 against 0.48–0.54
+    claim = verdicts.Claim("T", "*a test sentence*", (panel,), "the mean on the paper's side", mean,
+                           (pl + sh) / 2 if pl > sh else (sl + ph) / 2, pl > sh, "claims", readings=("batchnorm",))
+    [row] = verdicts.decide_claim(claim, ev)
+    assert row["verdict"] == "holds", row
+    assert row["readings"].startswith("flips under BatchNorm batch statistics: differs on seed 0, epoch(s) "), \
+        row["readings"]
+    assert "the paper's reading there: holds" in row["readings"]
 
 
 @slow

@@ -279,3 +279,20 @@ def test_each_local_rule_on_results_made_to_decide_it(tmp_path, claim, panel, mo
     if claim.startswith("P6c-r"):  # the prose's reversed sign swaps the two marks: the verdict flips
         flipped = {"holds": "differs", "differs": "holds"}[expected]
         assert f"flips under r_ε's sign as the prose reads it: {flipped}" in row["readings"], row["readings"]
+
+
+def test_p10_differs_when_no_layer_loses_weights_without_losing_accuracy(tmp_path):
+    # β̄ = 0.92 − α: below 0.98 from the first threshold on, in every layer: nothing is removable
+    folder = results(tmp_path, {("resnet18", "mnist", 0, e): unit({"conv1": FR, "fc": FR}) for e in (1, 2)})
+    row = rows(folder, "P10")["resnet18 MNIST"]
+    assert row["statistic"] == pytest.approx(0.0) and row["verdict"] == "differs"
+
+
+@pytest.mark.parametrize("fc_of_squeezenet, expected", [(FR, "holds"), (AF, "differs")])
+def test_p11_the_first_and_last_layers_labels_agree_across_the_models(tmp_path, fc_of_squeezenet, expected):
+    units = {("resnet18", "mnist", 0, e): unit({"conv1": FR, "mid": AF, "fc": FR}) for e in (1, 2)}
+    units |= {("squeezenet1_1", "mnist", 0, e): unit({"conv1": FR, "mid": RO, "fc": fc_of_squeezenet})
+              for e in (1, 2)}
+    row = rows(results(tmp_path, units), "P11")["10a–d MNIST"]
+    assert row["verdict"] == expected, row["evidence"]
+    assert "resnet18 Fr/Fr" in row["evidence"]
