@@ -1,9 +1,11 @@
 """Shared fixtures: a small network trained on the real handwritten digits, a tiny pipeline run, the smallest run
 with every kind of file, and headless Chromium with its driver for the browser tests."""
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,14 +123,19 @@ def in_ci() -> bool:
 
 
 def _install_browser() -> str:
-    """Install Debian's chromium and chromium-driver with apt-get when this is root with apt-get; what happened."""
+    """Install Debian's chromium and chromium-driver with apt-get when this is root with apt-get; what happened. The
+    test workers (pytest -n) take turns: one installs while the others wait on a lock, then find them installed."""
     if not shutil.which("apt-get") or os.geteuid() != 0:
         return "cannot install them here (installing needs root and apt-get)"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
-        done = subprocess.run(step, capture_output=True, text=True, env=env, timeout=1200)
-        if done.returncode:
-            return f"`{' '.join(step)}` failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
+    with open(Path(tempfile.gettempdir()) / "fragility-tests-browser.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(p.exists() for p in (CHROMIUM, CHROMEDRIVER)):
+            return "another test worker installed them"
+        for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
+            done = subprocess.run(step, capture_output=True, text=True, env=env, timeout=1200)
+            if done.returncode:
+                return f"`{' '.join(step)}` failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
     return "apt-get installed chromium and chromium-driver"
 
 
