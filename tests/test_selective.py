@@ -461,3 +461,21 @@ def test_the_summary_gives_the_prose_gain_by_level_over_regular_and_over_the_ran
     line = next(row for row in summary(ev.study("selective")).splitlines()
                 if row.startswith("- prose's raw gain by ε/ε_E, over regular | over the random control: "))
     assert "1.0: +0.050 [" in line and "| +0.070 [" in line, line  # random sits 0.02 below regular
+
+
+def test_the_nearly_everything_frozen_note_counts_what_one_run_froze(tmp_path):
+    """The note on a reading that freezes nearly every layer counts per seed: two seeds freezing a different one of
+    two layers each froze half of them (the union over seeds, all of them, is what no run froze)."""
+    from fragility.studies.selective import summary
+
+    note = "leaves only a few to train"
+    apart = {}
+    for seed, layer in ((0, "a"), (1, "b")):
+        ds = unit(0.05)
+        ds["frozen"].loc[dict(training="prose")] = [layer == "a", layer == "b"]
+        apart[("smallcnn", "digits", seed)] = ds
+    assert note not in summary(evidence(tmp_path / "apart", "selective", apart).study("selective"))
+    both = unit(0.05)
+    both["frozen"].loc[dict(training="prose")] = [True, True]
+    text = summary(evidence(tmp_path / "both", "selective", {("smallcnn", "digits", 0): both}).study("selective"))
+    assert f"A reading that freezes 100% of the layers {note}" in text

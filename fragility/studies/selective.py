@@ -372,7 +372,8 @@ def summary(ds, model=None, seed=None, datasets=None) -> str:
             lines.append("- prose's raw gain by ε/ε_E, over regular | over the random control: " + "; ".join(
                 f"{float(v):.1f}: {estimate(per['regular'].sel(level=v))} | {estimate(per['random'].sel(level=v))}"
                 for v in shown))
-        share = max(len(f) for f in frozen.values()) / c.sizes["layer"] if frozen else 0
+        share = max(int(c["frozen"].sel(training=t).sum("layer").max()) for t in frozen) / c.sizes["layer"] \
+            if frozen else 0  # per seed: the union over seeds is not what any one run froze
         if share > 0.8:
             lines += ["", f"A reading that freezes {share:.0%} of the layers leaves only a few to train: \"selective\" "
                           "backpropagation is then close to freezing the network, and the random control, freezing "
