@@ -76,7 +76,8 @@ def test_a_dead_runs_lock_is_taken_over_with_a_notice(small, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("record", ["", "{not json", json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                                 "process_start": "-1"})])
+                                                                 "process_start": "-1"})],
+                         ids=["empty", "not-json", "this-pid-reused"])  # ids that every test process collects alike
 def test_an_unreadable_or_reused_lock_is_taken_over(tmp_path, record, capsys):
     """A lock left empty by a run killed while it wrote it, or whose pid another process now has."""
     (tmp_path / ownership.LOCK).write_text(record)
