@@ -18,9 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-# two test processes (pytest-xdist; each takes whole test files, so a file's fixtures are built once)
 test: venv
-	$(BIN)/python -m pytest -q --durations=30 -n auto --maxprocesses 2 --dist loadfile
+	$(BIN)/python -m pytest -q --durations=30
 
 # The main job: run what is missing of the profile, execute every figure notebook, build the book. The shipped
 # reference is read as it is (`status` lists it and computes nothing; `fragility run --profile reference` computes
