@@ -223,13 +223,28 @@ def test_papermill_on_a_notebook_stops_at_a_wrong_parameter_type(tmp_path):
 # Ctrl-C
 
 
+# The interrupted run is held in its second epoch until the test's Ctrl-C arrives, so a loaded machine cannot let it
+# finish first (the command line is the same `fragility run`; only training's epoch function is wrapped).
+HELD = """
+import sys, time
+from fragility import cli, training
+epoch, calls = training._epoch, []
+def held(*args, **kwargs):
+    calls.append(None)
+    if len(calls) == 2:  # epoch 1's checkpoint is written: wait here for the Ctrl-C
+        time.sleep(600)
+    return epoch(*args, **kwargs)
+training._epoch = held
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_exit_130_and_the_resume_is_identical(small, tmp_path):
     _, expected = small
     results, profile = tmp_path / "results", profile_file(tmp_path)
-    command = [sys.executable, "-m", "fragility.cli", "run", "--quiet", "--profile", profile, "--results",
-               str(results)]
-    process = subprocess.Popen(command, env=ENV, stderr=subprocess.PIPE, text=True)
+    arguments = ["run", "--quiet", "--profile", profile, "--results", str(results)]
+    process = subprocess.Popen([sys.executable, "-c", HELD, *arguments], env=ENV, stderr=subprocess.PIPE, text=True)
     first, deadline = training.checkpoint_path(results, "smallcnn", "digits", 0, 1), time.monotonic() + 300
     while not first.exists():
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
@@ -239,5 +254,6 @@ def test_ctrl_c_is_one_line_exit_130_and_the_resume_is_identical(small, tmp_path
     assert process.returncode == 130 and err == cli.INTERRUPTED + "\n", err
     assert not store.unit_path(results, "smallcnn", "digits", 0, 2).exists(), "the run ended before the signal"
     assert not [p for p in results.rglob("*") if files.temporary(p) or p.name == ownership.LOCK]
+    command = [sys.executable, "-m", "fragility.cli", *arguments]
     assert subprocess.run(command, env=ENV).returncode == 0
     same_results(results, expected)
