@@ -4,7 +4,9 @@ Speed comes from cutting the model's FX graph at the stressed layer: the part th
 runs once per batch and its values are reused for every threshold; only the layer and what depends on it (residual
 branches included) is recomputed, for K weight sets in one pass (`fragility.passes`). Thresholds at which a stress
 changes nothing, or repeats an earlier mask of the unit, are not evaluated again. `fragility.plan` validates the
-arguments; `fragility.naive` keeps the plain per-threshold loop as the oracle this engine is tested against.
+arguments; `fragility.naive` keeps the plain per-threshold loop as the oracle this engine is tested against. With
+`partial=` each finished unit is kept in a file as the sweep goes, so that a stopped sweep resumes after its last
+finished unit (`fragility.partial`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 from .passes import _trace, count_correct, evaluate, resolve  # noqa: F401 (the studies import count_correct here)
 from .plan import (BATCHNORM, CRAFTED, FILTERS, INPUTS, PRECISIONS, Plan, batchnorm_statistics,  # noqa: F401
                    filterable_layers, prepare, tf32, tf32_flags)
+from . import partial as partials
 from .preserve import preserved
 from .provenance import provenance
 from .stresses import Stress
@@ -141,7 +144,7 @@ class Cells:
 def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=None, include_global: bool = True,
           epsilon="auto", attack="fixed", crafted=None, ratio: float = 0.5, batch_size: int = 500, device=None,
           precision: str = "float32", progress: bool = True, masks_per_pass="auto", batchnorm: str = "running",
-          image=None, metric="accuracy") -> xr.Dataset:
+          image=None, metric="accuracy", partial=None) -> xr.Dataset:
     """Accuracy (or another metric) of the network under every internal stress, threshold and layer, clean and
     adversarial (Eq. 7–12).
 
@@ -179,6 +182,10 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
             `fr.metric(fn, name=..., higher_is_better=...)`, a registered kind's name or an import path naming a
             metric. The ε search (constraint 3: adversarial accuracy ≈ ρ × clean accuracy) stays defined by top-1
             accuracy whatever the metric: the attack is about misclassification.
+        partial: a file (`.npz`) in which each finished unit is kept as the sweep goes: run again with the same
+            arguments, the sweep evaluates only the units the file does not hold, with identical results. A file of
+            another sweep is replaced (a warning); a file fragility did not write is an error. It is left in place:
+            delete it (`fragility.partial.discard`) once the result is stored. The pipeline keeps one per sweep task.
 
     Returns:
         accuracy(layer, filter, alpha, input), n_filtered, n_params, threshold, base_accuracy(input), epsilon,
@@ -200,6 +207,7 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
         >>> fr.sweep(model, x_test, y_test, attack=fr.PGD(0.1, steps=10), crafted="adaptive")
         >>> fr.sweep(model, x_test, y_test, metric=fr.TopK(5)).top5.sel(layer="conv1", filter="h1")
     """
+    kept = partials.check(partial)
     with preserved(model), batchnorm_statistics(model, batchnorm), tf32(precision == "tf32"):
         plan = channels_last(prepare(model, x, y, A=A, filters=filters, layers=layers, include_global=include_global,
                                      epsilon=epsilon, attack=attack, crafted=crafted, ratio=ratio,
@@ -213,15 +221,21 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
         probe = plan.units[-1] if plan.include_global else plan.units[0]  # recomputes the most per mask
         plan.masks_per_pass = resolve(plan, graph, probe, counts[probe].weight_sets())
         n_batches = len(plan.y[::plan.batch_size])
+        kept = None if kept is None else partials.Partial(kept, partials.key(plan))
         used = []
         for unit in tqdm(plan.units, desc="sweep", unit="layer", disable=not plan.progress):
+            if kept is not None and (stored := kept.get(unit)) is not None:
+                counts[unit].result[...] = stored
+                continue
             with tqdm(total=len(counts[unit].groups) * n_batches, desc=unit, unit="mask·batch", leave=False,
                       disable=not plan.progress) as bar:
                 found, k = evaluate(plan, graph, unit, counts[unit].weight_sets(), bar)
             used.append(k)
             for j, hits in enumerate(found):
                 counts[unit].add(j, hits)
-        plan.masks_per_pass = min(used)
+            if kept is not None:
+                kept.put(unit, counts[unit].result)
+        plan.masks_per_pass = min(used, default=plan.masks_per_pass)
         shape = (len(plan.units), len(plan.stresses), plan.A + 1)
         return to_dataset(plan, np.stack([c.result for c in counts.values()]).reshape(shape + base.shape),
                           np.stack([c.n_filtered for c in counts.values()]).reshape(shape), base,

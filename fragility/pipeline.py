@@ -22,6 +22,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from . import adoption, checks, data, engine, files, imports, mnist, ownership, steps, store, studies, training
+from . import partial as partials
 from .attacks import search_epsilon
 from .errors import FragilityError
 from .profiles import Profile, results_dir
@@ -147,9 +148,10 @@ def epsilon_task(profile: Profile, results, model: str, dataset: str, data_dir=N
 
 
 def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=None, device=None,
-               progress=False, filters=None) -> xr.Dataset:
+               progress=False, filters=None, partial=None) -> xr.Dataset:
     """The responses of one unit (model, dataset, seed, epoch) from its checkpoint under `checkpoints`, as stored.
-    `filters`: some of the model's filters only (default all of them; `fragility verify --filter`)."""
+    `filters`: some of the model's filters only (default all of them; `fragility verify --filter`); `partial`: the
+    file keeping its finished layers (`fr.sweep`'s `partial`)."""
     model, dataset, seed, epoch = unit
     device = checks.device(device)
     x, y, image = _test_set(profile, dataset, data_dir)
@@ -159,7 +161,7 @@ def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=Non
                              attack=profile.adversary(), crafted=profile.attack, ratio=profile.ratio,
                              batch_size=profile.batch_size, device=device, progress=progress,
                              batchnorm=profile.batchnorm, image=image, layers=profile.layers,
-                             metric=profile.measure())
+                             metric=profile.measure(), partial=partial)
     adopted = {k: v for k, v in meta.get("provenance", {}).items() if k.startswith("checkpoint_")}
     ds = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name, config_hash=meta["config_hash"],
                        sweep_hash=profile.sweep_hash_of(model, filters), epsilon_policy=str(profile.epsilon),
@@ -171,11 +173,19 @@ def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=Non
     return ds
 
 
-def sweep_task(profile: Profile, results, unit: tuple, data_dir=None, device=None, progress=False) -> Path:
-    """Sweep one unit and store it."""
-    epsilon = epsilon_task(profile, results, *unit[:2], data_dir=data_dir, device=device)
+def partial_path(results, unit: tuple) -> Path:
+    """Where a sweep task keeps its unit's finished layers until the unit is stored: `.<epoch…>.partial.npz` beside
+    the unit file, so that a sweep stopped part-way resumes after its last finished layer (`fragility.partial`)."""
     path = store.unit_path(results, *unit)
-    store.write_unit(sweep_unit(profile, results, unit, epsilon, data_dir, device, progress), path)
+    return path.with_name(f".{path.stem}.partial.npz")
+
+
+def sweep_task(profile: Profile, results, unit: tuple, data_dir=None, device=None, progress=False) -> Path:
+    """Sweep one unit and store it; a sweep stopped part-way resumes after its last finished layer."""
+    epsilon = epsilon_task(profile, results, *unit[:2], data_dir=data_dir, device=device)
+    path, partial = store.unit_path(results, *unit), partial_path(results, unit)
+    store.write_unit(sweep_unit(profile, results, unit, epsilon, data_dir, device, progress, partial=partial), path)
+    partials.discard(partial)
     return path
 
 
