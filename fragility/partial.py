@@ -9,7 +9,8 @@ each unit is computed alone from the same inputs (the adversarial ones crafted b
 
 The file carries a key: a SHA-256 of everything the results depend on (the network's parameters and buffers, the
 clean and adversarial inputs and labels, ε, the stresses and their parameters, A, the units, the attack, how it is
-crafted, the BatchNorm reading, the metric, the precision). A file of another sweep (a retrained checkpoint, other
+crafted, the BatchNorm reading, the metric, the precision, the
+convolutions' layout). A file of another sweep (a retrained checkpoint, other
 settings) is started afresh with a warning; a file at that path that fragility did not write is never overwritten
 (one FragilityError). The caller deletes the file once the result is stored (`discard`).
 """
@@ -39,15 +40,16 @@ def _update(digest, tensor: torch.Tensor | None) -> None:
     digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
-def key(plan) -> str:
-    """SHA-256 of what a sweep's results depend on (see the module's docstring)."""
+def key(plan, memory_format: str = "channels_last") -> str:
+    """SHA-256 of what a sweep's results depend on (see the module's docstring), the convolutions' layout
+    included (the layouts round differently)."""
     digest = hashlib.sha256()
     settings = {
         "A": plan.A, "units": plan.units, "crafted": plan.crafted, "epsilon": float(plan.epsilon),
         "stresses": [[s.name, {k: repr(v) for k, v in s.parameters.items()}] for s in plan.stresses],
         "attack": [plan.attack.name, {k: repr(v) for k, v in plan.attack.parameters.items()}],
         "batchnorm": plan.batchnorm, "metric": plan.metric.name, "precision": plan.precision,
-        "image": None if plan.image is None else np.asarray(plan.image).tolist(),
+        "memory_format": memory_format, "image": None if plan.image is None else np.asarray(plan.image).tolist(),
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for name, value in plan.model.state_dict().items():

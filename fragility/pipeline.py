@@ -161,7 +161,8 @@ def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=Non
                              attack=profile.adversary(), crafted=profile.attack, ratio=profile.ratio,
                              batch_size=profile.batch_size, device=device, progress=progress,
                              batchnorm=profile.batchnorm, image=image, layers=profile.layers,
-                             metric=profile.measure(), partial=partial)
+                             metric=profile.measure(), partial=partial,
+                             memory_format=profile.memory_format_of(model))
     adopted = {k: v for k, v in meta.get("provenance", {}).items() if k.startswith("checkpoint_")}
     ds = store.as_unit(responses, model, dataset, seed, epoch, profile=profile.name, config_hash=meta["config_hash"],
                        sweep_hash=profile.sweep_hash_of(model, filters), epsilon_policy=str(profile.epsilon),

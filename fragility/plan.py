@@ -30,6 +30,7 @@ CRAFTED = ("fixed", "adaptive")  # when the adversarial inputs are crafted
 PRECISIONS = ("float32", "tf32", "bfloat16")
 INPUTS = ("clean", "adversarial")
 BATCHNORM = ("running", "batch")
+MEMORY_FORMATS = ("channels_last", "contiguous")  # the layout of a sweep's convolutions on CPU (engine.sweep)
 _BN = nn.modules.batchnorm._BatchNorm
 
 

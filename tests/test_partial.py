@@ -95,6 +95,7 @@ def test_the_key_changes_with_the_weights_inputs_and_settings(trained_cnn, test_
     for changed in (key(model=other), key(x=moved), key(A=5), key(epsilon=0.2), key(filters=("h1",)),
                     key(batchnorm="batch"), key(attack="adaptive"), key(metric="top2")):
         assert changed != first
+    assert partial.key(prepare(trained_cnn, x, y, **SETTINGS), "contiguous") != first  # the layouts round differently
 
 
 @pytest.mark.parametrize("content", [b"my own notes", b"PK\x03\x04 not a zip"])

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import re
 from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -37,93 +36,11 @@ import yaml
 from .. import adoption, checks, data, imports, metrics, models, studies, training
 from ..attacks import ATTACKS
 from ..errors import FragilityError
-from ..layers import WHAT as LAYERS, Layers, as_layers, check_models
-from ..plan import BATCHNORM, CRAFTED
-from ..stresses import STRESSES
+from ..layers import Layers, as_layers, check_models
+from ..plan import CRAFTED
+from .keys import (CHECKS, EPSILON_POLICIES, GRID, LATER, MIN_SEARCHED, OPTIONAL, OWN, SEARCH_TOL,  # noqa: F401
+                   THREADS)
 
-EPSILON_POLICIES = ("auto", "per-checkpoint")
-THREADS = 2  # the documented default: every task of a profile computes with this many CPU threads
-SEARCH_TOL = 0.02  # the ε search's tolerance on the accuracy ratio (fragility.attacks.search_epsilon)
-MIN_SEARCHED = 25  # test images the search needs at least: ratios of k / n step by 1 / n ≤ 2 · SEARCH_TOL
-
-
-def _count(low):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _number(ok):
-    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v)
-
-
-def _items(ok, increasing=False):
-    """A non-empty list of distinct values each passing `ok` (in increasing order if asked)."""
-    return lambda v: (isinstance(v, list) and len(v) > 0 and all(ok(x) for x in v) and len(set(v)) == len(v)
-                      and (not increasing or v == sorted(v)))
-
-
-def _models(v) -> bool:
-    """A list of distinct model names, or a mapping of model names to their own seeds, epochs, every and filters (or
-    null)."""
-    if isinstance(v, dict):
-        return len(v) > 0 and all(k in models.NAMES and (g is None or isinstance(g, dict)) for k, g in v.items())
-    return _items(lambda m: m in models.NAMES)(v)
-
-
-GRID = ("seeds", "epochs", "every")
-OWN = GRID + ("filters",)  # what a model of a `models` mapping may set for itself
-# key: (check, what the value must be)
-CHECKS = {
-    "name": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) is not None and v.strip(".") != "",
-             "a short name of letters, digits, '.', '-' or '_', not only dots (it names the results folder "
-             "results/<name>)"),
-    "description": (lambda v: isinstance(v, str), "a line of text"),
-    "models": (_models, f"a list of distinct models from {', '.join(models.NAMES)}, or a mapping of them to their "
-                        "own seeds, epochs, every, filters and checkpoints (or of names of your own to their "
-                        "factory)"),
-    "datasets": (_items(lambda v: v in data.NAMES), f"a list of distinct datasets from {', '.join(data.NAMES)}, or a "
-                                                    "mapping of names to null or {factory, classes, kwargs}"),
-    "seeds": (_items(_count(0)), "a list of distinct whole numbers ≥ 0"),
-    "epochs": (_items(_count(1), increasing=True), "an increasing list of checkpoint epochs ≥ 1, e.g. [10, 20, 30]"),
-    "every": (_count(1), "the checkpoint interval in epochs, a whole number ≥ 1"),
-    "n_test": (lambda v: v is None or _count(1)(v), "the number of test images, a whole number ≥ 1, or null for all"),
-    "A": (_count(1), "the number of threshold intervals, a whole number ≥ 1 (the paper: 25)"),
-    "filters": (_items(lambda v: isinstance(v, str) and v in STRESSES),
-                f"a list of distinct stresses from {', '.join(STRESSES)} (or another registered one)"),
-    "attack": (lambda v: (isinstance(v, str) and (v in ATTACKS or v in CRAFTED))
-               or (isinstance(v, dict) and isinstance(v.get("name"), str) and v["name"] in ATTACKS),
-               f"an attack: {', '.join(ATTACKS)} (or another registered one), or a mapping of its name and "
-               "parameters such as {name: pgd, steps: 10}"),
-    "crafted": (lambda v: v is None or v in CRAFTED,
-                "when the perturbation is crafted: fixed (once, against the unfiltered network: the paper) or adaptive "
-                "(against each filtered network: the authors' code)"),
-    "batchnorm": (lambda v: v in BATCHNORM, "running (BatchNorm's running statistics: eval mode, the paper's reading) "
-                                            "or batch (each batch's own statistics, as the authors' notebook)"),
-    "threads": (_count(1), f"the CPU threads every task computes with, a whole number ≥ 1 (default {THREADS}): "
-                           "results are reproducible only at the same count"),
-    "epsilon": (lambda v: v in EPSILON_POLICIES or _number(lambda x: x >= 0)(v),
-                "auto (searched once per model and dataset), per-checkpoint, or a number ≥ 0"),
-    "ratio": (_number(lambda x: 0 < x < 1), "the target accuracy ratio ρ of the ε search, between 0 and 1 (0.5)"),
-    "batch_size": (_count(1), "the sweep's batch size, a whole number ≥ 1"),
-    "train_batch_size": (_count(1), "the training batch size, a whole number ≥ 1 (the paper: 100)"),
-    "lr": (_number(lambda x: 0 < x < 1), "Adam's learning rate, a number between 0 and 1 such as 0.001 (Adam moves "
-                                         "every weight by about lr a step: 1 or more diverges)"),
-    "depth": (_count(1), "the number of conv blocks of smallcnn, a whole number ≥ 1"),
-    "weights": (lambda v: isinstance(v, list) and len(set(map(str, v))) == len(v)
-                and all(isinstance(m, str) and m in models.NAMES for m in v),
-                "a list of distinct models of the profile whose checkpoints' network weights are kept under "
-                "weights/ (a few MB each: what a shipped results folder carries to be re-swept without retraining)"),
-    "studies": (lambda v: v is None or isinstance(v, dict),
-                f"a mapping of related studies ({', '.join(studies.STUDIES)}) to their settings"),
-    "layers": (lambda v: v is None or isinstance(v, dict), LAYERS),
-    "metric": (lambda v: isinstance(v, (str, dict)), "the response measured: accuracy (top-1, the default), top<k> or "
-                                                     "{name: topk, k: 5}, or {function: 'module:function', name: …, "
-                                                     "higher_is_better: …} (fragility.metrics)"),
-}
-OPTIONAL = {"depth": 2, "studies": None, "crafted": None, "batchnorm": "running", "threads": THREADS, "weights": [],
-            "layers": None, "metric": metrics.DEFAULT}
-# settings added after the first shipped results enter the sweep hash only when they differ from these defaults, so
-# that stored results stay valid: (key, default)
-LATER = {"batchnorm": "running", "threads": None}
 
 
 @dataclass(frozen=True)
@@ -135,6 +52,7 @@ class Grid:
     epochs: tuple[int, ...]
     every: int
     filters: tuple[str, ...] | None = None  # the stresses its sweeps apply (None: the profile's)
+    memory_format: str | None = None  # the layout of its sweeps' convolutions (None: the profile's)
 
 
 @dataclass(frozen=True)
@@ -168,6 +86,7 @@ class Profile:
     sources: tuple = ()  # the models and data sets built by factories of one's own (fragility.imports.Source)
     adopted: tuple = ()  # (model, its networks trained elsewhere: fragility.adoption.Adopted …) per such model
     metric: tuple = (("name", metrics.DEFAULT),)  # the metric's settings (fragility.metrics; in the hash if not it)
+    memory_format: str = "channels_last"  # the layout of the sweeps' convolutions (in the hash if not it)
 
     def grid(self, model: str) -> Grid:
         """The seeds, epochs and checkpoint interval of `model` (the profile's own unless the model has its own)."""
@@ -177,6 +96,11 @@ class Profile:
         """The filters (internal stresses) the sweeps of `model` apply: its own where the profile gives them, else
         the profile's."""
         return self.grid(model).filters or self.filters
+
+    def memory_format_of(self, model: str) -> str:
+        """The layout of the convolutions of `model`'s sweeps: its own where the profile gives it, else the
+        profile's."""
+        return self.grid(model).memory_format or self.memory_format
 
     def units(self):
         """Every (model, dataset, seed, epoch) of the profile."""
@@ -238,7 +162,11 @@ class Profile:
     def sweep_hash_of(self, model: str, filters=None) -> str:
         """The sweep hash a unit of `model` records: `sweep_hash`, with the model's own filters where it has them
         (or `filters`, for a unit that sweeps some of them only)."""
-        return _hash({**self.sweep_settings, "filters": tuple(filters or self.filters_of(model))})
+        settings = {**self.sweep_settings, "filters": tuple(filters or self.filters_of(model))}
+        settings.pop("memory_format", None)
+        if self.memory_format_of(model) != LATER["memory_format"]:  # the layout of the results shipped before it
+            settings["memory_format"] = self.memory_format_of(model)
+        return _hash(settings)
 
 
 def _hash(settings: dict) -> str:
@@ -329,7 +257,8 @@ def _grids(values: dict, source: str, checkpoints: dict, folder) -> tuple[tuple,
         else:
             _check_grid(merged, f"{source}: models.{model}: ")
         filters = tuple(merged["filters"]) if tuple(merged["filters"]) != tuple(values["filters"]) else None
-        out.append((model, Grid(tuple(merged["seeds"]), tuple(merged["epochs"]), merged["every"], filters)))
+        layout = merged["memory_format"] if merged["memory_format"] != values["memory_format"] else None
+        out.append((model, Grid(tuple(merged["seeds"]), tuple(merged["epochs"]), merged["every"], filters, layout)))
     return tuple(out), tuple(adopted)
 
 
