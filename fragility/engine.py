@@ -34,12 +34,12 @@ from .stresses import Stress
 def channels_last(plan: Plan) -> Plan:
     """The sweep on a channels-last copy of the network: the same weights, the convolutions in another layout.
 
-    Which layout is faster depends on the network. Measured here (one thread of the project's 2-core CPU, MNIST-sized
-    1×28×28 inputs, the engine on 200 images at A = 4, h1, with the other core busy): SqueezeNet 1.1 3.9 s
-    channels-last against 5.6 s contiguous, ResNet-18 25.5 s against 20.3 s, ResNet-50 (six layers and `global`)
-    45.6 / 48.1 s against 31.1 / 33.3 s. Hence `sweep(memory_format=...)`, set per model by a profile; the default
-    stays channels-last, the layout every result shipped before the option was computed in (the two layouts round
-    differently, so a unit's numbers are reproduced exactly only in its own layout).
+    Which layout is faster depends on the network. `benchmarks/memory_format.py` (one thread of the project's 2-core
+    CPU, 1×28×28 inputs, 200 images, A = 4, h1, six layers and `global`, the other core busy), channels-last time over
+    contiguous time: ResNet-18 1.32, ResNet-50 1.49, ShuffleNet V2 1.03, SqueezeNet 1.1 0.76 (channels-last faster).
+    Hence `sweep(memory_format=...)`, set per model by a profile; the default stays channels-last, the layout every
+    result shipped before the option was computed in (the two layouts round differently, so a unit's numbers are
+    reproduced exactly only in its own layout).
 
     Only for adversarial inputs crafted once (`crafted="fixed"`), which are already made (an adaptive attack's
     gradient signs would depend on the layout's rounding); a model without 4-D inputs is left as it is.
@@ -195,7 +195,7 @@ def sweep(model: nn.Module, x, y=None, *, A: int = 25, filters=FILTERS, layers=N
             another sweep is replaced (a warning); a file fragility did not write is an error. It is left in place:
             delete it (`fragility.partial.discard`) once the result is stored. The pipeline keeps one per sweep task.
         memory_format: the layout of the convolutions under a fixed attack: "channels_last" (the default) or
-            "contiguous" — faster for some networks (ResNet-50 ≈ 1.45× on this project's CPU; see `channels_last`).
+            "contiguous" — faster for some networks (ResNet-50 ≈ 1.5× on this project's CPU; see `channels_last`).
             The two round differently; "contiguous" is recorded in the attribute `memory_format`.
 
     Returns:
