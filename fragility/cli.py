@@ -164,7 +164,8 @@ def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudySta
     """The table of units, its counts, the table of study units (with their steps done) and its counts, then the
     compute they record."""
     _table(("model", "dataset", "seed", "epoch", "trained", "swept"),
-           [(r.model, r.dataset, r.seed, r.epoch, r.trained, r.swept) for r in rows])
+           [(r.model, r.dataset, r.seed, r.epoch, r.trained,
+             f"no ({r.kept} layer{'s' * (r.kept > 1)} kept)" if r.kept else r.swept) for r in rows])
     print(f"{len(rows)} units: {sum(r.trained for r in rows)} trained, {sum(r.swept for r in rows)} swept")
     if study_rows:
         print()

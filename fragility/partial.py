@@ -124,3 +124,14 @@ def check(partial) -> Path | None:
     if path.exists():
         _read(path)
     return path
+
+
+def kept(path) -> int:
+    """How many units a partial sweep file holds (0: none, or not a file fragility wrote); for `fragility status`."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    try:
+        return len(_read(path)[1])
+    except FragilityError:
+        return 0

@@ -359,7 +359,7 @@ def keep_weights(profile: Profile, results) -> list[Path]:
 
 @dataclass(frozen=True)
 class Status:
-    """Whether one unit's checkpoint and responses exist."""
+    """Whether one unit's checkpoint and responses exist, and how many of its layers a sweep stopped part-way kept."""
 
     model: str
     dataset: str
@@ -367,6 +367,7 @@ class Status:
     epoch: int
     trained: bool
     swept: bool
+    kept: int = 0  # units (layers, `global`) a sweep stopped part-way finished (`partial_path`)
 
 
 def status(profile: Profile, results=None) -> list[Status]:
@@ -375,7 +376,8 @@ def status(profile: Profile, results=None) -> list[Status]:
     results = results_dir(profile, results)
     done = stored_units(profile, results)
     _check_epsilon(profile, results)
-    return [Status(*u, training.checkpoint_path(results, *u).is_file(), u in done) for u in profile.units()]
+    return [Status(*u, training.checkpoint_path(results, *u).is_file(), u in done,
+                   0 if u in done else partials.kept(partial_path(results, u))) for u in profile.units()]
 
 
 def recorded_seconds(profile: Profile, results=None) -> dict[str, float]:

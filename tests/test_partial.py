@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 
 from conftest import untimed
-from fragility import FragilityError, engine, partial, pipeline, store
+from fragility import FragilityError, cli, engine, partial, pipeline, store
 from fragility import sweep as fr_sweep
 from fragility.plan import prepare
 
@@ -132,7 +132,7 @@ def test_a_folder_is_refused(tmp_path):
 
 
 def test_a_sweep_task_stopped_part_way_resumes_to_the_stored_unit_and_leaves_no_partial_file(small, tmp_path,
-                                                                                           monkeypatch):
+                                                                                           monkeypatch, capsys):
     profile, done = small
     results = tmp_path / "results"
     shutil.copytree(done, results)
@@ -146,9 +146,14 @@ def test_a_sweep_task_stopped_part_way_resumes_to_the_stored_unit_and_leaves_no_
     assert kept.exists() and not store.unit_path(results, *unit).exists()
     assert "sweep/smallcnn/digits/0/2" in [t.key for t in pipeline.plan(profile, results)], \
         "a unit with only some of its layers kept is not done"
+    [row] = [r for r in pipeline.status(profile, results) if (r.seed, r.epoch) == (0, 2)]
+    assert (row.swept, row.kept) == (False, 1)
+    cli.print_status([row], [], {})
+    assert "no (1 layer kept)" in capsys.readouterr().out
     calls = unstopped(monkeypatch)
     pipeline.sweep_task(profile, results, unit)
     assert calls == list(expected["layer"].values[1:])
     assert not kept.exists()
+    assert [r.kept for r in pipeline.status(profile, results)] == [0] * len(list(profile.units()))
     found = store.read_unit(store.unit_path(results, *unit))
     xr.testing.assert_identical(untimed(found).drop_attrs(), untimed(expected).drop_attrs())
