@@ -102,6 +102,13 @@ class Partial:
         files.atomic(self.path, write)
 
 
+def beside(output) -> Path:
+    """Where the sweep that computes `output` keeps its finished units until `output` is written:
+    `.<output's stem>.partial.npz` beside it (the pipeline's sweep tasks and the studies' sweep steps)."""
+    output = Path(output)
+    return output.with_name(f".{output.stem}.partial.npz")
+
+
 def discard(path) -> None:
     """Delete a partial sweep file once its sweep's result is stored (only a file fragility wrote: else one
     FragilityError, and the file stays)."""

@@ -177,8 +177,7 @@ def sweep_unit(profile: Profile, checkpoints, unit: tuple, epsilon, data_dir=Non
 def partial_path(results, unit: tuple) -> Path:
     """Where a sweep task keeps its unit's finished layers until the unit is stored: `.<epoch…>.partial.npz` beside
     the unit file, so that a sweep stopped part-way resumes after its last finished layer (`fragility.partial`)."""
-    path = store.unit_path(results, *unit)
-    return path.with_name(f".{path.stem}.partial.npz")
+    return partials.beside(store.unit_path(results, *unit))
 
 
 def sweep_task(profile: Profile, results, unit: tuple, data_dir=None, device=None, progress=False) -> Path:

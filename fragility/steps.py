@@ -24,6 +24,7 @@ from collections.abc import Callable
 import xarray as xr
 
 from . import checks, data, files, store
+from . import partial as partials
 from . import study as base
 from .errors import FragilityError
 from .provenance import device_description
@@ -162,9 +163,11 @@ def write_json(ctx: base.Context, record: dict, path, seconds: float) -> Path:
 
 
 def write_netcdf(ctx: base.Context, ds: xr.Dataset, path, seconds: float) -> None:
-    """`ds` with the unit's stamp, `seconds` and the device as attributes, as netCDF at `path` (atomically)."""
+    """`ds` with the unit's stamp, `seconds` and the device as attributes, as netCDF at `path` (atomically); then the
+    finished layers a sweep kept for it (`fragility.partial.beside`) are deleted."""
     store.write_netcdf(ds.assign_attrs({STAMP: stamp(ctx), SECONDS: round(seconds, 2),
                                         DEVICE: device_description(ctx.device)}), path)
+    partials.discard(partials.beside(path))
 
 
 def checked(ctx: base.Context, path, required: bool = True) -> float:

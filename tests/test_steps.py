@@ -18,7 +18,9 @@ import yaml
 from conftest import earlier_code
 from test_pipeline import TINY
 
-from fragility import FragilityError, checks, cli, data, pipeline, profiles, steps, studies, training, verification
+from fragility import FragilityError, checks, cli, data, engine, pipeline, profiles, steps, studies, training
+from fragility import verification
+from fragility import partial as partials
 from fragility import study as base
 from fragility.studies import conventions
 
@@ -380,6 +382,50 @@ def test_verify_re_sweeps_a_network_the_depth_study_trained(ran, tmp_path, capsy
     assert f"{keys[0]}: re-swept" in out and "DIFFERS" in out
     [v] = verification.verify_steps(profile, keys[:1], changed, tmp_path / "scratch2", progress=False)
     assert v.differences["accuracy"] == pytest.approx(0.25) and not v.agrees
+
+
+class Stop(Exception):
+    """Stands for a run stopped part-way (Ctrl-C, a killed worker)."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step, output", [
+    (f"{DEPTH[0]}/sweep", "studies/depth/runs/smallcnn-d3__digits__seed1/sweep.nc"),
+    (f"{CONVENTIONS}/sweep/batch/2", "studies/conventions/runs/smallcnn__digits__seed1/batch-epoch002.nc")])
+def test_a_study_sweep_stopped_part_way_resumes_after_its_finished_layers(ran, tmp_path, monkeypatch, step, output):
+    """A study's sweep step keeps its finished layers beside its output as it goes (`.<name>.partial.npz`): stopped
+    after one, it resumes with the others alone, to the output of an uninterrupted run, and the kept file is deleted."""
+    profile, results, _ = ran
+    again = shutil.copytree(results, tmp_path / "results")
+    expected = xr.load_dataset(results / output, engine="h5netcdf")
+    layers = [str(u) for u in expected["layer"].values]
+    assert len(layers) > 1, "the step must sweep more than one unit for a stop part-way to mean anything"
+    (again / output).unlink()
+    name = step.split("/")[1]
+    [unit] = [u for n, u in studies.units(profile) if n == name and step.startswith(steps.key(n, u) + "/")]
+    run = partial(steps.run_step, profile, again, name, unit, step[len(steps.key(name, unit)) + 1:])
+    evaluate, calls = engine.evaluate, []
+
+    def stopping(n):
+        def counted(plan, graph, unit, *args, **kwargs):
+            if len(calls) == n:
+                raise Stop
+            calls.append(unit)
+            return evaluate(plan, graph, unit, *args, **kwargs)
+        monkeypatch.setattr(engine, "evaluate", counted)
+
+    stopping(1)
+    with pytest.raises(Stop):
+        run()
+    kept = (again / output).with_name(f".{Path(output).stem}.partial.npz")
+    assert kept.is_file() and not (again / output).exists()
+    assert partials.kept(kept) == 1
+    calls.clear()
+    stopping(10 ** 6)
+    run()
+    assert calls == layers[1:], "the resumed sweep evaluated a finished layer again, or missed one"
+    assert not kept.exists()
+    xr.testing.assert_identical(untimed(xr.load_dataset(again / output, engine="h5netcdf")), untimed(expected))
 
 
 @pytest.mark.parametrize("key, message", [

@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .. import chapters, checks, steps, store
+from .. import partial as partials
 from ..engine import sweep
 from ..errors import FragilityError
 from ..filters import FILTERS
@@ -76,7 +77,7 @@ def _sweep(ctx, reading: str, epoch: int) -> None:
     try:
         ds = sweep(ctx.network(epoch), x, y, A=s["A"] or profile.A, filters=tuple(s["filters"]), ratio=profile.ratio,
                    batch_size=profile.batch_size, device=ctx.device, progress=ctx.progress, image=ctx.image,
-                   **options)
+                   partial=partials.beside(_part(ctx, reading, epoch)), **options)
     except FragilityError as err:
         if reading != "epsilon":
             raise

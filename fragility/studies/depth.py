@@ -21,6 +21,7 @@ import torch
 import xarray as xr
 from scipy.stats import spearmanr
 
+from .. import partial as partials
 from .. import chapters, checks, data, steps, store, training, uncertainty
 from ..attacks import as_attack, epsilon_correct, search_epsilon
 from ..engine import filterable_layers, sweep
@@ -214,7 +215,8 @@ def _sweep(ctx: base.Context) -> None:
     s, (x, y), profile = ctx.settings, ctx.test, ctx.profile
     found, seconds = base.timed(sweep, _network(ctx), x, y, A=s["A"] or profile.A, filters=("h1",),
                                 layers=None if s["local"] else [], epsilon=_epsilon(ctx), attack=profile.adversary(),
-                                batch_size=profile.batch_size, device=ctx.device, progress=ctx.progress)
+                                batch_size=profile.batch_size, device=ctx.device, progress=ctx.progress,
+                                partial=partials.beside(ctx.folder("sweep.nc")))
     steps.write_netcdf(ctx, found, ctx.folder("sweep.nc"), seconds)
 
 
