@@ -354,9 +354,11 @@ REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
 
 def pending(card: str) -> list[str]:
-    """The tasks a data card lists as not yet computed: the lines of the fenced block after "## Not yet computed"."""
-    section = card.split("## Not yet computed", 1)[1]
-    return [line.strip() for line in section.split("```")[1].splitlines() if line.strip()]
+    """The tasks a data card lists as not yet computed: the lines of the fenced block in its section "## Not yet
+    computed" (none when the section has no such block)."""
+    section = card.split("## Not yet computed", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```")
+    return [line.strip() for line in blocks[1].splitlines() if line.strip()] if len(blocks) > 1 else []
 
 
 def test_the_shipped_reference_is_what_its_data_card_says():
