@@ -224,9 +224,12 @@ def test_papermill_on_a_notebook_stops_at_a_wrong_parameter_type(tmp_path):
 
 
 # The interrupted run is held in its second epoch until the test's Ctrl-C arrives, so a loaded machine cannot let it
-# finish first (the command line is the same `fragility run`; only training's epoch function is wrapped).
+# finish first (the command line is the same `fragility run`; only training's epoch function is wrapped). Ctrl-C at a
+# terminal raises KeyboardInterrupt: a test runner started in the background (as `cmd &` does) passes SIGINT on
+# ignored, so the run gets Python's own handler back, as it has at a terminal.
 HELD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from fragility import cli, training
 epoch, calls = training._epoch, []
 def held(*args, **kwargs):
