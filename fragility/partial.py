@@ -1,11 +1,12 @@
 """A sweep's finished units kept as it goes, so that a sweep stopped part-way resumes within itself.
 
-One sweep of a large network is hours of one core (ResNet-50 at A = 25: ≈ 1.8 h on one thread here): stopped at
-80 %, it would start again from nothing. With `fr.sweep(..., partial=path)` (the pipeline passes one for every sweep
-task: `.<unit>.partial.npz` beside the unit file) each unit's (layer's, or `global`'s) per-example results are
-written to one `.npz` file, atomically, as soon as the unit is finished; run again with the same arguments, the sweep
-reads the finished units back and evaluates only the others. The results are identical to an uninterrupted sweep's:
-each unit is computed alone from the same inputs (the adversarial ones crafted by the same deterministic attack).
+One sweep of a large network is long on one core (ResNet-50 at A = 25: 34–38 min contiguous, ≈ 1.8 h channels-last):
+stopped at 80 %, it would start again from nothing. With `fr.sweep(..., partial=path)` (the pipeline passes one for
+every sweep task: `.<unit>.partial.npz` beside the unit file) each unit's (layer's, or `global`'s) per-example results
+are written to one `.npz` file, atomically, as soon as the unit is finished; run again with the same arguments, the
+sweep reads the finished units back and evaluates only the others. The results are identical to an uninterrupted
+sweep's: each unit is computed alone from the same inputs (the adversarial ones crafted by the same deterministic
+attack).
 
 The file carries a key: a SHA-256 of everything the results depend on (the network's parameters and buffers, the
 clean and adversarial inputs and labels, ε, the stresses and their parameters, A, the units, the attack, how it is

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fragility import data, models
+from fragility import data, engine, models
 
 
 @pytest.fixture(scope="session")
@@ -197,3 +197,24 @@ def earlier_code(tmp_path, commit: str) -> Path:
                              check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(earlier)], input=archive, check=True)
     return earlier
+
+
+EVALUATE = engine.evaluate  # the engine's own, which stopping_after wraps (never a wrapper of a wrapper)
+
+
+class Stop(Exception):
+    """Stands for a run stopped part-way (Ctrl-C, a killed process)."""
+
+
+def stopping_after(monkeypatch, n: int) -> list:
+    """Make the engine's unit evaluation raise Stop once it has finished n units; the units it evaluated are listed
+    (a sweep stopped part-way, for the tests of resuming within a sweep)."""
+    calls = []
+
+    def counted(plan, graph, unit, *args, **kwargs):
+        if len(calls) == n:
+            raise Stop
+        calls.append(unit)
+        return EVALUATE(plan, graph, unit, *args, **kwargs)
+    monkeypatch.setattr(engine, "evaluate", counted)
+    return calls

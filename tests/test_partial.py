@@ -8,31 +8,13 @@ import pytest
 import torch
 import xarray as xr
 
-from conftest import untimed
+from conftest import Stop, stopping_after, untimed
 from fragility import FragilityError, cli, engine, partial, pipeline, store
 from fragility import sweep as fr_sweep
 from fragility.plan import prepare
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-EVALUATE = engine.evaluate
 SETTINGS = dict(A=4, filters=("h1", "h3"), epsilon=0.1, progress=False)
-
-
-class Stop(Exception):
-    """Stands for a run stopped part-way (Ctrl-C, a killed process)."""
-
-
-def stopping_after(monkeypatch, n: int) -> list:
-    """Make the engine's unit evaluation raise Stop once it has finished n units; the units it evaluated are listed."""
-    calls = []
-
-    def counted(plan, graph, unit, *args, **kwargs):
-        if len(calls) == n:
-            raise Stop
-        calls.append(unit)
-        return EVALUATE(plan, graph, unit, *args, **kwargs)
-    monkeypatch.setattr(engine, "evaluate", counted)
-    return calls
 
 
 def unstopped(monkeypatch) -> list:

@@ -15,10 +15,10 @@ import pytest
 import torch
 import xarray as xr
 import yaml
-from conftest import earlier_code
+from conftest import Stop, earlier_code, stopping_after
 from test_pipeline import TINY
 
-from fragility import FragilityError, checks, cli, data, engine, pipeline, profiles, steps, studies, training
+from fragility import FragilityError, checks, cli, data, pipeline, profiles, steps, studies, training
 from fragility import verification
 from fragility import partial as partials
 from fragility import study as base
@@ -384,10 +384,6 @@ def test_verify_re_sweeps_a_network_the_depth_study_trained(ran, tmp_path, capsy
     assert v.differences["accuracy"] == pytest.approx(0.25) and not v.agrees
 
 
-class Stop(Exception):
-    """Stands for a run stopped part-way (Ctrl-C, a killed worker)."""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("step, output", [
     (f"{DEPTH[0]}/sweep", "studies/depth/runs/smallcnn-d3__digits__seed1/sweep.nc"),
@@ -404,24 +400,13 @@ def test_a_study_sweep_stopped_part_way_resumes_after_its_finished_layers(ran, t
     name = step.split("/")[1]
     [unit] = [u for n, u in studies.units(profile) if n == name and step.startswith(steps.key(n, u) + "/")]
     run = partial(steps.run_step, profile, again, name, unit, step[len(steps.key(name, unit)) + 1:])
-    evaluate, calls = engine.evaluate, []
-
-    def stopping(n):
-        def counted(plan, graph, unit, *args, **kwargs):
-            if len(calls) == n:
-                raise Stop
-            calls.append(unit)
-            return evaluate(plan, graph, unit, *args, **kwargs)
-        monkeypatch.setattr(engine, "evaluate", counted)
-
-    stopping(1)
+    stopping_after(monkeypatch, 1)
     with pytest.raises(Stop):
         run()
-    kept = (again / output).with_name(f".{Path(output).stem}.partial.npz")
+    kept = again / Path(output).with_name(f".{Path(output).stem}.partial.npz")  # spelled out: the documented name
     assert kept.is_file() and not (again / output).exists()
     assert partials.kept(kept) == 1
-    calls.clear()
-    stopping(10 ** 6)
+    calls = stopping_after(monkeypatch, 10 ** 6)
     run()
     assert calls == layers[1:], "the resumed sweep evaluated a finished layer again, or missed one"
     assert not kept.exists()
