@@ -160,18 +160,23 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
+def _kept(layers: int) -> str:
+    """" (N layers kept)": what a sweep stopped part-way kept (fragility.partial), for the status tables."""
+    return f" ({layers} layer{'s' * (layers > 1)} kept)" if layers else ""
+
+
 def print_status(rows: list[pipeline.Status], study_rows: list[pipeline.StudyStatus], seconds: dict) -> None:
     """The table of units, its counts, the table of study units (with their steps done) and its counts, then the
     compute they record."""
     _table(("model", "dataset", "seed", "epoch", "trained", "swept"),
            [(r.model, r.dataset, r.seed, r.epoch, r.trained,
-             f"no ({r.kept} layer{'s' * (r.kept > 1)} kept)" if r.kept else r.swept) for r in rows])
+             f"no{_kept(r.kept)}" if r.kept else r.swept) for r in rows])
     print(f"{len(rows)} units: {sum(r.trained for r in rows)} trained, {sum(r.swept for r in rows)} swept")
     if study_rows:
         print()
         _table(("study", "model", "dataset", "seed", "done", "steps done"),
-               [(r.study, r.model, r.dataset, r.seed, r.done, f"{r.steps_done}/{r.steps}" if r.steps else "-")
-                for r in study_rows])
+               [(r.study, r.model, r.dataset, r.seed, r.done, f"{r.steps_done}/{r.steps}" + _kept(r.kept)
+                 if r.steps else "-") for r in study_rows])
         stepped = [r for r in study_rows if r.steps]
         print(f"{len(study_rows)} study units: {sum(r.done for r in study_rows)} done"
               + (f"; {sum(r.steps for r in stepped)} of their steps: {sum(r.steps_done for r in stepped)} done"

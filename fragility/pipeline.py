@@ -397,8 +397,9 @@ def recorded_seconds(profile: Profile, results=None) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class StudyStatus:
-    """Whether one study unit's file exists, and how many of its steps (fragility.steps) are done: a step whose
-    output is stored, or any step of a stored unit (which needs none of them any more)."""
+    """Whether one study unit's file exists, how many of its steps (fragility.steps) are done — a step whose
+    output is stored, or any step of a stored unit (which needs none of them any more) — and how many layers its
+    sweep steps stopped part-way kept."""
 
     study: str
     model: str
@@ -407,6 +408,7 @@ class StudyStatus:
     done: bool
     steps: int = 0
     steps_done: int = 0
+    kept: int = 0  # layers its sweep steps stopped part-way finished (fragility.partial.beside their outputs)
 
 
 def study_status(profile: Profile, results=None) -> list[StudyStatus]:
@@ -418,7 +420,8 @@ def study_status(profile: Profile, results=None) -> list[StudyStatus]:
     for name, unit in studies.units(profile):
         if (name, unit.key) in done:
             count = total = len(steps.of(steps.context(profile, results, name, unit)))
+            kept = 0
         else:
-            count, total = steps.counts(profile, results, name, unit)
-        out.append(StudyStatus(name, *unit.key, (name, unit.key) in done, total, count))
+            count, total, kept = steps.counts(profile, results, name, unit)
+        out.append(StudyStatus(name, *unit.key, (name, unit.key) in done, total, count, kept))
     return out

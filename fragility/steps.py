@@ -143,10 +143,13 @@ def tasks(profile, results, name: str, unit: base.Unit, after: tuple = ()) -> li
                  takes=("progress", "cache")) for step in todo]
 
 
-def counts(profile, results, name: str, unit: base.Unit) -> tuple[int, int]:
-    """(steps done, steps) of the unit: a step is done when its output is stored (validated)."""
+def counts(profile, results, name: str, unit: base.Unit) -> tuple[int, int, int]:
+    """(steps done, steps, layers kept) of the unit: a step is done when its output is stored (validated); a sweep
+    step stopped part-way keeps its finished layers (`fragility.partial.beside` its output), counted last."""
     ctx = context(profile, results, name, unit)
-    return len(of(ctx)) - len(pending(ctx)), len(of(ctx))
+    todo = pending(ctx)
+    return (len(of(ctx)) - len(todo), len(of(ctx)),
+            sum(partials.kept(partials.beside(step.output)) for step in todo))
 
 
 # A step's own output: stamped with its unit's settings hash and its seconds, checked when read back.

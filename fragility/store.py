@@ -310,6 +310,14 @@ def _common(dicts) -> dict:
     return {k: v for k, v in merged.items() if k not in conflicts}
 
 
+def commits(attrs) -> dict:
+    """`{"git_commits": "<a>, <b>, …"}` where the units' attributes `attrs` name more than one git commit (their
+    `git_commit` then differs and is dropped), in the order first met; else `{}`. Figures say how many commits the
+    results shown come from (fragility.plot.draw.provenance_line), and each unit keeps its own `git_commit`."""
+    found = list(dict.fromkeys(str(a["git_commit"]) for a in attrs if "git_commit" in a))
+    return {"git_commits": ", ".join(found)} if len(found) > 1 else {}
+
+
 def open_results(path) -> xr.Dataset:
     """Everything stored under `path`, combined: accuracy(model, dataset, seed, epoch, layer, filter, alpha, input).
 
@@ -317,7 +325,8 @@ def open_results(path) -> xr.Dataset:
     read (`.load()` reads them all). Layers keep the units' order when they all share it, else they are the sorted
     union over models (NaN where a model lacks one; use `layer_order` for a model's forward order). Missing units are
     NaN, as are the filters a unit was not swept with (a profile may sweep a model with fewer), and attributes that
-    differ between units are dropped: the result equals `read_whole`'s. The per-example
+    differ between units are dropped (units from several commits list them in `git_commits`, `commits`): the result
+    equals `read_whole`'s. The per-example
     results (`correct`, `base_correct`) stay in the unit files: `fragility.uncertainty` reads them unit by unit.
     Units swept with another metric than top-1 accuracy hold its response under its own name (`metric_variables`),
     and every unit of a folder must hold the same metric.
@@ -371,7 +380,7 @@ def open_results(path) -> xr.Dataset:
         lazy = _Stacked(grid, name, dims, coords, None if complete else np.nan, dtype)
         data_vars[name] = xr.Variable(KEYS + dims, indexing.MemoryCachedArray(indexing.LazilyIndexedArray(lazy)),
                                       _common(h.variables[name][2] for h in holders))
-    ds = xr.Dataset(data_vars, coords, attrs=_common(h.attrs for h in headers))
+    ds = xr.Dataset(data_vars, coords, attrs=_common(h.attrs for h in headers) | commits(h.attrs for h in headers))
     return ds.transpose(*DIMS)
 
 
@@ -383,6 +392,7 @@ def read_whole(path) -> xr.Dataset:
     units = [read_unit(header.path).drop_vars([*per_image(header.attrs), "image"]) for header in scan(path).values()]
     stacked = xr.concat(units, dim="unit", data_vars="all", coords="all", compat="equals", join="outer",
                         fill_value=np.nan, combine_attrs="drop_conflicts")
+    stacked.attrs.update(commits(u.attrs for u in units))
     return stacked.set_index(unit=list(KEYS)).unstack("unit").transpose(*DIMS)
 
 

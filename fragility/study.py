@@ -275,6 +275,7 @@ def combine(units: list[xr.Dataset]) -> xr.Dataset:
         units = [u.reindex(layer=order) for u in units]
     stacked = xr.concat(units, dim="unit", data_vars="all", coords="all", join="outer", fill_value=np.nan,
                         combine_attrs="drop_conflicts")
+    stacked.attrs.update(store.commits(u.attrs for u in units))
     return stacked.set_index(unit=list(KEY)).unstack("unit")
 
 

@@ -388,7 +388,8 @@ def test_verify_re_sweeps_a_network_the_depth_study_trained(ran, tmp_path, capsy
 @pytest.mark.parametrize("step, output", [
     (f"{DEPTH[0]}/sweep", "studies/depth/runs/smallcnn-d3__digits__seed1/sweep.nc"),
     (f"{CONVENTIONS}/sweep/batch/2", "studies/conventions/runs/smallcnn__digits__seed1/batch-epoch002.nc")])
-def test_a_study_sweep_stopped_part_way_resumes_after_its_finished_layers(ran, tmp_path, monkeypatch, step, output):
+def test_a_study_sweep_stopped_part_way_resumes_after_its_finished_layers(ran, tmp_path, monkeypatch, capsys, step,
+                                                                        output):
     """A study's sweep step keeps its finished layers beside its output as it goes (`.<name>.partial.npz`): stopped
     after one, it resumes with the others alone, to the output of an uninterrupted run, and the kept file is deleted."""
     profile, results, _ = ran
@@ -406,6 +407,11 @@ def test_a_study_sweep_stopped_part_way_resumes_after_its_finished_layers(ran, t
     kept = again / Path(output).with_name(f".{Path(output).stem}.partial.npz")  # spelled out: the documented name
     assert kept.is_file() and not (again / output).exists()
     assert partials.kept(kept) == 1
+    studies.study_path(again, name, *unit.key).unlink()  # a unit not computed yet: its steps are what status shows
+    [row] = [r for r in pipeline.study_status(profile, again) if (r.study, r.model) == (name, unit.key[0])]
+    assert (row.done, row.steps_done, row.kept) == (False, row.steps - 1, 1)
+    cli.print_status([], [row], {})
+    assert f"{row.steps - 1}/{row.steps} (1 layer kept)" in capsys.readouterr().out  # `fragility status`'s table
     calls = stopping_after(monkeypatch, 10 ** 6)
     run()
     assert calls == layers[1:], "the resumed sweep evaluated a finished layer again, or missed one"

@@ -4,6 +4,7 @@ import pytest
 import xarray as xr
 
 from fragility import files, store
+from fragility.plot import draw
 from fragility.errors import FragilityError
 
 
@@ -214,3 +215,16 @@ def test_every_kind_of_damage_is_named_and_nothing_is_lost(tmp_path, damage):
 def test_a_missing_folder_is_named(tmp_path):
     with pytest.raises(FragilityError, match="absent does not exist"):
         store.open_results(tmp_path / "absent")
+
+
+def test_units_from_several_commits_are_named_and_the_figures_say_so(tmp_path):
+    for seed, commit in ((0, "1111111111aa"), (1, "2222222222bb"), (2, "1111111111aa")):
+        put(tmp_path, seed=seed, git_commit=commit)
+    lazy, whole = store.open_results(tmp_path), store.read_whole(tmp_path)
+    for ds in (lazy, whole):
+        assert "git_commit" not in ds.attrs and ds.attrs["git_commits"] == "1111111111aa, 2222222222bb"
+    assert "commits 1111111111 and 1 more" in draw.provenance_line(lazy)
+    assert draw.provenance_line(lazy.assign_attrs(git_commit="1111111111aa")).endswith("commit 1111111111")
+    put(tmp_path / "one", seed=0, git_commit="3333333333cc")
+    one = store.open_results(tmp_path / "one")
+    assert "git_commits" not in one.attrs and "commit 3333333333" in draw.provenance_line(one)

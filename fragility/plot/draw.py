@@ -92,8 +92,16 @@ def _coordinate(ds: xr.Dataset, name: str) -> list:
     return np.atleast_1d(ds[name].values).tolist() if name in ds.coords else []
 
 
+def _commit(attrs: dict) -> str:
+    """The code commit part of a provenance line: one commit, or the first of several (fragility.store.commits)."""
+    if "git_commit" not in attrs and "git_commits" in attrs:
+        first, *others = str(attrs["git_commits"]).split(", ")
+        return f"commits {first[:10]} and {len(others)} more" if others else f"commit {first[:10]}"
+    return f"commit {str(attrs.get('git_commit', 'unknown'))[:10]}"
+
+
 def provenance_line(ds: xr.Dataset, epsilon=None, **attrs) -> str:
-    """Profile, models, datasets, seeds, n_test, A, ε, attack and code commit of the results shown (`attrs`
+    """Profile, models, datasets, seeds, n_test, A, ε, attack and code commit(s) of the results shown (`attrs`
     override the Dataset's attributes; parts a result lacks are left out)."""
     a = {**ds.attrs, **attrs}
     eps = ds["epsilon"].values if epsilon is None and "epsilon" in ds else epsilon
@@ -105,7 +113,7 @@ def provenance_line(ds: xr.Dataset, epsilon=None, **attrs) -> str:
              f"A {a.get('A', '?')}",
              f"ε {value_range(eps) if eps is not None else '?'}",
              f"attack {a.get('attack', '?')}",
-             f"commit {str(a.get('git_commit', 'unknown'))[:10]}"]
+             _commit(a)]
     return " · ".join(p for p in parts if not p.endswith((" ?", " ")))
 
 
