@@ -16,15 +16,27 @@ figures in the README were measured with:
         study/conventions/resnet18/mnist/0/sweep/batch/6 study/conventions/resnet18/mnist/0/sweep/epsilon/6
     time b train/squeezenet1_1/mnist/1 epsilon/squeezenet1_1/mnist sweep/squeezenet1_1/mnist/1/12 \
         train/shufflenet_v2_x1_0/mnist/0 epsilon/shufflenet_v2_x1_0/mnist sweep/shufflenet_v2_x1_0/mnist/0/6 \
-        study/depth/resnet34/mnist/0/train study/depth/resnet34/mnist/0/epsilon study/depth/resnet34/mnist/0/sweep
+        study/depth/resnet34/mnist/0/train study/depth/resnet34/mnist/0/epsilon study/depth/resnet34/mnist/0/sweep \
+        study/depth/resnet34/mnist/0 study/conventions/squeezenet1_1/mnist/1/sweep/adaptive/12 \
+        sweep/squeezenet1_1/mnist/1/2 sweep/squeezenet1_1/mnist/1/6 \
+        study/conventions/squeezenet1_1/mnist/1/sweep/batch/2 study/conventions/squeezenet1_1/mnist/1/sweep/batch/6 \
+        study/conventions/squeezenet1_1/mnist/1/sweep/batch/12 study/conventions/squeezenet1_1/mnist/1/sweep/epsilon/2 \
+        study/conventions/squeezenet1_1/mnist/1/sweep/epsilon/6 \
+        study/conventions/squeezenet1_1/mnist/1/sweep/epsilon/12 study/conventions/squeezenet1_1/mnist/1
+    sum a b --stored results/reference --assume 'study/conventions/resnet18/mnist/*=1.1'
+
+(the conventions study's ResNet-18 unit only combines its seven readings' sweeps; four of them were not timed, so its
+own seconds are taken as the SqueezeNet unit's). A conventions reading at one checkpoint reads the profile's own sweep
+of that checkpoint: time that sweep first.
 
 `sum` gives every task of the plan from nothing the seconds of its kind — its key with seeds and epochs left out
 ("sweep/resnet18/mnist/*/*": every sweep of ResNet-18 is the same work) — as timed by `time` (the mean where a kind was
 timed more than once). A kind not timed takes what the stored results under `--stored` record for it (a training
-run's seconds, a sweep unit's, an ε search's, a study unit's), from units computed on this CPU model only; a kind
-with neither is listed as missing. It prints each kind's count and seconds, the sum (task time), and the wall-clock
-time of `--workers` workers taking the plan's tasks in order as their inputs are ready (what `fragility run
---workers N` does).
+run's seconds, a sweep unit's, an ε search's, a study unit's without steps of its own, whose record would include
+theirs): from units computed on this CPU model first, else on another (labelled so); then `--assume KIND=SECONDS`; a
+kind with none of these is listed as missing. It prints each kind's count, seconds and source, the sum (task time),
+and the wall-clock time of `--workers` workers taking the plan's tasks in order as their inputs are ready (what
+`fragility run --workers N` does).
 """
 from __future__ import annotations
 
