@@ -313,7 +313,7 @@ def _common(dicts) -> dict:
 def commits(attrs) -> dict:
     """`{"git_commits": "<a>, <b>, …"}` where the units' attributes `attrs` name more than one git commit (their
     `git_commit` then differs and is dropped), in the order first met; else `{}`. Figures say how many commits the
-    results shown come from (fragility.plot.draw.provenance_line), and each unit keeps its own `git_commit`."""
+    combined results come from (fragility.plot.draw.provenance_line), and each unit keeps its own `git_commit`."""
     found = list(dict.fromkeys(str(a["git_commit"]) for a in attrs if "git_commit" in a))
     return {"git_commits": ", ".join(found)} if len(found) > 1 else {}
 

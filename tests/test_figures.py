@@ -104,6 +104,12 @@ def test_provenance_line(ds):
         assert part in line
 
 
+def test_provenance_line_names_the_seeds_of_the_results_shown(ds):
+    assert "seeds 0, 1 ·" in draw.provenance_line(ds)
+    assert "seeds 0 ·" in draw.provenance_line(ds.sel(model=["other"]))  # smallcnn's seed 1 is not other's
+    assert "seeds 0 ·" in draw.provenance_line(ds.sel(model="other"))
+
+
 def test_curves_average_scaled_responses_over_seeds(ds):
     c = curves(ds, "smallcnn", "digits")
     sub = ds.sel(model="smallcnn", dataset="digits", layer=LAYERS)

@@ -89,14 +89,24 @@ def value_range(values) -> str:
 
 
 def _coordinate(ds: xr.Dataset, name: str) -> list:
-    return np.atleast_1d(ds[name].values).tolist() if name in ds.coords else []
+    """The values of coordinate `name`; for `seed`, those that hold results (of `base_accuracy`, where the Dataset
+    has it): a selection of one model keeps the seed coordinate of every model combined with it."""
+    if name not in ds.coords:
+        return []
+    values = np.atleast_1d(ds[name].values)
+    if name == "seed" and ds[name].ndim == 1 and "base_accuracy" in ds and name in ds["base_accuracy"].dims:
+        held = ds["base_accuracy"].notnull()
+        values = values[held.any([d for d in held.dims if d != name]).transpose(name).values]
+    return values.tolist()
 
 
 def _commit(attrs: dict) -> str:
-    """The code commit part of a provenance line: one commit, or the first of several (fragility.store.commits)."""
+    """The code commit part of a provenance line: one commit, or how many the results combined come from
+    (fragility.store.commits: an attribute of the whole folder, so a selection of it says the folder's count)."""
     if "git_commit" not in attrs and "git_commits" in attrs:
-        first, *others = str(attrs["git_commits"]).split(", ")
-        return f"commits {first[:10]} and {len(others)} more" if others else f"commit {first[:10]}"
+        found = str(attrs["git_commits"]).split(", ")
+        return (f"{len(found)} commits in these results (each unit records its own)" if len(found) > 1
+                else f"commit {found[0][:10]}")
     return f"commit {str(attrs.get('git_commit', 'unknown'))[:10]}"
 
 
