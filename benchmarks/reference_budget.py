@@ -47,7 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fragility import pipeline, profiles, store, studies
+from fragility import pipeline, profiles, steps, store, studies
 from fragility.provenance import processor
 
 
@@ -112,8 +112,7 @@ def stored(profile, results: Path, here: bool = True) -> dict[str, list[float]]:
         if path.is_file():
             attrs = store.read_attrs(path)
             if _here(attrs.get("device")) == here:
-                key = "/".join(map(str, ("study", name, *unit.key)))
-                out.setdefault(kind(key), []).append(float(attrs.get("seconds", 0.0)))
+                out.setdefault(kind(steps.key(name, unit)), []).append(float(attrs.get("seconds", 0.0)))
     return out
 
 
@@ -193,9 +192,22 @@ def main() -> None:
     profile = profiles.load_profile(args.profile)
     if args.command == "time":
         time_tasks(profile, args.results, args.keys, args.data)
-    else:
-        assumed = {k: float(v) for k, v in (a.rsplit("=", 1) for a in args.assume)}
-        summarise(profile, args.folders, args.stored, args.workers, assumed)
+        return
+    if args.workers < 1:
+        parser.error(f"--workers: got {args.workers}; give a count of at least 1")
+    unread = [str(f) for f in args.folders if not (f / "times.tsv").is_file()]
+    if unread:
+        parser.error(f"folders: {', '.join(unread)} hold no times.tsv; give folders `time` wrote to")
+    assumed = {}
+    for given in args.assume:
+        kind_, _, value = given.rpartition("=")
+        try:
+            assumed[kind_] = float(value)
+        except ValueError:
+            kind_ = ""
+        if not kind_:
+            parser.error(f"--assume: got {given!r}; give KIND=SECONDS, e.g. 'study/conventions/resnet18/mnist/*=1.1'")
+    summarise(profile, args.folders, args.stored, args.workers, assumed)
 
 
 if __name__ == "__main__":

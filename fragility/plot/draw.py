@@ -96,7 +96,7 @@ def _coordinate(ds: xr.Dataset, name: str) -> list:
     values = np.atleast_1d(ds[name].values)
     if name == "seed" and ds[name].ndim == 1 and "base_accuracy" in ds and name in ds["base_accuracy"].dims:
         held = ds["base_accuracy"].notnull()
-        values = values[held.any([d for d in held.dims if d != name]).transpose(name).values]
+        values = values[held.any([d for d in held.dims if d != name]).values]
     return values.tolist()
 
 
@@ -104,9 +104,7 @@ def _commit(attrs: dict) -> str:
     """The code commit part of a provenance line: one commit, or how many the results combined come from
     (fragility.store.commits: an attribute of the whole folder, so a selection of it says the folder's count)."""
     if "git_commit" not in attrs and "git_commits" in attrs:
-        found = str(attrs["git_commits"]).split(", ")
-        return (f"{len(found)} commits in these results (each unit records its own)" if len(found) > 1
-                else f"commit {found[0][:10]}")
+        return f"{len(str(attrs['git_commits']).split(', '))} commits in these results (each unit records its own)"
     return f"commit {str(attrs.get('git_commit', 'unknown'))[:10]}"
 
 
